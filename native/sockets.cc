@@ -1,0 +1,335 @@
+// Listening sockets (TCP and Unix), their bound address, dup/close, a
+// non-blocking Unix connect, and Unix datagrams (sd_notify).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "addon.h"
+#include "errors.h"
+#include "unique_fd.h"
+
+namespace handover {
+namespace {
+
+struct TcpTarget {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  int family = 0;
+  std::string label;  // "127.0.0.1:9222" or "[::1]:443", for error messages
+};
+
+// Fills `target` from a numeric host; returns false after throwing.
+bool ParseTcpTarget(Napi::Env env, const std::string& host, int port,
+                    TcpTarget* target) {
+  target->label = host.find(':') != std::string::npos
+                      ? "[" + host + "]:" + std::to_string(port)
+                      : host + ":" + std::to_string(port);
+  if (port < 0 || port > 65535) {
+    ThrowSystemError(env, EINVAL, "bind", target->label);
+    return false;
+  }
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&target->addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&target->addr);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    target->len = sizeof(sockaddr_in);
+    target->family = AF_INET;
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    target->len = sizeof(sockaddr_in6);
+    target->family = AF_INET6;
+  } else {
+    ThrowSystemError(env, EINVAL, "bind",
+                     target->label + " is not a numeric IPv4/IPv6 address");
+    return false;
+  }
+  return true;
+}
+
+// Reads {host, port, backlog, reusePort, ipv6Only} from the options object.
+struct TcpOptions {
+  std::string host;
+  int port = 0;
+  int backlog = 511;
+  bool reusePort = false;
+  bool ipv6Only = false;
+};
+
+bool ReadTcpOptions(const Napi::CallbackInfo& info, TcpOptions* out) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "expected an options object")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (!o.Get("host").IsString() || !o.Get("port").IsNumber()) {
+    Napi::TypeError::New(env, "options.host (string) and options.port (number) are required")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  out->host = o.Get("host").As<Napi::String>().Utf8Value();
+  out->port = o.Get("port").As<Napi::Number>().Int32Value();
+  if (o.Get("backlog").IsNumber()) out->backlog = o.Get("backlog").As<Napi::Number>().Int32Value();
+  out->reusePort = o.Get("reusePort").ToBoolean().Value();
+  out->ipv6Only = o.Get("ipv6Only").ToBoolean().Value();
+  return true;
+}
+
+// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind; returns an invalid fd after
+// throwing. `listen` is left to the caller so a probe can skip it.
+UniqueFd BindTcp(Napi::Env env, const TcpOptions& opts, TcpTarget* target) {
+  if (!ParseTcpTarget(env, opts.host, opts.port, target)) return UniqueFd();
+  UniqueFd fd(OpenSocket(target->family, SOCK_STREAM));
+  if (!fd.valid()) {
+    ThrowSystemError(env, errno, "socket", target->label);
+    return UniqueFd();
+  }
+  int one = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+    ThrowSystemError(env, errno, "setsockopt", target->label + " SO_REUSEADDR");
+    return UniqueFd();
+  }
+  if (opts.reusePort &&
+      setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+    ThrowSystemError(env, errno, "setsockopt", target->label + " SO_REUSEPORT");
+    return UniqueFd();
+  }
+  if (target->family == AF_INET6) {
+    int v6only = opts.ipv6Only ? 1 : 0;
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0) {
+      ThrowSystemError(env, errno, "setsockopt", target->label + " IPV6_V6ONLY");
+      return UniqueFd();
+    }
+  }
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&target->addr), target->len) < 0) {
+    ThrowSystemError(env, errno, "bind", target->label);
+    return UniqueFd();
+  }
+  return fd;
+}
+
+// bindTcp({host, port, backlog?, reusePort?, ipv6Only?}) -> fd
+Napi::Value BindTcpListener(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TcpOptions opts;
+  if (!ReadTcpOptions(info, &opts)) return env.Undefined();
+  TcpTarget target;
+  UniqueFd fd = BindTcp(env, opts, &target);
+  if (!fd.valid()) return env.Undefined();
+  if (listen(fd.get(), opts.backlog) < 0) {
+    ThrowSystemError(env, errno, "listen", target.label);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd.release());
+}
+
+// probeTcp({host, port, ipv6Only?}) -> undefined, or throws EADDRINUSE when a
+// socket already listens there. Binds without SO_REUSEPORT and never listens,
+// so no client connection can land on the probe.
+Napi::Value ProbeTcp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TcpOptions opts;
+  if (!ReadTcpOptions(info, &opts)) return env.Undefined();
+  opts.reusePort = false;
+  TcpTarget target;
+  BindTcp(env, opts, &target);  // closes at once; throws on failure
+  return env.Undefined();
+}
+
+bool FillUnixAddress(Napi::Env env, const std::string& path, const char* syscall,
+                     sockaddr_un* addr, socklen_t* len) {
+  std::memset(addr, 0, sizeof(*addr));
+  addr->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr->sun_path)) {
+    ThrowSystemError(env, path.empty() ? EINVAL : ENAMETOOLONG, syscall,
+                     path + " (a Unix socket path holds at most " +
+                         std::to_string(sizeof(addr->sun_path) - 1) + " bytes)");
+    return false;
+  }
+  std::memcpy(addr->sun_path, path.data(), path.size());
+  if (path[0] == '@') addr->sun_path[0] = '\0';  // Linux abstract namespace
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                                (path[0] == '@' ? 0 : 1));
+  return true;
+}
+
+// bindUnix({path, backlog?, mode?}) -> fd. The caller removes a stale file first.
+Napi::Value BindUnixListener(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject() ||
+      !info[0].As<Napi::Object>().Get("path").IsString()) {
+    Napi::TypeError::New(env, "options.path (string) is required").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string path = o.Get("path").As<Napi::String>().Utf8Value();
+  int backlog = o.Get("backlog").IsNumber() ? o.Get("backlog").As<Napi::Number>().Int32Value() : 511;
+  int mode = o.Get("mode").IsNumber() ? o.Get("mode").As<Napi::Number>().Int32Value() : -1;
+
+  sockaddr_un addr;
+  socklen_t len;
+  if (!FillUnixAddress(env, path, "bind", &addr, &len)) return env.Undefined();
+  UniqueFd fd(OpenSocket(AF_UNIX, SOCK_STREAM));
+  if (!fd.valid()) {
+    ThrowSystemError(env, errno, "socket", path);
+    return env.Undefined();
+  }
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0) {
+    ThrowSystemError(env, errno, "bind", path);
+    return env.Undefined();
+  }
+  bool onDisk = path[0] != '@';
+  if (onDisk && mode >= 0 && chmod(path.c_str(), static_cast<mode_t>(mode)) < 0) {
+    int err = errno;
+    unlink(path.c_str());
+    ThrowSystemError(env, err, "chmod", path);
+    return env.Undefined();
+  }
+  if (listen(fd.get(), backlog) < 0) {
+    int err = errno;
+    if (onDisk) unlink(path.c_str());
+    ThrowSystemError(env, err, "listen", path);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd.release());
+}
+
+// connectUnix(path) -> fd of a connected, non-blocking, close-on-exec socket.
+// A Unix connect never waits for a handshake: it succeeds or fails at once
+// (EAGAIN when the listener's backlog is full; the caller retries).
+Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "expected a socket path").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  sockaddr_un addr;
+  socklen_t len;
+  if (!FillUnixAddress(env, path, "connect", &addr, &len)) return env.Undefined();
+  UniqueFd fd(OpenSocket(AF_UNIX, SOCK_STREAM));
+  if (!fd.valid()) {
+    ThrowSystemError(env, errno, "socket", path);
+    return env.Undefined();
+  }
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0) {
+    ThrowSystemError(env, errno, "connect", path);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd.release());
+}
+
+// localAddress(fd) -> {family: 'IPv4'|'IPv6', address, port} | {family: 'unix', path}
+Napi::Value LocalAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+    ThrowSystemError(env, errno, "getsockname", "fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  char text[INET6_ADDRSTRLEN] = {0};
+  if (addr.ss_family == AF_INET) {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &v4->sin_addr, text, sizeof(text));
+    out.Set("family", "IPv4");
+    out.Set("address", text);
+    out.Set("port", ntohs(v4->sin_port));
+  } else if (addr.ss_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof(text));
+    out.Set("family", "IPv6");
+    out.Set("address", text);
+    out.Set("port", ntohs(v6->sin6_port));
+  } else if (addr.ss_family == AF_UNIX) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+    size_t n = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+    std::string path(un->sun_path, n);
+    if (!path.empty() && path[0] == '\0') {
+      path[0] = '@';
+    } else {
+      path = std::string(path.c_str());  // drop the trailing NUL
+    }
+    out.Set("family", "unix");
+    out.Set("path", path);
+  } else {
+    ThrowSystemError(env, EAFNOSUPPORT, "getsockname", "fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  return out;
+}
+
+// dup(fd) -> a close-on-exec duplicate (F_DUPFD_CLOEXEC).
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) {
+    ThrowSystemError(env, errno, "dup", "fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, copy);
+}
+
+// close(fd). EINTR still released the fd on Linux and darwin: not retried.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  if (close(fd) < 0 && errno != EINTR) {
+    ThrowSystemError(env, errno, "close", "fd " + std::to_string(fd));
+  }
+  return env.Undefined();
+}
+
+// sendDatagram(path, data): one Unix datagram to a path or '@abstract' name.
+Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer()) {
+    Napi::TypeError::New(env, "expected (path: string, data: Buffer)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  sockaddr_un addr;
+  socklen_t len;
+  if (!FillUnixAddress(env, path, "sendto", &addr, &len)) return env.Undefined();
+  UniqueFd fd(OpenSocket(AF_UNIX, SOCK_DGRAM));
+  if (!fd.valid()) {
+    ThrowSystemError(env, errno, "socket", path);
+    return env.Undefined();
+  }
+  if (sendto(fd.get(), data.Data(), data.Length(), 0, reinterpret_cast<sockaddr*>(&addr), len) < 0) {
+    ThrowSystemError(env, errno, "sendto", path);
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void RegisterSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("bindTcp", Napi::Function::New(env, BindTcpListener, "bindTcp"));
+  exports.Set("probeTcp", Napi::Function::New(env, ProbeTcp, "probeTcp"));
+  exports.Set("bindUnix", Napi::Function::New(env, BindUnixListener, "bindUnix"));
+  exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
+  exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
+  exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("sendDatagram", Napi::Function::New(env, SendDatagram, "sendDatagram"));
+}
+
+}  // namespace handover

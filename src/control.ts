@@ -1,0 +1,148 @@
+// The control protocol between the master and its workers (and admin tools),
+// over a Unix stream socket. Each frame is a 4-byte big-endian length followed
+// by that many bytes of UTF-8 JSON. Only `listeners` carries fds (SCM_RIGHTS,
+// sent with the frame's first byte), and it is the master's first and only
+// frame before the worker speaks again, so the worker reads it with recvmsg
+// before any other reader touches the socket.
+import { timingSafeEqual } from 'node:crypto';
+
+/** Frames larger than this are a protocol error; the connection is dropped. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+/** What a listening fd is, so the worker knows how to serve it. */
+export interface ListenerInfo {
+  /** The address as registered, e.g. '127.0.0.1:0'. */
+  address: string;
+  /** The address as bound, e.g. '127.0.0.1:41234'. */
+  bound: string;
+  backlog: number;
+}
+
+export type Message =
+  /** worker -> master, first frame: who I am and which addresses my code registered. */
+  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[] }
+  /** master -> worker: one fd per address, in the order asked, attached to this frame. */
+  | { type: 'listeners'; listeners: ListenerInfo[] }
+  /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
+  | { type: 'refused'; message: string }
+  /** worker -> master: listening on every fd and the application's ready hook resolved. */
+  | { type: 'ready' }
+  /** worker -> master: start-up failed; the message is shown in the master's report. */
+  | { type: 'failed'; message: string }
+  /** master -> worker: stop accepting, finish what is in flight, exit. */
+  | { type: 'drain' }
+  /** worker or admin -> master: please reload; answered with reload-result of the same id. */
+  | { type: 'reload'; id: number }
+  | { type: 'reload-result'; id: number; ok: boolean; message?: string }
+  /** admin -> master: describe yourself; answered with status-result. */
+  | { type: 'status' }
+  | { type: 'status-result'; status: MasterStatus }
+  /** admin -> master: stop gracefully. */
+  | { type: 'stop' };
+
+export interface MasterStatus {
+  pid: number;
+  generation: number;
+  uptimeMs: number;
+  reloading: boolean;
+  addresses: string[];
+  workers: { pid: number; slot: number; generation: number; state: string }[];
+}
+
+export class ProtocolError extends Error {
+  readonly code = 'ERR_HANDOVER_PROTOCOL';
+}
+
+export function encode(message: Message): Buffer {
+  const body = Buffer.from(JSON.stringify(message), 'utf8');
+  if (body.length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const frame = Buffer.allocUnsafe(4 + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  body.copy(frame, 4);
+  return frame;
+}
+
+const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+
+/** Checks a decoded value field by field; anything unexpected is a ProtocolError. */
+export function validate(value: unknown): Message {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError('frame is not an object');
+  const m = value as Record<string, unknown>;
+  const ok = (() => {
+    switch (m.type) {
+      case 'hello':
+        return isString(m.token) && isInt(m.pid) && isInt(m.slot) && isInt(m.generation) &&
+          Array.isArray(m.addresses) && m.addresses.every(isString);
+      case 'listeners':
+        return Array.isArray(m.listeners) && m.listeners.every((l: unknown) => {
+          const x = l as Record<string, unknown>;
+          return typeof l === 'object' && l !== null && isString(x.address) && isString(x.bound) && isInt(x.backlog);
+        });
+      case 'refused':
+      case 'failed':
+        return isString(m.message);
+      case 'ready':
+      case 'drain':
+      case 'status':
+      case 'stop':
+        return true;
+      case 'reload':
+        return isInt(m.id);
+      case 'reload-result':
+        return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
+      case 'status-result':
+        return typeof m.status === 'object' && m.status !== null;
+      default:
+        return false;
+    }
+  })();
+  if (!ok) throw new ProtocolError(`malformed or unknown frame (type ${JSON.stringify(m.type)})`);
+  return m as unknown as Message;
+}
+
+/** Accumulates bytes and yields whole, validated messages. Throws ProtocolError. */
+export class FrameDecoder {
+  private buffer: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Message[] {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const messages: Message[] = [];
+    while (this.buffer.length >= 4) {
+      const length = this.buffer.readUInt32BE(0);
+      if (length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+      if (this.buffer.length < 4 + length) break;
+      const body = this.buffer.subarray(4, 4 + length);
+      this.buffer = this.buffer.subarray(4 + length);
+      let value: unknown;
+      try {
+        value = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new ProtocolError('frame is not valid JSON');
+      }
+      messages.push(validate(value));
+    }
+    return messages;
+  }
+
+  /** Bytes received but not yet part of a whole frame. */
+  get pending(): number {
+    return this.buffer.length;
+  }
+}
+
+/** Constant-time comparison of two tokens (hex strings). */
+export function tokensEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'utf8');
+  const y = Buffer.from(b, 'utf8');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Environment variables that make a process a worker; set by the master at spawn. */
+export const ENV = {
+  socket: 'HANDOVER_CONTROL_SOCKET',
+  token: 'HANDOVER_TOKEN',
+  slot: 'HANDOVER_SLOT',
+  generation: 'HANDOVER_GENERATION',
+  masterPid: 'HANDOVER_MASTER_PID',
+} as const;

@@ -1,0 +1,100 @@
+// How each kind of server stops without breaking a client (invariant 4).
+//
+// Stock http `server.close()` closes idle keep-alive connections at once
+// (Node >= 19): a request the client is sending at that moment meets a closed
+// socket (ECONNRESET, "socket hang up"). That is the classic reload race, so it
+// is never used here. Instead a drain:
+//   - stops accepting (net.Server's own close, which leaves connections open;
+//     the master's copy of the socket keeps the accept queue alive);
+//   - lets in-flight requests finish, their responses saying `Connection: close`
+//     where headers are not sent yet;
+//   - answers the next request on every keep-alive connection with
+//     `Connection: close`, and Node then ends the socket with a FIN;
+//   - leaves idle connections to Node's keep-alive timeout, which would have
+//     closed them anyway;
+//   - HTTP/2: GOAWAY on every session (`session.close()`), streams finish;
+//   - raw net servers and upgraded (WebSocket) sockets: a 'drain' event on each
+//     socket so the application can say goodbye in its own protocol.
+// The worker destroys whatever is left at stopTimeout by exiting.
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as https from 'node:https';
+import * as net from 'node:net';
+
+type Kind = 'http' | 'http2' | 'net';
+
+/** http2's server classes are not exported; recognise them along the prototype chain. */
+function isHttp2Server(server: net.Server): boolean {
+  for (let p = Object.getPrototypeOf(server); p && p !== net.Server.prototype; p = Object.getPrototypeOf(p)) {
+    const name = p.constructor?.name;
+    if (name === 'Http2Server' || name === 'Http2SecureServer') return true;
+  }
+  return false;
+}
+
+function kindOf(server: net.Server): Kind {
+  if (server instanceof http.Server || server instanceof https.Server) return 'http';
+  return isHttp2Server(server) ? 'http2' : 'net';
+}
+
+function closeAfterThisResponse(res: http.ServerResponse): void {
+  if (res.headersSent) return;
+  res.shouldKeepAlive = false;
+  res.setHeader('Connection', 'close');
+}
+
+/** Watches one application server from the start so it can drain it later. */
+export class ServerDrain {
+  readonly kind: Kind;
+  private draining = false;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly upgraded = new Set<net.Socket>();
+  private readonly responses = new Set<http.ServerResponse>();
+  private readonly sessions = new Set<http2.Http2Session>();
+
+  constructor(readonly server: net.Server) {
+    this.kind = kindOf(server);
+    server.prependListener('connection', (socket: net.Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit('drain'));
+    });
+    if (this.kind === 'http') {
+      server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+        if (this.draining) return closeAfterThisResponse(res);
+        this.responses.add(res);
+        res.once('close', () => this.responses.delete(res));
+      });
+      server.prependListener('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => {
+        this.upgraded.add(socket);
+        socket.once('close', () => this.upgraded.delete(socket));
+        if (this.draining) process.nextTick(() => socket.emit('drain'));
+      });
+    } else if (this.kind === 'http2') {
+      server.prependListener('session', (session: http2.Http2Session) => {
+        if (this.draining) return void process.nextTick(() => session.close());
+        this.sessions.add(session);
+        session.once('close', () => this.sessions.delete(session));
+      });
+    }
+  }
+
+  /** Open connections (upgraded ones included). */
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Starts the drain; resolves when the server's last connection has closed. */
+  drain(): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => {
+      // net.Server's close, not http's: stop accepting, keep connections.
+      net.Server.prototype.close.call(this.server, () => resolve());
+    });
+    for (const res of this.responses) closeAfterThisResponse(res);
+    for (const session of this.sessions) session.close();
+    const told = this.kind === 'net' ? this.sockets : this.upgraded;
+    for (const socket of told) socket.emit('drain');
+    return closed;
+  }
+}

@@ -1,0 +1,169 @@
+// The master's listening sockets: bound once, kept for the master's whole life
+// (invariant 1), one per worker slot on Linux so each slot keeps its own accept
+// queue in one SO_REUSEPORT group (invariant 2), one shared socket elsewhere.
+import * as fs from 'node:fs';
+import { type Address, formatBound, parseAddress } from './address';
+import * as native from './native';
+
+export interface Listener {
+  address: Address;
+  /** The address as bound, with the real port: '127.0.0.1:41234'. */
+  bound: string;
+  /** One fd per slot, or a single fd that every slot shares. */
+  fds: number[];
+  /** inode of the Unix socket file we created, so we remove only our own. */
+  createdInode?: number;
+}
+
+export interface ListenerOptions {
+  slots: number;
+  backlog: number;
+  /** Join an existing SO_REUSEPORT group instead of failing with EADDRINUSE. */
+  shared: boolean;
+  /** File mode for Unix socket files. */
+  unixMode?: number;
+}
+
+const HINTS: Record<string, string> = {
+  EADDRINUSE: 'another process is listening there; stop it or choose another address (or set `shared: true` to join its SO_REUSEPORT group on purpose)',
+  EACCES: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port >= 1024, or start the master as root with the `user` option',
+  EADDRNOTAVAIL: 'that IP is not an address of this machine',
+  ENAMETOOLONG: 'use a shorter Unix socket path',
+  ENOENT: 'the directory of the Unix socket path does not exist',
+  EEXIST: 'a file that is not a socket is in the way; handover never deletes it',
+};
+
+/** Adds the address and the likely fix to a system error, keeping code/errno/syscall. */
+function explain(error: unknown, address: string): Error {
+  if (!(error instanceof Error)) return new Error(String(error));
+  const code = (error as native.SystemError).code;
+  const hint = HINTS[code];
+  error.message = `cannot listen on ${address}: ${error.message}${hint ? `; ${hint}` : ''}`;
+  (error as Error & { address?: string }).address = address;
+  return error;
+}
+
+export class ListenerSet {
+  private readonly listeners = new Map<string, Listener>();
+
+  constructor(private readonly options: ListenerOptions) {}
+
+  /** The listener for an address string, binding it first if need be. */
+  ensure(text: string): Listener {
+    const existing = this.listeners.get(text);
+    if (existing) return existing;
+    const address = parseAddress(text);
+    let listener: Listener;
+    try {
+      listener = address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address);
+    } catch (error) {
+      throw explain(error, text);
+    }
+    this.listeners.set(text, listener);
+    return listener;
+  }
+
+  /** The fd a worker in `slot` serves for this address. */
+  fdFor(text: string, slot: number): number {
+    const listener = this.listeners.get(text);
+    if (!listener) throw new Error(`no listener for ${text}`);
+    return listener.fds[listener.fds.length === 1 ? 0 : slot];
+  }
+
+  get all(): Listener[] {
+    return [...this.listeners.values()];
+  }
+
+  /** Closes every listener whose address is not in `inUse` (a reload dropped it). */
+  release(inUse: Set<string>): string[] {
+    const dropped: string[] = [];
+    for (const [text, listener] of this.listeners) {
+      if (inUse.has(text)) continue;
+      this.close(listener);
+      this.listeners.delete(text);
+      dropped.push(listener.bound);
+    }
+    return dropped;
+  }
+
+  closeAll(): void {
+    this.release(new Set());
+  }
+
+  private close(listener: Listener): void {
+    for (const fd of listener.fds) native.closeFd(fd);
+    if (listener.createdInode !== undefined && listener.address.kind === 'unix') {
+      const path = listener.address.path;
+      try {
+        if (fs.lstatSync(path).ino === listener.createdInode) fs.unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  private bindTcp(address: Extract<Address, { kind: 'tcp' }>): Listener {
+    const count = process.platform === 'linux' ? this.options.slots : 1;
+    const bindAll = (host: string): number[] => {
+      if (address.port !== 0 && !this.options.shared) native.probeTcp({ host, port: address.port });
+      const fds: number[] = [];
+      try {
+        let port = address.port;
+        for (let i = 0; i < count; i++) {
+          const fd = native.bindTcp({ host, port, backlog: this.options.backlog, reusePort: true });
+          fds.push(fd);
+          if (port === 0) port = (native.localAddress(fd) as { port: number }).port;
+        }
+      } catch (error) {
+        for (const fd of fds) native.closeFd(fd);
+        throw error;
+      }
+      return fds;
+    };
+    let fds: number[];
+    try {
+      fds = bindAll(address.host);
+    } catch (error) {
+      // ':PORT' means every interface: IPv6 dual stack where there is IPv6, else IPv4.
+      const ipv6Missing = native.isSystemError(error, 'EAFNOSUPPORT') || native.isSystemError(error, 'EADDRNOTAVAIL');
+      if (!address.anyHost || !ipv6Missing) throw error;
+      fds = bindAll('0.0.0.0');
+    }
+    return { address, fds, bound: formatBound(native.localAddress(fds[0])) };
+  }
+
+  private bindUnix(address: Extract<Address, { kind: 'unix' }>): Listener {
+    const { path } = address;
+    if (!path.startsWith('@')) this.removeStaleSocket(path);
+    const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });
+    const createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
+    return { address, fds: [fd], bound: address.text, createdInode };
+  }
+
+  /** A socket file nobody listens on is stale and replaced; anything else stays. */
+  private removeStaleSocket(path: string): void {
+    let stat: fs.Stats;
+    try {
+      stat = fs.lstatSync(path);
+    } catch {
+      return;
+    }
+    if (!stat.isSocket()) {
+      throw Object.assign(new Error(`bind EEXIST ${path} (exists and is not a socket)`), {
+        code: 'EEXIST', errno: -17, syscall: 'bind',
+      });
+    }
+    try {
+      native.closeFd(native.connectUnix(path));
+    } catch (error) {
+      if (native.isSystemError(error, 'ECONNREFUSED')) {
+        fs.unlinkSync(path);
+        return;
+      }
+      throw error;
+    }
+    throw Object.assign(new Error(`bind EADDRINUSE ${path} (a live socket listens there)`), {
+      code: 'EADDRINUSE', errno: -98, syscall: 'bind',
+    });
+  }
+}

@@ -1,0 +1,550 @@
+// The master: binds every address, spawns workers, runs reloads, respawns
+// crashed workers and stops. It keeps a stable pid for the process manager and
+// owns the listening sockets for its whole life; workers only get copies.
+//
+// Reload, top to bottom (see reload()):
+//   1. spawn generation g+1, one worker per slot, each with a fresh token
+//   2. each connects to the control socket, proves who it is, gets its fds
+//   3. each reports `ready` (listening on every fd, `ready()` hook resolved)
+//   4. only then is generation g told to drain; it exits when done or is
+//      killed at stopTimeout
+// A new worker that exits or misses startTimeout is killed, generation g keeps
+// serving, and the reload is reported failed.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { ENV, FrameDecoder, type MasterStatus, type Message, encode, tokensEqual } from './control';
+import { ListenerSet } from './listeners';
+import { type Logger, createLogger } from './log';
+import * as native from './native';
+import type { ResolvedOptions } from './options';
+import { monotonicUsec, notify } from './systemd';
+
+/** How long a control connection may stay silent before its first frame. */
+const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Extra time past stopTimeout before the master kills a worker that did not exit. */
+const KILL_GRACE_MS = 2_000;
+/** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
+const RESPAWN_BASE_MS = 100;
+const RESPAWN_MAX_MS = 10_000;
+const RESPAWN_RESET_MS = 30_000;
+
+type WorkerState = 'starting' | 'ready' | 'draining';
+
+/** Everything the master knows about one worker process. */
+class WorkerProcess {
+  readonly startedAt = Date.now();
+  state: WorkerState = 'starting';
+  conn?: net.Socket;
+  /** Addresses its code registered (known after hello). */
+  addresses?: string[];
+  /** Why it could not start, as the worker reported it. */
+  failure?: string;
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  readonly exited: Promise<void>;
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+  private markFailed!: (error: Error) => void;
+  private killTimer?: NodeJS.Timeout;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly slot: number,
+    readonly generation: number,
+    readonly token: string,
+    startTimeout: number,
+  ) {
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.markReady = resolve;
+      this.markFailed = reject;
+    });
+    this.ready.catch(() => {}); // observed by whoever awaits it; never unhandled
+    const timer = setTimeout(() => {
+      this.markFailed(new Error(`${this.describe()} did not become ready within startTimeout (${startTimeout} ms)`));
+      this.kill('SIGKILL');
+    }, startTimeout);
+    this.exited = new Promise<void>((resolve) => {
+      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (this.exit) return;
+        this.exit = { code, signal };
+        clearTimeout(timer);
+        clearTimeout(this.killTimer);
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        this.markFailed(new Error(`${this.describe()} ${how} before it was ready${this.failure ? `: ${this.failure}` : ''}`));
+        this.conn?.destroy();
+        resolve();
+      };
+      child.once('exit', onExit);
+      child.once('error', () => onExit(null, null));
+    });
+    this.ready.then(() => clearTimeout(timer), () => {});
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get alive(): boolean {
+    return this.exit === undefined;
+  }
+
+  describe(): string {
+    return `worker pid ${this.pid} (slot ${this.slot}, generation ${this.generation})`;
+  }
+
+  becameReady(): void {
+    this.state = 'ready';
+    this.markReady();
+  }
+
+  send(message: Message): void {
+    if (this.conn && !this.conn.destroyed) this.conn.write(encode(message));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.alive) this.child.kill(signal);
+  }
+
+  /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
+  drain(stopTimeout: number): void {
+    if (!this.alive || this.state === 'draining') return;
+    const wasReady = this.state === 'ready';
+    this.state = 'draining';
+    // A worker that is not ready serves nothing yet and may not be reading the
+    // control socket: a stop signal makes it drain just the same.
+    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain' });
+    else this.kill('SIGTERM');
+    this.killTimer = setTimeout(() => this.kill('SIGKILL'), stopTimeout + KILL_GRACE_MS);
+  }
+}
+
+/** Writes a frame whose first byte carries `fds` (SCM_RIGHTS) on a Node-owned Unix socket. */
+async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number[]): Promise<void> {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) throw new Error('control connection has no fd');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const written = native.sendFds(fd, frame, fds);
+      // The fds went with the first byte; the rest is plain data, in order,
+      // because nothing else was ever written on this connection before.
+      if (written < frame.length) socket.write(frame.subarray(written));
+      return;
+    } catch (error) {
+      if (!native.isSystemError(error, 'EAGAIN') || attempt >= 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}
+
+export class Master {
+  private readonly log: Logger;
+  private readonly listeners: ListenerSet;
+  private readonly workers = new Map<number, WorkerProcess>();
+  /** The serving worker of each slot (current generation, or a respawn of it). */
+  private readonly slots: (WorkerProcess | undefined)[];
+  private readonly crashes: number[];
+  private readonly respawnTimers = new Set<NodeJS.Timeout>();
+  private generation = 0;
+  private readonly startedAt = Date.now();
+  private controlServer?: net.Server;
+  private controlDir?: string;
+  private reloading?: Promise<void>;
+  private queuedReload?: Promise<void>;
+  private stopping?: Promise<void>;
+  private stopRequested?: () => void;
+  private forced = false;
+  private readonly signalHandlers: [NodeJS.Signals, () => void][] = [];
+
+  constructor(
+    private readonly options: ResolvedOptions,
+    private readonly addresses: string[],
+    private readonly events: EventEmitter,
+  ) {
+    this.log = createLogger(options.logger, 'master');
+    this.listeners = new ListenerSet({
+      slots: options.workers,
+      backlog: options.backlog,
+      shared: options.shared,
+      unixMode: options.unixSocketMode,
+    });
+    this.slots = new Array(options.workers).fill(undefined);
+    this.crashes = new Array(options.workers).fill(0);
+  }
+
+  /** The bound addresses, with real ports ('127.0.0.1:41234'). */
+  get bound(): string[] {
+    return this.listeners.all.map((l) => l.bound);
+  }
+
+  /** Binds, starts generation 1, then serves until stopped. Rejects if it cannot start. */
+  async run(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => (this.stopRequested = resolve));
+    try {
+      if (this.addresses.length === 0) throw new Error('nothing to serve: register at least one address before run()');
+      for (const address of this.addresses) this.listeners.ensure(address);
+      await this.startControlServer();
+      if (this.options.pidFile) fs.writeFileSync(this.options.pidFile, `${process.pid}\n`);
+      this.installSignalHandlers();
+      this.generation = 1;
+      const first = this.spawnGeneration(1);
+      this.log.info(`listening on ${this.bound.join(', ')}; starting generation 1 (${first.length} worker${first.length > 1 ? 's' : ''})`);
+      await this.allReady(first);
+      first.forEach((w, slot) => (this.slots[slot] = w));
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.log.error(message);
+      await this.shutdown(true);
+      throw error;
+    }
+    notify('READY=1', this.statusLine());
+    this.log.info(`ready: generation 1 serving on ${this.bound.join(', ')}`);
+    this.events.emit('ready', { generation: 1, addresses: this.bound });
+    await stopped;
+  }
+
+  /**
+   * Starts a reload, or joins the one queued behind the reload in progress:
+   * any number of requests during a reload make exactly one more.
+   */
+  reload(): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('the master is stopping; no reload'));
+    if (this.generation === 0) return Promise.reject(new Error('the master is not serving yet; no reload'));
+    if (!this.reloading) {
+      this.reloading = this.runReload().finally(() => (this.reloading = undefined));
+      return this.reloading;
+    }
+    if (!this.queuedReload) {
+      this.queuedReload = this.reloading
+        .catch(() => {})
+        .then(() => {
+          this.queuedReload = undefined;
+          return this.reload();
+        });
+    }
+    return this.queuedReload;
+  }
+
+  private async runReload(): Promise<void> {
+    const generation = ++this.generation;
+    const started = process.hrtime.bigint();
+    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
+    this.log.info(`reload: starting generation ${generation}`);
+    this.events.emit('reload', { generation });
+    const next = this.spawnGeneration(generation);
+    try {
+      await this.allReady(next);
+      if (this.stopping) throw new Error('stop requested during the reload');
+    } catch (error) {
+      for (const w of next) w.kill('SIGKILL');
+      await Promise.all(next.map((w) => w.exited));
+      const message = `reload to generation ${generation} failed, generation ${this.servingGeneration()} keeps serving: ${
+        error instanceof Error ? error.message : String(error)
+      }`;
+      notify('READY=1', this.statusLine());
+      this.log.error(message);
+      this.events.emit('reload-failed', { generation, error: new Error(message) });
+      throw new Error(message);
+    }
+    const old = this.slots.slice();
+    next.forEach((w, slot) => (this.slots[slot] = w));
+    for (const w of old) w?.drain(this.options.stopTimeout);
+    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+    notify('READY=1', this.statusLine());
+    this.log.info(`reload: generation ${generation} ready in ${durationMs.toFixed(0)} ms; draining generation ${old[0]?.generation ?? '-'}`);
+    this.events.emit('reloaded', { generation, durationMs });
+  }
+
+  /** Graceful stop; a second call forces it (kills what is left at once). */
+  stop(): Promise<void> {
+    if (this.stopping) {
+      if (!this.forced) {
+        this.log.warn('second stop request: killing workers now');
+        this.forced = true;
+        for (const w of this.workers.values()) w.kill('SIGKILL');
+      }
+      return this.stopping;
+    }
+    this.stopping = this.shutdown(false).then(() => this.stopRequested?.());
+    return this.stopping;
+  }
+
+  status(): MasterStatus {
+    return {
+      pid: process.pid,
+      generation: this.servingGeneration(),
+      uptimeMs: Date.now() - this.startedAt,
+      reloading: this.reloading !== undefined,
+      addresses: this.bound,
+      workers: [...this.workers.values()].map((w) => ({
+        pid: w.pid, slot: w.slot, generation: w.generation, state: w.state,
+      })),
+    };
+  }
+
+  private servingGeneration(): number {
+    return this.slots.find((w) => w)?.generation ?? 0;
+  }
+
+  private statusLine(): string {
+    const serving = this.slots.filter((w) => w?.state === 'ready').length;
+    return `STATUS=generation ${this.servingGeneration()}, ${serving}/${this.options.workers} workers serving`;
+  }
+
+  private async shutdown(force: boolean): Promise<void> {
+    if (!force) {
+      notify('STOPPING=1');
+      this.log.info(`stopping: draining ${this.workers.size} worker(s), up to ${this.options.stopTimeout} ms`);
+    }
+    this.removeSignalHandlers(force);
+    for (const timer of this.respawnTimers) clearTimeout(timer);
+    this.respawnTimers.clear();
+    for (const w of this.workers.values()) {
+      if (force) w.kill('SIGKILL');
+      else w.drain(this.options.stopTimeout);
+    }
+    await Promise.all([...this.workers.values()].map((w) => w.exited));
+    this.controlServer?.close();
+    if (this.controlDir) fs.rmSync(this.controlDir, { recursive: true, force: true });
+    this.listeners.closeAll();
+    if (this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
+    if (!force) {
+      this.log.info('stopped');
+      this.events.emit('stop');
+    }
+  }
+
+  private installSignalHandlers(): void {
+    const on = (signal: NodeJS.Signals, handler: () => void) => {
+      process.on(signal, handler);
+      this.signalHandlers.push([signal, handler]);
+    };
+    for (const signal of this.options.reloadSignals) {
+      on(signal, () => {
+        this.log.info(`${signal}: reload requested`);
+        this.reload().catch(() => {}); // reported by runReload
+      });
+    }
+    for (const signal of this.options.stopSignals) {
+      on(signal, () => {
+        this.log.info(`${signal}: stop requested`);
+        void this.stop();
+      });
+    }
+  }
+
+  /** Keeps stop signals handled until exit, so a second one can force the stop. */
+  private removeSignalHandlers(all: boolean): void {
+    for (const [signal, handler] of this.signalHandlers) {
+      if (all || !this.options.stopSignals.includes(signal)) process.removeListener(signal, handler);
+    }
+    if (all) this.signalHandlers.length = 0;
+  }
+
+  private spawnGeneration(generation: number): WorkerProcess[] {
+    return Array.from({ length: this.options.workers }, (_, slot) => this.spawnWorker(slot, generation));
+  }
+
+  private spawnWorker(slot: number, generation: number): WorkerProcess {
+    // Same program, same flags, so a reload loads new code from disk. The
+    // inspector port cannot be shared, so inspector flags stay with the master.
+    const execArgv = process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg));
+    const token = randomBytes(32).toString('hex');
+    const child = spawn(process.execPath, [...execArgv, ...process.argv.slice(1)], {
+      env: {
+        ...process.env,
+        [ENV.socket]: this.controlSocketPath,
+        [ENV.token]: token,
+        [ENV.slot]: String(slot),
+        [ENV.generation]: String(generation),
+        [ENV.masterPid]: String(process.pid),
+      },
+      // Only stdio crosses the spawn: listening sockets come over the control
+      // socket (invariant 5), and every fd the master holds is close-on-exec.
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    const worker = new WorkerProcess(child, slot, generation, token, this.options.startTimeout);
+    if (worker.pid > 0) this.workers.set(worker.pid, worker);
+    void worker.exited.then(() => this.onWorkerExit(worker));
+    return worker;
+  }
+
+  private onWorkerExit(worker: WorkerProcess): void {
+    this.workers.delete(worker.pid);
+    const { code, signal } = worker.exit!;
+    this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
+    const serving = this.slots[worker.slot] === worker;
+    if (serving && !this.stopping) {
+      // A crash (or any exit) of a serving worker outside a drain: its slot's
+      // accept queue holds new connections while a replacement starts.
+      if (Date.now() - worker.startedAt > RESPAWN_RESET_MS) this.crashes[worker.slot] = 0;
+      const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** this.crashes[worker.slot]++);
+      const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+      this.log.warn(`${worker.describe()} ${how}; respawning slot ${worker.slot} in ${delay} ms`);
+      const timer = setTimeout(() => {
+        this.respawnTimers.delete(timer);
+        if (this.slots[worker.slot] !== worker || this.stopping) return; // a reload replaced it meanwhile
+        const replacement = this.spawnWorker(worker.slot, worker.generation);
+        this.slots[worker.slot] = replacement;
+        replacement.ready.then(
+          () => this.log.info(`${replacement.describe()} replaced pid ${worker.pid}`),
+          () => {}, // its own exit schedules the next respawn
+        );
+      }, delay);
+      this.respawnTimers.add(timer);
+    }
+    this.releaseUnusedListeners();
+  }
+
+  /** Closes listeners that no live worker registered any more (a reload dropped them). */
+  private releaseUnusedListeners(): void {
+    const live = [...this.workers.values()];
+    if (live.length === 0 || live.some((w) => w.addresses === undefined)) return;
+    const inUse = new Set(live.flatMap((w) => w.addresses!));
+    for (const bound of this.listeners.release(inUse)) this.log.info(`closed ${bound}: no generation serves it any more`);
+  }
+
+  private async allReady(workers: WorkerProcess[]): Promise<void> {
+    await Promise.all(workers.map((w) => w.ready));
+  }
+
+  private async startControlServer(): Promise<void> {
+    try {
+      this.controlDir = fs.mkdtempSync(path.join(this.options.controlDir, 'handover-'));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'error';
+      throw new Error(
+        `cannot create the control directory in ${this.options.controlDir} (${code}); ` +
+          'set the `controlDir` option (or TMPDIR) to a writable directory',
+      );
+    }
+    fs.chmodSync(this.controlDir, 0o700);
+    const socketPath = path.join(this.controlDir, 'control.sock');
+    const server = net.createServer((socket) => this.onControlConnection(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    fs.chmodSync(socketPath, 0o600);
+    this.controlServer = server;
+  }
+
+  get controlSocketPath(): string | undefined {
+    return this.controlDir && path.join(this.controlDir, 'control.sock');
+  }
+
+  /**
+   * Every connection proves who it is before anything else: the kernel's peer
+   * credentials (same uid, a pid this master spawned) and that worker's token.
+   * Anything else is refused, logged once, and only that connection is closed.
+   */
+  private onControlConnection(socket: net.Socket): void {
+    socket.on('error', () => {});
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    let peer: native.PeerCredentials;
+    try {
+      peer = native.peerCredentials(fd);
+    } catch {
+      socket.destroy();
+      return;
+    }
+    const refuse = (why: string) => {
+      this.log.warn(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
+      socket.destroy();
+    };
+    if (peer.uid !== (process.getuid?.() ?? peer.uid)) return refuse('not the workers\' uid');
+    const handshake = setTimeout(() => refuse(`sent no frame within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(handshake));
+    const decoder = new FrameDecoder();
+    let worker: WorkerProcess | undefined;
+    socket.on('data', (chunk) => {
+      let messages: Message[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (error) {
+        return refuse((error as Error).message);
+      }
+      for (const message of messages) {
+        clearTimeout(handshake);
+        if (worker) {
+          this.onWorkerMessage(worker, message);
+          continue;
+        }
+        if (message.type !== 'hello') {
+          this.onAdminMessage(socket, message);
+          continue;
+        }
+        const candidate = this.workers.get(peer.pid);
+        if (!candidate || candidate.conn || message.pid !== peer.pid) return refuse('not a worker this master spawned');
+        if (!tokensEqual(message.token, candidate.token)) return refuse('wrong token');
+        worker = candidate;
+        worker.conn = socket;
+        worker.addresses = message.addresses;
+        void this.sendListeners(worker, message.addresses);
+      }
+    });
+  }
+
+  private async sendListeners(worker: WorkerProcess, addresses: string[]): Promise<void> {
+    const conn = worker.conn!;
+    try {
+      const listeners = addresses.map((a) => this.listeners.ensure(a));
+      const fds = addresses.map((a) => this.listeners.fdFor(a, worker.slot));
+      const frame = encode({
+        type: 'listeners',
+        listeners: listeners.map((l) => ({ address: l.address.text, bound: l.bound, backlog: this.options.backlog })),
+      });
+      await sendWithFds(conn, frame, fds);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      worker.failure = message;
+      conn.write(encode({ type: 'refused', message }));
+    }
+  }
+
+  private onWorkerMessage(worker: WorkerProcess, message: Message): void {
+    switch (message.type) {
+      case 'ready':
+        if (worker.state === 'starting') worker.becameReady();
+        break;
+      case 'failed':
+        worker.failure = message.message;
+        break;
+      case 'reload':
+        this.reload().then(
+          () => worker.send({ type: 'reload-result', id: message.id, ok: true }),
+          (error: Error) => worker.send({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
+        );
+        break;
+      default:
+        this.log.warn(`control: ${worker.describe()} sent an unexpected ${message.type} frame; ignored`);
+    }
+  }
+
+  /** Same-uid tools (the `handover` command) may ask for status, a reload or a stop. */
+  private onAdminMessage(socket: net.Socket, message: Message): void {
+    const reply = (m: Message) => !socket.destroyed && socket.write(encode(m));
+    switch (message.type) {
+      case 'status':
+        reply({ type: 'status-result', status: this.status() });
+        break;
+      case 'reload':
+        this.reload().then(
+          () => reply({ type: 'reload-result', id: message.id, ok: true }),
+          (error: Error) => reply({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
+        );
+        break;
+      case 'stop':
+        void this.stop().then(() => socket.end());
+        break;
+      default:
+        this.log.warn(`control: unexpected ${message.type} frame from a non-worker; connection closed`);
+        socket.destroy();
+    }
+  }
+}

@@ -1,0 +1,116 @@
+// Loads the native binding and gives it types. The binding does only the
+// syscalls Node cannot: binding with SO_REUSEPORT, dup, SCM_RIGHTS, peer
+// credentials, PR_SET_PDEATHSIG. Its errors are Node-style system errors
+// (`code`, `errno`, `syscall`, the address in the message).
+import * as path from 'node:path';
+
+if (process.platform !== 'linux' && process.platform !== 'darwin') {
+  throw new Error(
+    `handover supports linux and darwin only (this is ${process.platform}): ` +
+      'it passes listening sockets between processes with SCM_RIGHTS, which Windows lacks',
+  );
+}
+
+export interface TcpBindOptions {
+  host: string;
+  port: number;
+  backlog?: number;
+  reusePort?: boolean;
+  ipv6Only?: boolean;
+}
+
+export interface UnixBindOptions {
+  path: string;
+  backlog?: number;
+  /** File mode of the socket, e.g. 0o660; the umask decides when omitted. */
+  mode?: number;
+}
+
+export type BoundAddress =
+  | { family: 'IPv4' | 'IPv6'; address: string; port: number }
+  | { family: 'unix'; path: string };
+
+export interface Received {
+  /** The bytes read; empty when the peer closed the connection. */
+  data: Buffer;
+  /** Received fds, close-on-exec, at most the `maxFds` asked for. */
+  fds: number[];
+  /** How many fds beyond `maxFds` arrived and were closed. */
+  surplusClosed: number;
+}
+
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+interface Binding {
+  bindTcp(options: TcpBindOptions): number;
+  probeTcp(options: TcpBindOptions): void;
+  bindUnix(options: UnixBindOptions): number;
+  connectUnix(path: string): number;
+  localAddress(fd: number): BoundAddress;
+  dup(fd: number): number;
+  close(fd: number): void;
+  sendDatagram(path: string, data: Buffer): void;
+  sendFds(fd: number, data: Buffer, fds: number[]): number;
+  recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
+  peerCredentials(fd: number): PeerCredentials;
+  setParentDeathSignal(signal: number): boolean;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const binding: Binding = require('node-gyp-build')(path.join(__dirname, '..'));
+
+/** A system error as thrown by the binding and by Node itself. */
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export function isSystemError(error: unknown, code?: string): error is SystemError {
+  return error instanceof Error && typeof (error as SystemError).code === 'string' &&
+    (code === undefined || (error as SystemError).code === code);
+}
+
+/** Binds a TCP listening socket (SO_REUSEADDR, optional SO_REUSEPORT); returns its fd. */
+export const bindTcp = (options: TcpBindOptions): number => binding.bindTcp(options);
+
+/** Throws EADDRINUSE if a socket already listens on host:port; binds nothing. */
+export const probeTcp = (options: TcpBindOptions): void => binding.probeTcp(options);
+
+/** Binds a Unix stream listening socket at `path` (or '@abstract'); returns its fd. */
+export const bindUnix = (options: UnixBindOptions): number => binding.bindUnix(options);
+
+/** Connects to a Unix stream socket without blocking; returns the connected fd. */
+export const connectUnix = (socketPath: string): number => binding.connectUnix(socketPath);
+
+/** The address an fd is bound to: ip/port, or the Unix path. */
+export const localAddress = (fd: number): BoundAddress => binding.localAddress(fd);
+
+/** A close-on-exec duplicate of `fd`. */
+export const dup = (fd: number): number => binding.dup(fd);
+
+/** Closes an fd that no Node handle owns. */
+export const closeFd = (fd: number): void => binding.close(fd);
+
+/** Sends one datagram to a Unix datagram socket (path or '@abstract'). */
+export const sendDatagram = (socketPath: string, data: Buffer): void => binding.sendDatagram(socketPath, data);
+
+/** Sends `data` with `fds` attached (SCM_RIGHTS); returns bytes written, throws EAGAIN if none. */
+export const sendFds = (fd: number, data: Buffer, fds: number[]): number => binding.sendFds(fd, data, fds);
+
+/**
+ * Receives up to `maxBytes` and at most `maxFds` fds, waiting on the event
+ * loop (never blocking it) for at most `timeoutMs`; rejects with ETIMEDOUT.
+ */
+export const recvFds = (fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received> =>
+  binding.recvFds(fd, maxBytes, maxFds, timeoutMs);
+
+/** pid, uid and gid of the process at the other end of a Unix socket. */
+export const peerCredentials = (fd: number): PeerCredentials => binding.peerCredentials(fd);
+
+/** PR_SET_PDEATHSIG on Linux (returns true); false on darwin, which has none. */
+export const setParentDeathSignal = (signal: number): boolean => binding.setParentDeathSignal(signal);

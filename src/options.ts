@@ -1,0 +1,90 @@
+// Server options, their defaults, and their validation.
+import * as os from 'node:os';
+import type { Logger } from './log';
+
+export interface ServerOptions {
+  /** ms a draining worker has to finish in-flight work before it is killed. Default 20_000. */
+  stopTimeout?: number;
+  /** ms a new worker has to become ready (listening, `ready()` resolved). Default 30_000. */
+  startTimeout?: number;
+  /** Signals that start a reload in the master. Default ['SIGHUP', 'SIGUSR1']. */
+  reloadSignals?: NodeJS.Signals[];
+  /** Signals that stop gracefully; a second one forces. Default ['SIGTERM', 'SIGINT']. */
+  stopSignals?: NodeJS.Signals[];
+  /** Worker processes per generation. Default 1. */
+  workers?: number;
+  /** Runs in each worker after it listens and before it reports ready (warm caches here). */
+  ready?: () => void | Promise<void>;
+  /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
+  logger?: Logger | false;
+  /** The master writes its pid here at start and removes it at stop. */
+  pidFile?: string;
+  /** listen() backlog of every socket the master binds. Default 1024. */
+  backlog?: number;
+  /** Join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE. Default false. */
+  shared?: boolean;
+  /** File mode of Unix socket files the master creates, e.g. 0o660. Default: the umask decides. */
+  unixSocketMode?: number;
+  /** Where the private control directory is created. Default os.tmpdir(). */
+  controlDir?: string;
+}
+
+export interface ResolvedOptions {
+  stopTimeout: number;
+  startTimeout: number;
+  reloadSignals: NodeJS.Signals[];
+  stopSignals: NodeJS.Signals[];
+  workers: number;
+  ready?: () => void | Promise<void>;
+  logger: Logger | false | undefined;
+  pidFile?: string;
+  backlog: number;
+  shared: boolean;
+  unixSocketMode?: number;
+  controlDir: string;
+}
+
+const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
+
+function checkSignals(name: string, signals: NodeJS.Signals[]): void {
+  for (const signal of signals) {
+    if (!(signal in os.constants.signals)) throw new TypeError(`${name}: ${signal} is not a signal name`);
+    if (UNCATCHABLE.has(signal)) {
+      throw new TypeError(`${name}: ${signal} cannot be caught, so it can never start a reload or a graceful stop; remove it`);
+    }
+  }
+}
+
+function checkDuration(name: string, value: number): void {
+  if (!Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number of milliseconds, got ${value}`);
+}
+
+export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
+  const resolved: ResolvedOptions = {
+    stopTimeout: options.stopTimeout ?? 20_000,
+    startTimeout: options.startTimeout ?? 30_000,
+    reloadSignals: options.reloadSignals ?? ['SIGHUP', 'SIGUSR1'],
+    stopSignals: options.stopSignals ?? ['SIGTERM', 'SIGINT'],
+    workers: options.workers ?? 1,
+    ready: options.ready,
+    logger: options.logger,
+    pidFile: options.pidFile,
+    backlog: options.backlog ?? 1024,
+    shared: options.shared ?? false,
+    unixSocketMode: options.unixSocketMode,
+    controlDir: options.controlDir ?? os.tmpdir(),
+  };
+  checkDuration('stopTimeout', resolved.stopTimeout);
+  checkDuration('startTimeout', resolved.startTimeout);
+  checkSignals('reloadSignals', resolved.reloadSignals);
+  checkSignals('stopSignals', resolved.stopSignals);
+  const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
+  if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop`);
+  if (!Number.isInteger(resolved.workers) || resolved.workers < 1) {
+    throw new TypeError(`workers must be an integer >= 1, got ${resolved.workers}`);
+  }
+  if (!Number.isInteger(resolved.backlog) || resolved.backlog < 1) {
+    throw new TypeError(`backlog must be an integer >= 1, got ${resolved.backlog}`);
+  }
+  return resolved;
+}

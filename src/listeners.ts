@@ -52,7 +52,7 @@ export class ListenerSet {
   ensure(text: string): Listener {
     const existing = this.listeners.get(text);
     if (existing) return existing;
-    const address = parseAddress(text);
+    const address = parseAddress(text.replace(/#\d+$/, '')); // '127.0.0.1:0#1': the 2nd ephemeral port
     let listener: Listener;
     try {
       listener = address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address);

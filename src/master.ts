@@ -139,6 +139,13 @@ async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number[]): Pr
   }
 }
 
+const REPORTED = Symbol('handover.reported');
+
+/** True for an error the master has already logged, so callers do not log it twice. */
+export function reported(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && REPORTED in error;
+}
+
 export class Master {
   private readonly log: Logger;
   private readonly listeners: ListenerSet;
@@ -197,6 +204,7 @@ export class Master {
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(message);
       await this.shutdown(true);
+      if (typeof error === 'object' && error !== null) Object.assign(error, { [REPORTED]: true });
       throw error;
     }
     notify('READY=1', this.statusLine());

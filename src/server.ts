@@ -7,7 +7,8 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import { parseAddress } from './address';
 import type { MasterStatus } from './control';
-import { Master } from './master';
+import { createLogger } from './log';
+import { Master, reported } from './master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
 import { type Registration, Worker, isWorkerProcess } from './worker';
 
@@ -55,10 +56,24 @@ export class Server extends EventEmitter {
 
   /** Serves `handler` on `address` (':9222', '127.0.0.1:0', '[::1]:443', 'unix:/path'). */
   register(address: string | number, handler: Handler): this {
-    const text = parseAddress(address).text;
-    if (this.registrations.some((r) => r.address === text)) throw new Error(`${text} is registered twice`);
-    this.registrations.push({ address: text, create: () => toServer(handler) });
+    this.registrations.push({ address: this.key(address), create: () => toServer(handler) });
     return this;
+  }
+
+  /**
+   * The address string that names a registration to the master across
+   * reloads. Ephemeral ports may repeat, so each gets its ordinal ('#1').
+   */
+  private key(address: string | number): string {
+    const parsed = parseAddress(address);
+    const taken = (k: string) => this.registrations.some((r) => r.address === k);
+    if (parsed.kind === 'tcp' && parsed.port === 0) {
+      let n = 0;
+      while (taken(`${parsed.text}#${n}`)) n++;
+      return `${parsed.text}#${n}`;
+    }
+    if (taken(parsed.text)) throw new Error(`${parsed.text} is registered twice`);
+    return parsed.text;
   }
 
   /** Same as `register('unix:' + path, handler)`. */
@@ -71,9 +86,16 @@ export class Server extends EventEmitter {
    * picks up a renewed certificate.
    */
   registerTLS(address: string | number, certFile: string, keyFile: string, handler: http.RequestListener): this {
-    const text = parseAddress(address).text;
+    const text = this.key(address);
     if (isMaster()) {
-      for (const file of [certFile, keyFile]) fs.accessSync(file, fs.constants.R_OK);
+      for (const file of [certFile, keyFile]) {
+        try {
+          fs.accessSync(file, fs.constants.R_OK);
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          throw Object.assign(new Error(`cannot read TLS file ${file} for ${text} (${code}); check the path and permissions`), { code });
+        }
+      }
     }
     this.registrations.push({
       address: text,
@@ -121,14 +143,18 @@ export class Server extends EventEmitter {
   }
 }
 
-async function serveOrExit(server: Server): Promise<void> {
+/**
+ * Builds and runs a Server. In the master, a failure to start is logged as one
+ * line (naming the address, errno and fix) and the process exits 1, like Go's
+ * log.Fatal(http.ListenAndServe(...)). In a worker, the error propagates.
+ */
+async function serveOrExit(options: ServerOptions | undefined, build: (server: Server) => Server): Promise<void> {
   try {
-    await server.run();
+    await build(new Server(options)).run();
   } catch (error) {
-    // The master has logged one line naming the address, errno and fix, and
-    // left nothing running. Like Go's log.Fatal(http.ListenAndServe(...)).
-    if (isMaster()) process.exit(1);
-    throw error;
+    if (!isMaster()) throw error;
+    if (!reported(error)) createLogger(options?.logger, 'master').error(error instanceof Error ? error.message : String(error));
+    process.exit(1);
   }
 }
 
@@ -142,7 +168,7 @@ async function serveOrExit(server: Server): Promise<void> {
  * If the master cannot start (port in use, ...), it logs why and exits 1.
  */
 export function listenAndServe(address: string | number, handler: Handler, options?: ServerOptions): Promise<void> {
-  return serveOrExit(new Server(options).register(address, handler));
+  return serveOrExit(options, (server) => server.register(address, handler));
 }
 
 /**
@@ -159,5 +185,5 @@ export function listenAndServeTLS(
   handler: http.RequestListener,
   options?: ServerOptions,
 ): Promise<void> {
-  return serveOrExit(new Server(options).registerTLS(address, certFile, keyFile, handler));
+  return serveOrExit(options, (server) => server.registerTLS(address, certFile, keyFile, handler));
 }

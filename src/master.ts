@@ -420,7 +420,7 @@ export class Master {
 
   private async startControlServer(): Promise<void> {
     try {
-      this.controlDir = fs.mkdtempSync(path.join(this.options.controlDir, 'handover-'));
+      this.controlDir = fs.mkdtempSync(path.join(this.options.controlDir, `handover-${process.pid}-`));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'error';
       throw new Error(

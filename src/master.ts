@@ -372,6 +372,8 @@ export class Master {
       // Only stdio crosses the spawn: listening sockets come over the control
       // socket (invariant 5), and every fd the master holds is close-on-exec.
       stdio: ['ignore', 'inherit', 'inherit'],
+      uid: this.options.identity?.uid,
+      gid: this.options.identity?.gid,
     });
     const worker = new WorkerProcess(child, slot, generation, token, this.options.startTimeout);
     if (worker.pid > 0) this.workers.set(worker.pid, worker);
@@ -429,6 +431,10 @@ export class Master {
       );
     }
     fs.chmodSync(this.controlDir, 0o700);
+    // Reachable by exactly the workers' user: the directory and socket belong
+    // to it (root, the master, reaches them regardless).
+    const identity = this.options.identity;
+    if (identity) fs.chownSync(this.controlDir, identity.uid, identity.gid);
     const socketPath = path.join(this.controlDir, 'control.sock');
     const server = net.createServer((socket) => this.onControlConnection(socket));
     await new Promise<void>((resolve, reject) => {
@@ -439,6 +445,7 @@ export class Master {
       });
     });
     fs.chmodSync(socketPath, 0o600);
+    if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
     this.controlServer = server;
   }
 
@@ -465,7 +472,8 @@ export class Master {
       this.log.warn(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
       socket.destroy();
     };
-    if (peer.uid !== (process.getuid?.() ?? peer.uid)) return refuse('not the workers\' uid');
+    const workerUid = this.options.identity?.uid ?? process.getuid!();
+    if (peer.uid !== workerUid && peer.uid !== process.getuid!()) return refuse('not the workers\' uid');
     const handshake = setTimeout(() => refuse(`sent no frame within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
     socket.once('close', () => clearTimeout(handshake));
     const decoder = new FrameDecoder();
@@ -484,9 +492,11 @@ export class Master {
           continue;
         }
         if (message.type !== 'hello') {
+          if (peer.uid !== process.getuid!()) return refuse('admin requests come from the master\'s own uid only');
           this.onAdminMessage(socket, message);
           continue;
         }
+        if (peer.uid !== workerUid) return refuse('not the workers\' uid');
         const candidate = this.workers.get(peer.pid);
         if (!candidate || candidate.conn || message.pid !== peer.pid) return refuse('not a worker this master spawned');
         if (!tokensEqual(message.token, candidate.token)) return refuse('wrong token');

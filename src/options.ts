@@ -1,5 +1,6 @@
 // Server options, their defaults, and their validation.
 import * as os from 'node:os';
+import { type Identity, resolveIdentity } from './identity';
 import type { Logger } from './log';
 
 export interface ServerOptions {
@@ -27,6 +28,13 @@ export interface ServerOptions {
   unixSocketMode?: number;
   /** Where the private control directory is created. Default os.tmpdir(). */
   controlDir?: string;
+  /**
+   * Run workers as this user (name or uid) while the master, started as root,
+   * binds privileged ports. Default: the master's own user.
+   */
+  user?: string | number;
+  /** Group for the workers (name or gid). Default: the `user`'s primary group. */
+  group?: string | number;
 }
 
 export interface ResolvedOptions {
@@ -42,6 +50,8 @@ export interface ResolvedOptions {
   shared: boolean;
   unixSocketMode?: number;
   controlDir: string;
+  /** Who workers run as; undefined: the master's own identity. */
+  identity?: Identity;
 }
 
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
@@ -73,6 +83,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     shared: options.shared ?? false,
     unixSocketMode: options.unixSocketMode,
     controlDir: options.controlDir ?? os.tmpdir(),
+    identity: resolveIdentity(options.user, options.group),
   };
   checkDuration('stopTimeout', resolved.stopTimeout);
   checkDuration('startTimeout', resolved.startTimeout);

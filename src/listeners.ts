@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { type Address, formatBound, parseAddress } from './address';
 import * as native from './native';
+import type { ActivatedSocket } from './systemd';
 
 export interface Listener {
   address: Address;
@@ -45,14 +46,47 @@ function explain(error: unknown, address: string): Error {
 
 export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
+  /** Sockets systemd passed in that no registered address has claimed yet. */
+  private activated: ActivatedSocket[] = [];
 
   constructor(private readonly options: ListenerOptions) {}
+
+  /** Socket activation: these sockets serve matching addresses instead of new binds. */
+  adopt(sockets: ActivatedSocket[]): void {
+    this.activated.push(...sockets);
+  }
+
+  /** Activated sockets no registered address matched (they are not served). */
+  get unclaimed(): string[] {
+    return this.activated.map((s) => `${formatBound(s.bound)}${s.name ? ` (${s.name})` : ''}`);
+  }
+
+  /** The activated socket for an address: by FileDescriptorName=, else by bound address. */
+  private claimActivated(text: string, address: Address): ActivatedSocket | undefined {
+    const matches = (s: ActivatedSocket): boolean => {
+      if (s.name !== undefined) return s.name === text;
+      const b = s.bound;
+      if (address.kind === 'unix') return b.family === 'unix' && b.path === address.path;
+      if (b.family === 'unix' || b.port !== address.port || address.port === 0) return false;
+      const anyHost = (host: string) => host === '::' || host === '0.0.0.0';
+      return b.address === address.host || (address.anyHost && anyHost(b.address));
+    };
+    const index = this.activated.findIndex(matches);
+    return index < 0 ? undefined : this.activated.splice(index, 1)[0];
+  }
 
   /** The listener for an address string, binding it first if need be. */
   ensure(text: string): Listener {
     const existing = this.listeners.get(text);
     if (existing) return existing;
     const address = parseAddress(text.replace(/#\d+$/, '')); // '127.0.0.1:0#1': the 2nd ephemeral port
+    const activated = this.claimActivated(text, address);
+    if (activated) {
+      // systemd owns it (and any socket file): every slot shares it, we never unlink it
+      const listener = { address, fds: [activated.fd], bound: formatBound(activated.bound) };
+      this.listeners.set(text, listener);
+      return listener;
+    }
     let listener: Listener;
     try {
       listener = address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address);
@@ -88,6 +122,7 @@ export class ListenerSet {
 
   closeAll(): void {
     this.release(new Set());
+    for (const socket of this.activated.splice(0)) native.closeFd(socket.fd);
   }
 
   private close(listener: Listener): void {

@@ -21,7 +21,7 @@ import { ListenerSet } from './listeners';
 import { type Logger, createLogger } from './log';
 import * as native from './native';
 import type { ResolvedOptions } from './options';
-import { monotonicUsec, notify } from './systemd';
+import { monotonicUsec, notify, takeActivatedSockets } from './systemd';
 
 /** How long a control connection may stay silent before its first frame. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
@@ -191,7 +191,11 @@ export class Master {
     const stopped = new Promise<void>((resolve) => (this.stopRequested = resolve));
     try {
       if (this.addresses.length === 0) throw new Error('nothing to serve: register at least one address before run()');
+      this.listeners.adopt(takeActivatedSockets());
       for (const address of this.addresses) this.listeners.ensure(address);
+      for (const socket of this.listeners.unclaimed) {
+        this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
+      }
       await this.startControlServer();
       if (this.options.pidFile) fs.writeFileSync(this.options.pidFile, `${process.pid}\n`);
       this.installSignalHandlers();

@@ -15,16 +15,13 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
-import { ENV, FrameDecoder, type MasterStatus, type Message, encode, tokensEqual } from './control';
+import { ENV, type MasterStatus, type Message, encode } from './control';
+import { ControlServer, type Hello, sendWithFds } from './control-server';
 import { ListenerSet } from './listeners';
 import { type Logger, createLogger } from './log';
-import * as native from './native';
 import type { ResolvedOptions } from './options';
 import { monotonicUsec, notify, takeActivatedSockets } from './systemd';
 
-/** How long a control connection may stay silent before its first frame. */
-const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Extra time past stopTimeout before the master kills a worker that did not exit. */
 const KILL_GRACE_MS = 2_000;
 /** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
@@ -54,7 +51,6 @@ class WorkerProcess {
     readonly child: ChildProcess,
     readonly slot: number,
     readonly generation: number,
-    readonly token: string,
     startTimeout: number,
   ) {
     this.ready = new Promise<void>((resolve, reject) => {
@@ -121,24 +117,6 @@ class WorkerProcess {
   }
 }
 
-/** Writes a frame whose first byte carries `fds` (SCM_RIGHTS) on a Node-owned Unix socket. */
-async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number[]): Promise<void> {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) throw new Error('control connection has no fd');
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const written = native.sendFds(fd, frame, fds);
-      // The fds went with the first byte; the rest is plain data, in order,
-      // because nothing else was ever written on this connection before.
-      if (written < frame.length) socket.write(frame.subarray(written));
-      return;
-    } catch (error) {
-      if (!native.isSystemError(error, 'EAGAIN') || attempt >= 100) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-}
-
 const REPORTED = Symbol('handover.reported');
 
 /** True for an error the master has already logged, so callers do not log it twice. */
@@ -156,8 +134,7 @@ export class Master {
   private readonly respawnTimers = new Set<NodeJS.Timeout>();
   private generation = 0;
   private readonly startedAt = Date.now();
-  private controlServer?: net.Server;
-  private controlDir?: string;
+  private control?: ControlServer;
   private reloading?: Promise<void>;
   private queuedReload?: Promise<void>;
   private stopping?: Promise<void>;
@@ -196,7 +173,14 @@ export class Master {
       for (const socket of this.listeners.unclaimed) {
         this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
       }
-      await this.startControlServer();
+      this.control = await ControlServer.open(this.options.controlDir, this.options.identity, this.log, {
+        hello: (pid, hello, conn) => this.onHello(pid, hello, conn),
+        message: (pid, message) => {
+          const worker = this.workers.get(pid);
+          if (worker) this.onWorkerMessage(worker, message);
+        },
+        admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
+      });
       if (this.options.pidFile) fs.writeFileSync(this.options.pidFile, `${process.pid}\n`);
       this.installSignalHandlers();
       this.generation = 1;
@@ -318,8 +302,7 @@ export class Master {
       else w.drain(this.options.stopTimeout);
     }
     await Promise.all([...this.workers.values()].map((w) => w.exited));
-    this.controlServer?.close();
-    if (this.controlDir) fs.rmSync(this.controlDir, { recursive: true, force: true });
+    this.control?.close();
     this.listeners.closeAll();
     if (this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
     if (!force) {
@@ -367,7 +350,7 @@ export class Master {
     const child = spawn(process.execPath, [...execArgv, ...process.argv.slice(1)], {
       env: {
         ...process.env,
-        [ENV.socket]: this.controlSocketPath,
+        [ENV.socket]: this.control!.path,
         [ENV.token]: token,
         [ENV.slot]: String(slot),
         [ENV.generation]: String(generation),
@@ -379,14 +362,18 @@ export class Master {
       uid: this.options.identity?.uid,
       gid: this.options.identity?.gid,
     });
-    const worker = new WorkerProcess(child, slot, generation, token, this.options.startTimeout);
-    if (worker.pid > 0) this.workers.set(worker.pid, worker);
+    const worker = new WorkerProcess(child, slot, generation, this.options.startTimeout);
+    if (worker.pid > 0) {
+      this.workers.set(worker.pid, worker);
+      this.control!.expect(worker.pid, token);
+    }
     void worker.exited.then(() => this.onWorkerExit(worker));
     return worker;
   }
 
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
+    this.control?.forget(worker.pid);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     const serving = this.slots[worker.slot] === worker;
@@ -424,92 +411,12 @@ export class Master {
     await Promise.all(workers.map((w) => w.ready));
   }
 
-  private async startControlServer(): Promise<void> {
-    try {
-      this.controlDir = fs.mkdtempSync(path.join(this.options.controlDir, `handover-${process.pid}-`));
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? 'error';
-      throw new Error(
-        `cannot create the control directory in ${this.options.controlDir} (${code}); ` +
-          'set the `controlDir` option (or TMPDIR) to a writable directory',
-      );
-    }
-    fs.chmodSync(this.controlDir, 0o700);
-    // Reachable by exactly the workers' user: the directory and socket belong
-    // to it (root, the master, reaches them regardless).
-    const identity = this.options.identity;
-    if (identity) fs.chownSync(this.controlDir, identity.uid, identity.gid);
-    const socketPath = path.join(this.controlDir, 'control.sock');
-    const server = net.createServer((socket) => this.onControlConnection(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.removeListener('error', reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(socketPath, 0o600);
-    if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
-    this.controlServer = server;
-  }
-
-  get controlSocketPath(): string | undefined {
-    return this.controlDir && path.join(this.controlDir, 'control.sock');
-  }
-
-  /**
-   * Every connection proves who it is before anything else: the kernel's peer
-   * credentials (same uid, a pid this master spawned) and that worker's token.
-   * Anything else is refused, logged once, and only that connection is closed.
-   */
-  private onControlConnection(socket: net.Socket): void {
-    socket.on('error', () => {});
-    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-    let peer: native.PeerCredentials;
-    try {
-      peer = native.peerCredentials(fd);
-    } catch {
-      socket.destroy();
-      return;
-    }
-    const refuse = (why: string) => {
-      this.log.warn(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
-      socket.destroy();
-    };
-    const workerUid = this.options.identity?.uid ?? process.getuid!();
-    if (peer.uid !== workerUid && peer.uid !== process.getuid!()) return refuse('not the workers\' uid');
-    const handshake = setTimeout(() => refuse(`sent no frame within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
-    socket.once('close', () => clearTimeout(handshake));
-    const decoder = new FrameDecoder();
-    let worker: WorkerProcess | undefined;
-    socket.on('data', (chunk) => {
-      let messages: Message[];
-      try {
-        messages = decoder.push(chunk);
-      } catch (error) {
-        return refuse((error as Error).message);
-      }
-      for (const message of messages) {
-        clearTimeout(handshake);
-        if (worker) {
-          this.onWorkerMessage(worker, message);
-          continue;
-        }
-        if (message.type !== 'hello') {
-          if (peer.uid !== process.getuid!()) return refuse('admin requests come from the master\'s own uid only');
-          this.onAdminMessage(socket, message);
-          continue;
-        }
-        if (peer.uid !== workerUid) return refuse('not the workers\' uid');
-        const candidate = this.workers.get(peer.pid);
-        if (!candidate || candidate.conn || message.pid !== peer.pid) return refuse('not a worker this master spawned');
-        if (!tokensEqual(message.token, candidate.token)) return refuse('wrong token');
-        worker = candidate;
-        worker.conn = socket;
-        worker.addresses = message.addresses;
-        void this.sendListeners(worker, message.addresses);
-      }
-    });
+  private onHello(pid: number, hello: Hello, conn: net.Socket): void {
+    const worker = this.workers.get(pid);
+    if (!worker) return void conn.destroy();
+    worker.conn = conn;
+    worker.addresses = hello.addresses;
+    void this.sendListeners(worker, hello.addresses);
   }
 
   private async sendListeners(worker: WorkerProcess, addresses: string[]): Promise<void> {
@@ -549,8 +456,7 @@ export class Master {
   }
 
   /** Same-uid tools (the `handover` command) may ask for status, a reload or a stop. */
-  private onAdminMessage(socket: net.Socket, message: Message): void {
-    const reply = (m: Message) => !socket.destroyed && socket.write(encode(m));
+  private onAdminMessage(message: Message, reply: (answer: Message) => void, socket: net.Socket): void {
     switch (message.type) {
       case 'status':
         reply({ type: 'status-result', status: this.status() });

@@ -1,0 +1,160 @@
+// The listening side of the control socket: a private directory (0700, socket
+// 0600), and a gate every connection passes before anything else (invariant 6):
+// the kernel's peer credentials (the expected uid, a pid we spawned) and that
+// process's one-time token. Anything else is refused, logged once with its pid,
+// and only that connection is closed; garbage never reaches the handlers.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { FrameDecoder, type Message, encode, tokensEqual } from './control';
+import type { Identity } from './identity';
+import type { Logger } from './log';
+import * as native from './native';
+
+/** How long a control connection may stay silent before its first frame. */
+const HANDSHAKE_TIMEOUT_MS = 5_000;
+
+export type Hello = Extract<Message, { type: 'hello' }>;
+
+export interface ControlHandlers {
+  /** A process we spawned proved who it is; `conn` is now its connection. */
+  hello(pid: number, hello: Hello, conn: net.Socket): void;
+  /** A later frame from a process that said hello. */
+  message(pid: number, message: Message): void;
+  /** A frame from a same-uid tool (status, reload, stop); `reply` answers it. */
+  admin(message: Message, reply: (answer: Message) => void, conn: net.Socket): void;
+}
+
+/** The fd under a Node-owned socket (Unix: `_handle.fd`). */
+function fdOf(socket: net.Socket): number {
+  return (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+}
+
+/**
+ * Writes a frame whose first byte carries `fds` (SCM_RIGHTS) on a Node-owned
+ * Unix socket. Must be the first write on that connection, so nothing Node has
+ * queued can overtake it.
+ */
+export async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number[]): Promise<void> {
+  const fd = fdOf(socket);
+  if (fd < 0) throw new Error('control connection has no fd');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const written = native.sendFds(fd, frame, fds);
+      if (written < frame.length) socket.write(frame.subarray(written));
+      return;
+    } catch (error) {
+      if (!native.isSystemError(error, 'EAGAIN') || attempt >= 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}
+
+export class ControlServer {
+  /** One-time tokens of the processes we spawned and have not heard from yet. */
+  private readonly expected = new Map<number, string>();
+
+  private constructor(
+    readonly dir: string,
+    private readonly server: net.Server,
+    private readonly peerUid: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Makes the private directory under `parentDir` and listens there. */
+  static async open(parentDir: string, identity: Identity | undefined, log: Logger, handlers: ControlHandlers): Promise<ControlServer> {
+    let dir: string;
+    try {
+      dir = fs.mkdtempSync(path.join(parentDir, `handover-${process.pid}-`));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'error';
+      throw new Error(
+        `cannot create the control directory in ${parentDir} (${code}); ` +
+          'set the `controlDir` option (or TMPDIR) to a writable directory',
+      );
+    }
+    fs.chmodSync(dir, 0o700);
+    // Reachable by exactly the workers' user: directory and socket belong to
+    // it (root, the master, reaches them regardless).
+    if (identity) fs.chownSync(dir, identity.uid, identity.gid);
+    const socketPath = path.join(dir, 'control.sock');
+    let control: ControlServer | undefined;
+    const server = net.createServer((socket) => control?.accept(socket, handlers));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    fs.chmodSync(socketPath, 0o600);
+    if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
+    control = new ControlServer(dir, server, identity?.uid ?? process.getuid!(), log);
+    return control;
+  }
+
+  get path(): string {
+    return path.join(this.dir, 'control.sock');
+  }
+
+  /** Admits `pid` once, if it presents `token`. */
+  expect(pid: number, token: string): void {
+    this.expected.set(pid, token);
+  }
+
+  forget(pid: number): void {
+    this.expected.delete(pid);
+  }
+
+  close(): void {
+    this.server.close();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private accept(socket: net.Socket, handlers: ControlHandlers): void {
+    socket.on('error', () => {});
+    let peer: native.PeerCredentials;
+    try {
+      peer = native.peerCredentials(fdOf(socket));
+    } catch {
+      socket.destroy();
+      return;
+    }
+    const refuse = (why: string) => {
+      this.log.warn(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
+      socket.destroy();
+    };
+    const ownUid = process.getuid!();
+    if (peer.uid !== this.peerUid && peer.uid !== ownUid) return refuse('not the workers\' uid');
+    const handshake = setTimeout(() => refuse(`sent no frame within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(handshake));
+    const decoder = new FrameDecoder();
+    let known = false;
+    socket.on('data', (chunk) => {
+      let messages: Message[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (error) {
+        return refuse((error as Error).message);
+      }
+      for (const message of messages) {
+        clearTimeout(handshake);
+        if (socket.destroyed) return;
+        if (known) {
+          handlers.message(peer.pid, message);
+        } else if (message.type !== 'hello') {
+          if (peer.uid !== ownUid) return refuse('admin requests come from the master\'s own uid only');
+          handlers.admin(message, (answer) => void (!socket.destroyed && socket.write(encode(answer))), socket);
+        } else {
+          if (peer.uid !== this.peerUid) return refuse('not the workers\' uid');
+          const token = this.expected.get(peer.pid);
+          if (token === undefined || message.pid !== peer.pid) return refuse('not a process this master spawned');
+          if (!tokensEqual(message.token, token)) return refuse('wrong token');
+          this.expected.delete(peer.pid); // one-time
+          known = true;
+          handlers.hello(peer.pid, message, socket);
+        }
+      }
+    });
+  }
+}

@@ -10,7 +10,8 @@ import type { MasterStatus } from './control';
 import { createLogger } from './log';
 import { Master, reported } from './master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
-import { type Registration, Worker, isWorkerProcess } from './worker';
+import type { Registration } from './serving';
+import { Worker, isWorkerProcess } from './worker';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
 export type Handler = http.RequestListener | net.Server;

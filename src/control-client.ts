@@ -1,0 +1,97 @@
+// The connecting side of the control socket: say hello, receive the listening
+// fds with recvmsg before any other reader touches the socket, then carry on
+// with a plain Node socket (nothing else carries fds).
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { FrameDecoder, type ListenerInfo, MAX_FRAME_BYTES, type Message, encode } from './control';
+import type { Hello } from './control-server';
+import * as native from './native';
+
+/** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
+async function writeAll(fd: number, data: Buffer, deadline: number): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    try {
+      offset += native.sendFds(fd, data.subarray(offset), []);
+    } catch (error) {
+      if (!native.isSystemError(error, 'EAGAIN') || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}
+
+/** Connects without blocking, retrying while the listener's backlog is full. */
+async function connect(socketPath: string, deadline: number): Promise<number> {
+  for (;;) {
+    try {
+      return native.connectUnix(socketPath);
+    } catch (error) {
+      if (!native.isSystemError(error, 'EAGAIN') || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}
+
+/** An established control connection. Emits 'message' (Message) and 'close'. */
+export class ControlClient extends EventEmitter {
+  private constructor(private readonly socket: net.Socket, decoder: FrameDecoder) {
+    super();
+    socket.on('error', () => {});
+    socket.on('data', (chunk) => {
+      let messages: Message[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (error) {
+        this.emit('protocol-error', error);
+        socket.destroy();
+        return;
+      }
+      for (const message of messages) this.emit('message', message);
+    });
+    socket.on('close', () => this.emit('close'));
+  }
+
+  /**
+   * Says hello and waits (without blocking the loop) for the listeners and one
+   * fd per address. Every fd received is closed again if anything fails.
+   */
+  static async connect(
+    socketPath: string,
+    hello: Hello,
+    timeoutMs: number,
+  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[] }> {
+    const deadline = Date.now() + timeoutMs;
+    const fd = await connect(socketPath, deadline);
+    const received: number[] = [];
+    const decoder = new FrameDecoder();
+    try {
+      await writeAll(fd, encode(hello), deadline);
+      let answer: Message | undefined;
+      while (!answer) {
+        const chunk = await native.recvFds(fd, MAX_FRAME_BYTES + 4, hello.addresses.length, Math.max(1, deadline - Date.now()));
+        received.push(...chunk.fds);
+        if (chunk.data.length === 0) throw new Error(`${socketPath} closed the connection during the handshake (see its log)`);
+        answer = decoder.push(chunk.data)[0];
+      }
+      if (answer.type === 'refused') throw new Error(answer.message);
+      const expected = hello.addresses.length;
+      if (answer.type !== 'listeners' || answer.listeners.length !== expected || received.length !== expected) {
+        throw new Error(`the hello was answered with ${answer.type} and ${received.length} fds; expected ${expected}`);
+      }
+      const socket = new net.Socket({ fd, readable: true, writable: true });
+      return { client: new ControlClient(socket, decoder), listeners: answer.listeners, fds: received };
+    } catch (error) {
+      received.forEach(native.closeFd);
+      native.closeFd(fd);
+      throw error;
+    }
+  }
+
+  send(message: Message): void {
+    if (!this.socket.destroyed) this.socket.write(encode(message));
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+}

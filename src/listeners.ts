@@ -2,11 +2,16 @@
 // (invariant 1), one per worker slot on Linux so each slot keeps its own accept
 // queue in one SO_REUSEPORT group (invariant 2), one shared socket elsewhere.
 import * as fs from 'node:fs';
+import type * as net from 'node:net';
 import { type Address, formatBound, parseAddress } from './address';
+import { encode } from './control';
+import { sendWithFds } from './control-server';
 import * as native from './native';
 import type { ActivatedSocket } from './systemd';
 
 export interface Listener {
+  /** The registration key: the address string, '#n' added for repeated ephemeral ports. */
+  key: string;
   address: Address;
   /** The address as bound, with the real port: '127.0.0.1:41234'. */
   bound: string;
@@ -82,14 +87,17 @@ export class ListenerSet {
     const address = parseAddress(text.replace(/#\d+$/, '')); // '127.0.0.1:0#1': the 2nd ephemeral port
     const activated = this.claimActivated(text, address);
     if (activated) {
-      // systemd owns it (and any socket file): every slot shares it, we never unlink it
-      const listener = { address, fds: [activated.fd], bound: formatBound(activated.bound) };
+      // Every slot shares an adopted socket. Its file is systemd's, never
+      // unlinked, unless our predecessor made it (single-process handover).
+      const onDisk = activated.owned && address.kind === 'unix' && !address.path.startsWith('@');
+      const createdInode = onDisk ? fs.lstatSync(address.path).ino : undefined;
+      const listener = { key: text, address, fds: [activated.fd], bound: formatBound(activated.bound), createdInode };
       this.listeners.set(text, listener);
       return listener;
     }
     let listener: Listener;
     try {
-      listener = address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address);
+      listener = { key: text, ...(address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address)) };
     } catch (error) {
       throw explain(error, text);
     }
@@ -104,30 +112,52 @@ export class ListenerSet {
     return listener.fds[listener.fds.length === 1 ? 0 : slot];
   }
 
+  /**
+   * Answers a hello: binds any address not bound yet and sends one fd per
+   * address (slot's socket) with the `listeners` frame. If that cannot be done
+   * (a bind failed), sends `refused` instead and returns why.
+   */
+  async sendTo(conn: net.Socket, addresses: string[], slot: number): Promise<string | undefined> {
+    try {
+      const listeners = addresses.map((a) => this.ensure(a));
+      const frame = encode({
+        type: 'listeners',
+        listeners: listeners.map((l) => ({ address: l.key, bound: l.bound, backlog: this.options.backlog })),
+      });
+      await sendWithFds(conn, frame, addresses.map((a) => this.fdFor(a, slot)));
+      return undefined;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (!conn.destroyed) conn.write(encode({ type: 'refused', message }));
+      return message;
+    }
+  }
+
   get all(): Listener[] {
     return [...this.listeners.values()];
   }
 
   /** Closes every listener whose address is not in `inUse` (a reload dropped it). */
-  release(inUse: Set<string>): string[] {
+  release(inUse: Set<string>, unlink = true): string[] {
     const dropped: string[] = [];
     for (const [text, listener] of this.listeners) {
       if (inUse.has(text)) continue;
-      this.close(listener);
+      this.close(listener, unlink);
       this.listeners.delete(text);
       dropped.push(listener.bound);
     }
     return dropped;
   }
 
-  closeAll(): void {
-    this.release(new Set());
+  /** Closes every socket; `unlink: false` leaves Unix socket files for a successor that serves them. */
+  closeAll(unlink = true): void {
+    this.release(new Set(), unlink);
     for (const socket of this.activated.splice(0)) native.closeFd(socket.fd);
   }
 
-  private close(listener: Listener): void {
+  private close(listener: Listener, unlink: boolean): void {
     for (const fd of listener.fds) native.closeFd(fd);
-    if (listener.createdInode !== undefined && listener.address.kind === 'unix') {
+    if (unlink && listener.createdInode !== undefined && listener.address.kind === 'unix') {
       const path = listener.address.path;
       try {
         if (fs.lstatSync(path).ino === listener.createdInode) fs.unlinkSync(path);
@@ -137,7 +167,7 @@ export class ListenerSet {
     }
   }
 
-  private bindTcp(address: Extract<Address, { kind: 'tcp' }>): Listener {
+  private bindTcp(address: Extract<Address, { kind: 'tcp' }>): Omit<Listener, 'key'> {
     const count = process.platform === 'linux' ? this.options.slots : 1;
     const bindAll = (host: string): number[] => {
       if (address.port !== 0 && !this.options.shared) native.probeTcp({ host, port: address.port });
@@ -167,7 +197,7 @@ export class ListenerSet {
     return { address, fds, bound: formatBound(native.localAddress(fds[0])) };
   }
 
-  private bindUnix(address: Extract<Address, { kind: 'unix' }>): Listener {
+  private bindUnix(address: Extract<Address, { kind: 'unix' }>): Omit<Listener, 'key'> {
     const { path } = address;
     if (!path.startsWith('@')) this.removeStaleSocket(path);
     const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });

@@ -16,7 +16,7 @@ function stderrLogger(role: string): Logger {
   return { info: line('info'), warn: line('warn'), error: line('error') };
 }
 
-export function createLogger(option: Logger | false | undefined, role: 'master' | 'worker'): Logger {
+export function createLogger(option: Logger | false | undefined, role: 'master' | 'worker' | 'single'): Logger {
   if (option === false) return silent;
   return option ?? stderrLogger(role);
 }

@@ -10,112 +10,23 @@
 //      killed at stopTimeout
 // A new worker that exits or misses startTimeout is killed, generation g keeps
 // serving, and the reload is reported failed.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { ENV, type MasterStatus, type Message, encode } from './control';
-import { ControlServer, type Hello, sendWithFds } from './control-server';
+import { ENV, type MasterStatus, type Message } from './control';
+import { ControlServer, type Hello } from './control-server';
 import { ListenerSet } from './listeners';
 import { type Logger, createLogger } from './log';
 import type { ResolvedOptions } from './options';
+import { spawnSelf } from './spawn-self';
+import { WorkerProcess } from './worker-process';
 import { monotonicUsec, notify, takeActivatedSockets } from './systemd';
 
-/** Extra time past stopTimeout before the master kills a worker that did not exit. */
-const KILL_GRACE_MS = 2_000;
 /** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
 const RESPAWN_BASE_MS = 100;
 const RESPAWN_MAX_MS = 10_000;
 const RESPAWN_RESET_MS = 30_000;
-
-type WorkerState = 'starting' | 'ready' | 'draining';
-
-/** Everything the master knows about one worker process. */
-class WorkerProcess {
-  readonly startedAt = Date.now();
-  state: WorkerState = 'starting';
-  conn?: net.Socket;
-  /** Addresses its code registered (known after hello). */
-  addresses?: string[];
-  /** Why it could not start, as the worker reported it. */
-  failure?: string;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
-  readonly exited: Promise<void>;
-  readonly ready: Promise<void>;
-  private markReady!: () => void;
-  private markFailed!: (error: Error) => void;
-  private killTimer?: NodeJS.Timeout;
-
-  constructor(
-    readonly child: ChildProcess,
-    readonly slot: number,
-    readonly generation: number,
-    startTimeout: number,
-  ) {
-    this.ready = new Promise<void>((resolve, reject) => {
-      this.markReady = resolve;
-      this.markFailed = reject;
-    });
-    this.ready.catch(() => {}); // observed by whoever awaits it; never unhandled
-    const timer = setTimeout(() => {
-      this.markFailed(new Error(`${this.describe()} did not become ready within startTimeout (${startTimeout} ms)`));
-      this.kill('SIGKILL');
-    }, startTimeout);
-    this.exited = new Promise<void>((resolve) => {
-      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-        if (this.exit) return;
-        this.exit = { code, signal };
-        clearTimeout(timer);
-        clearTimeout(this.killTimer);
-        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-        this.markFailed(new Error(`${this.describe()} ${how} before it was ready${this.failure ? `: ${this.failure}` : ''}`));
-        this.conn?.destroy();
-        resolve();
-      };
-      child.once('exit', onExit);
-      child.once('error', () => onExit(null, null));
-    });
-    this.ready.then(() => clearTimeout(timer), () => {});
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1;
-  }
-
-  get alive(): boolean {
-    return this.exit === undefined;
-  }
-
-  describe(): string {
-    return `worker pid ${this.pid} (slot ${this.slot}, generation ${this.generation})`;
-  }
-
-  becameReady(): void {
-    this.state = 'ready';
-    this.markReady();
-  }
-
-  send(message: Message): void {
-    if (this.conn && !this.conn.destroyed) this.conn.write(encode(message));
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    if (this.alive) this.child.kill(signal);
-  }
-
-  /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
-  drain(stopTimeout: number): void {
-    if (!this.alive || this.state === 'draining') return;
-    const wasReady = this.state === 'ready';
-    this.state = 'draining';
-    // A worker that is not ready serves nothing yet and may not be reading the
-    // control socket: a stop signal makes it drain just the same.
-    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain' });
-    else this.kill('SIGTERM');
-    this.killTimer = setTimeout(() => this.kill('SIGKILL'), stopTimeout + KILL_GRACE_MS);
-  }
-}
 
 const REPORTED = Symbol('handover.reported');
 
@@ -343,25 +254,14 @@ export class Master {
   }
 
   private spawnWorker(slot: number, generation: number): WorkerProcess {
-    // Same program, same flags, so a reload loads new code from disk. The
-    // inspector port cannot be shared, so inspector flags stay with the master.
-    const execArgv = process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg));
     const token = randomBytes(32).toString('hex');
-    const child = spawn(process.execPath, [...execArgv, ...process.argv.slice(1)], {
-      env: {
-        ...process.env,
-        [ENV.socket]: this.control!.path,
-        [ENV.token]: token,
-        [ENV.slot]: String(slot),
-        [ENV.generation]: String(generation),
-        [ENV.masterPid]: String(process.pid),
-      },
-      // Only stdio crosses the spawn: listening sockets come over the control
-      // socket (invariant 5), and every fd the master holds is close-on-exec.
-      stdio: ['ignore', 'inherit', 'inherit'],
-      uid: this.options.identity?.uid,
-      gid: this.options.identity?.gid,
-    });
+    const child = spawnSelf({
+      [ENV.socket]: this.control!.path,
+      [ENV.token]: token,
+      [ENV.slot]: String(slot),
+      [ENV.generation]: String(generation),
+      [ENV.masterPid]: String(process.pid),
+    }, this.options.identity);
     const worker = new WorkerProcess(child, slot, generation, this.options.startTimeout);
     if (worker.pid > 0) {
       this.workers.set(worker.pid, worker);
@@ -416,24 +316,7 @@ export class Master {
     if (!worker) return void conn.destroy();
     worker.conn = conn;
     worker.addresses = hello.addresses;
-    void this.sendListeners(worker, hello.addresses);
-  }
-
-  private async sendListeners(worker: WorkerProcess, addresses: string[]): Promise<void> {
-    const conn = worker.conn!;
-    try {
-      const listeners = addresses.map((a) => this.listeners.ensure(a));
-      const fds = addresses.map((a) => this.listeners.fdFor(a, worker.slot));
-      const frame = encode({
-        type: 'listeners',
-        listeners: listeners.map((l) => ({ address: l.address.text, bound: l.bound, backlog: this.options.backlog })),
-      });
-      await sendWithFds(conn, frame, fds);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      worker.failure = message;
-      conn.write(encode({ type: 'refused', message }));
-    }
+    void this.listeners.sendTo(conn, hello.addresses, worker.slot).then((failure) => (worker.failure = failure));
   }
 
   private onWorkerMessage(worker: WorkerProcess, message: Message): void {

@@ -4,6 +4,12 @@ import { type Identity, resolveIdentity } from './identity';
 import type { Logger } from './log';
 
 export interface ServerOptions {
+  /**
+   * 'master' (default): a master process with a stable pid owns the sockets
+   * and spawns workers. 'single': no master; this process serves, and a reload
+   * hands the sockets to a successor copy of the program (the pid changes).
+   */
+  mode?: 'master' | 'single';
   /** ms a draining worker has to finish in-flight work before it is killed. Default 20_000. */
   stopTimeout?: number;
   /** ms a new worker has to become ready (listening, `ready()` resolved). Default 30_000. */
@@ -38,6 +44,7 @@ export interface ServerOptions {
 }
 
 export interface ResolvedOptions {
+  mode: 'master' | 'single';
   stopTimeout: number;
   startTimeout: number;
   reloadSignals: NodeJS.Signals[];
@@ -71,6 +78,7 @@ function checkDuration(name: string, value: number): void {
 
 export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   const resolved: ResolvedOptions = {
+    mode: options.mode ?? 'master',
     stopTimeout: options.stopTimeout ?? 20_000,
     startTimeout: options.startTimeout ?? 30_000,
     reloadSignals: options.reloadSignals ?? ['SIGHUP', 'SIGUSR1'],
@@ -94,6 +102,8 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   if (!Number.isInteger(resolved.workers) || resolved.workers < 1) {
     throw new TypeError(`workers must be an integer >= 1, got ${resolved.workers}`);
   }
+  if (resolved.mode !== 'master' && resolved.mode !== 'single') throw new TypeError(`mode must be 'master' or 'single', got ${resolved.mode}`);
+  if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (!Number.isInteger(resolved.backlog) || resolved.backlog < 1) {
     throw new TypeError(`backlog must be an integer >= 1, got ${resolved.backlog}`);
   }

@@ -11,6 +11,7 @@ import { createLogger } from './log';
 import { Master, reported } from './master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
 import type { Registration } from './serving';
+import { SingleProcess } from './single';
 import { Worker, isWorkerProcess } from './worker';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
@@ -48,7 +49,7 @@ function toServer(handler: Handler): net.Server {
 export class Server extends EventEmitter {
   private readonly options: ResolvedOptions;
   private readonly registrations: Registration[] = [];
-  private runtime?: Master | Worker;
+  private runtime?: Master | Worker | SingleProcess;
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -114,6 +115,8 @@ export class Server extends EventEmitter {
     if (this.runtime) return Promise.reject(new Error('run() was already called'));
     if (isWorkerProcess()) {
       this.runtime = new Worker(this.options, this.registrations, this);
+    } else if (this.options.mode === 'single') {
+      this.runtime = new SingleProcess(this.options, this.registrations, this);
     } else {
       this.runtime = new Master(this.options, this.registrations.map((r) => r.address), this);
     }
@@ -128,19 +131,19 @@ export class Server extends EventEmitter {
 
   /** Master only: a graceful stop, as a stop signal does. */
   stop(): Promise<void> {
-    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('stop() is for the master; workers drain on their own'));
+    if (!this.runtime || this.runtime instanceof Worker) return Promise.reject(new Error('stop() is for the master; workers drain on their own'));
     return this.runtime.stop();
   }
 
   /** Master only: generation, workers with pids and states, addresses, uptime. */
   status(): MasterStatus {
-    if (!(this.runtime instanceof Master)) throw new Error('status() is for the master, after run()');
+    if (!this.runtime || this.runtime instanceof Worker) throw new Error('status() is for the master, after run()');
     return this.runtime.status();
   }
 
   /** The bound addresses with real ports, e.g. ['127.0.0.1:41234'] (after `ready`). */
   get addresses(): string[] {
-    return this.runtime instanceof Master ? this.runtime.bound : this.runtime?.bound ?? [];
+    return this.runtime?.bound ?? [];
   }
 }
 

@@ -25,6 +25,8 @@ export interface ActivatedSocket {
   bound: BoundAddress;
   /** Its FileDescriptorName= (LISTEN_FDNAMES), if systemd gave one. */
   name?: string;
+  /** Handed over by our own predecessor (single mode): we remove its Unix file at stop. */
+  owned?: boolean;
 }
 
 const SD_LISTEN_FDS_START = 3;

@@ -1,0 +1,97 @@
+// What a parent (the master, or a single process handing over) knows about a
+// child it spawned: its state, readiness (with startTimeout), exit, and how to
+// tell it to drain.
+import type { ChildProcess } from 'node:child_process';
+import type * as net from 'node:net';
+import { type Message, encode } from './control';
+
+/** Extra time past stopTimeout before a child that did not exit is killed. */
+const KILL_GRACE_MS = 2_000;
+
+type WorkerState = 'starting' | 'ready' | 'draining';
+
+/** One spawned child. `ready` resolves on its `ready` frame; rejects if it exits first or misses startTimeout. */
+export class WorkerProcess {
+  readonly startedAt = Date.now();
+  state: WorkerState = 'starting';
+  conn?: net.Socket;
+  /** Addresses its code registered (known after hello). */
+  addresses?: string[];
+  /** Why it could not start, as the worker reported it. */
+  failure?: string;
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  readonly exited: Promise<void>;
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+  private markFailed!: (error: Error) => void;
+  private killTimer?: NodeJS.Timeout;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly slot: number,
+    readonly generation: number,
+    startTimeout: number,
+  ) {
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.markReady = resolve;
+      this.markFailed = reject;
+    });
+    this.ready.catch(() => {}); // observed by whoever awaits it; never unhandled
+    const timer = setTimeout(() => {
+      this.markFailed(new Error(`${this.describe()} did not become ready within startTimeout (${startTimeout} ms)`));
+      this.kill('SIGKILL');
+    }, startTimeout);
+    this.exited = new Promise<void>((resolve) => {
+      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (this.exit) return;
+        this.exit = { code, signal };
+        clearTimeout(timer);
+        clearTimeout(this.killTimer);
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        this.markFailed(new Error(`${this.describe()} ${how} before it was ready${this.failure ? `: ${this.failure}` : ''}`));
+        this.conn?.destroy();
+        resolve();
+      };
+      child.once('exit', onExit);
+      child.once('error', () => onExit(null, null));
+    });
+    this.ready.then(() => clearTimeout(timer), () => {});
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get alive(): boolean {
+    return this.exit === undefined;
+  }
+
+  describe(): string {
+    return `worker pid ${this.pid} (slot ${this.slot}, generation ${this.generation})`;
+  }
+
+  becameReady(): void {
+    this.state = 'ready';
+    this.markReady();
+  }
+
+  send(message: Message): void {
+    if (this.conn && !this.conn.destroyed) this.conn.write(encode(message));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.alive) this.child.kill(signal);
+  }
+
+  /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
+  drain(stopTimeout: number): void {
+    if (!this.alive || this.state === 'draining') return;
+    const wasReady = this.state === 'ready';
+    this.state = 'draining';
+    // A worker that is not ready serves nothing yet and may not be reading the
+    // control socket: a stop signal makes it drain just the same.
+    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain' });
+    else this.kill('SIGTERM');
+    this.killTimer = setTimeout(() => this.kill('SIGKILL'), stopTimeout + KILL_GRACE_MS);
+  }
+}

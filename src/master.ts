@@ -100,6 +100,7 @@ export class Master {
       await this.allReady(first);
       first.forEach((w, slot) => (this.slots[slot] = w));
     } catch (error) {
+      if (this.stopping) return this.stopping; // a stop signal during start-up: a clean stop
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(message);
       await this.shutdown(true);

@@ -45,7 +45,8 @@ function printStatus(status: MasterStatus): void {
   const lines = [
     `master pid ${status.pid}, generation ${status.generation}${status.reloading ? ' (reloading)' : ''}, up ${formatDuration(status.uptimeMs)}`,
     `listening on ${status.addresses.join(', ')}`,
-    ...status.workers.map((w) => `  worker pid ${w.pid}  slot ${w.slot}  generation ${w.generation}  ${w.state}`),
+    ...status.workers.map((w) =>
+      `  worker pid ${w.pid}  slot ${w.slot}  generation ${w.generation}  ${w.state}  ${w.connections ?? '?'} open connection(s)`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -36,6 +36,9 @@ export type Message =
   | { type: 'reload-result'; id: number; ok: boolean; message?: string }
   /** admin -> master: describe yourself; answered with status-result. */
   | { type: 'status' }
+  /** master -> worker: how many connections are open? answered with connections. */
+  | { type: 'count' }
+  | { type: 'connections'; count: number }
   | { type: 'status-result'; status: MasterStatus }
   /** admin -> master: stop gracefully. */
   | { type: 'stop' };
@@ -46,7 +49,8 @@ export interface MasterStatus {
   uptimeMs: number;
   reloading: boolean;
   addresses: string[];
-  workers: { pid: number; slot: number; generation: number; state: string }[];
+  /** `connections`: open connections the worker reported (absent if it did not answer in time). */
+  workers: { pid: number; slot: number; generation: number; state: string; connections?: number }[];
 }
 
 export class ProtocolError extends Error {
@@ -84,11 +88,14 @@ export function validate(value: unknown): Message {
         return isString(m.message);
       case 'ready':
       case 'drain':
+      case 'count':
       case 'status':
       case 'stop':
         return true;
       case 'reload':
         return isInt(m.id);
+      case 'connections':
+        return isInt(m.count);
       case 'reload-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':

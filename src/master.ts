@@ -192,6 +192,14 @@ export class Master {
     };
   }
 
+  /** status() plus each worker's open connections, asked over the control socket. */
+  private async statusWithConnections(): Promise<MasterStatus> {
+    const status = this.status();
+    const counts = await Promise.all(status.workers.map((w) => this.workers.get(w.pid)?.countConnections(1_000)));
+    status.workers.forEach((w, i) => (w.connections = counts[i]));
+    return status;
+  }
+
   private servingGeneration(): number {
     return this.slots.find((w) => w)?.generation ?? 0;
   }
@@ -328,6 +336,9 @@ export class Master {
       case 'failed':
         worker.failure = message.message;
         break;
+      case 'connections':
+        worker.countWaiters.shift()?.(message.count);
+        break;
       case 'reload':
         this.reload().then(
           () => worker.send({ type: 'reload-result', id: message.id, ok: true }),
@@ -343,7 +354,7 @@ export class Master {
   private onAdminMessage(message: Message, reply: (answer: Message) => void, socket: net.Socket): void {
     switch (message.type) {
       case 'status':
-        reply({ type: 'status-result', status: this.status() });
+        void this.statusWithConnections().then((status) => reply({ type: 'status-result', status }));
         break;
       case 'reload':
         this.reload().then(

@@ -142,7 +142,9 @@ export class SingleProcess {
       uptimeMs: Date.now() - this.startedAt,
       reloading: this.reloading !== undefined,
       addresses: this.bound,
-      workers: [{ pid: process.pid, slot: 0, generation: this.generation, state: this.stopping ? 'draining' : 'ready' }],
+      workers: [{
+        pid: process.pid, slot: 0, generation: this.generation, state: this.stopping ? 'draining' : 'ready', connections: this.serving.connections,
+      }],
     };
   }
 

@@ -20,6 +20,8 @@ export class WorkerProcess {
   /** Why it could not start, as the worker reported it. */
   failure?: string;
   exit?: { code: number | null; signal: NodeJS.Signals | null };
+  /** Answers to `count` frames wait here. */
+  readonly countWaiters: ((count: number) => void)[] = [];
   readonly exited: Promise<void>;
   readonly ready: Promise<void>;
   private markReady!: () => void;
@@ -77,6 +79,19 @@ export class WorkerProcess {
 
   send(message: Message): void {
     if (this.conn && !this.conn.destroyed) this.conn.write(encode(message));
+  }
+
+  /** Its open connections, as it reports them; undefined if it does not answer within `timeoutMs`. */
+  countConnections(timeoutMs: number): Promise<number | undefined> {
+    if (this.state === 'starting' || !this.conn || this.conn.destroyed) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), timeoutMs);
+      this.countWaiters.push((count) => {
+        clearTimeout(timer);
+        resolve(count);
+      });
+      this.send({ type: 'count' });
+    });
   }
 
   kill(signal: NodeJS.Signals): void {

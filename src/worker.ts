@@ -59,6 +59,7 @@ export class Worker {
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
+      if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
         this.pendingReloads.delete(message.id);

@@ -2,6 +2,8 @@
 
 #include <uv.h>
 
+#include <cmath>
+
 namespace handover {
 
 Napi::Error SystemError(Napi::Env env, int err, const char* syscall,
@@ -22,19 +24,25 @@ void ThrowSystemError(Napi::Env env, int err, const char* syscall,
   SystemError(env, err, syscall, subject).ThrowAsJavaScriptException();
 }
 
+bool ReadInteger(Napi::Env env, Napi::Value value, double min, double max,
+                 const char* what, int64_t* out) {
+  double v = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(v) || v != std::trunc(v) || v < min || v > max) {
+    Napi::RangeError::New(env, std::string(what) + " must be an integer from " +
+                                   std::to_string(static_cast<int64_t>(min)) + " to " +
+                                   std::to_string(static_cast<int64_t>(max)))
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
 int FdArg(const Napi::CallbackInfo& info, size_t index) {
-  if (info.Length() <= index || !info[index].IsNumber()) {
-    Napi::TypeError::New(info.Env(), "expected a file descriptor (integer)")
-        .ThrowAsJavaScriptException();
-    return -1;
-  }
-  int fd = info[index].As<Napi::Number>().Int32Value();
-  if (fd < 0) {
-    Napi::TypeError::New(info.Env(), "file descriptor must be >= 0")
-        .ThrowAsJavaScriptException();
-    return -1;
-  }
-  return fd;
+  int64_t fd;
+  Napi::Value value = info.Length() > index ? info[index] : info.Env().Undefined();
+  if (!ReadInteger(info.Env(), value, 0, INT32_MAX, "a file descriptor", &fd)) return -1;
+  return static_cast<int>(fd);
 }
 
 }  // namespace handover

@@ -17,4 +17,10 @@ void ThrowSystemError(Napi::Env env, int err, const char* syscall,
 // Reads an integer fd argument; throws a TypeError and returns -1 if invalid.
 int FdArg(const Napi::CallbackInfo& info, size_t index);
 
+// Reads `value` as an integer in [min, max] into `out`. A non-number, a
+// fraction, NaN, an infinity or anything out of range throws a RangeError
+// naming `what` and returns false: nothing is silently wrapped or truncated.
+bool ReadInteger(Napi::Env env, Napi::Value value, double min, double max,
+                 const char* what, int64_t* out);
+
 }  // namespace handover

@@ -54,12 +54,9 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
   }
   std::vector<int> fds;
   for (uint32_t i = 0; i < list.Length(); i++) {
-    Napi::Value v = list.Get(i);
-    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) {
-      Napi::TypeError::New(env, "fds must be non-negative integers").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    fds.push_back(v.As<Napi::Number>().Int32Value());
+    int64_t fd;
+    if (!ReadInteger(env, list.Get(i), 0, INT32_MAX, "each fd", &fd)) return env.Undefined();
+    fds.push_back(static_cast<int>(fd));
   }
 
   iovec iov{data.Data(), data.Length()};
@@ -252,21 +249,15 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
   if (fd < 0) return env.Undefined();
-  for (size_t i = 1; i <= 3; i++) {
-    if (info.Length() <= i || !info[i].IsNumber() || info[i].As<Napi::Number>().DoubleValue() < 0) {
-      Napi::TypeError::New(env, "expected (fd, maxBytes, maxFds, timeoutMs) as non-negative numbers")
-          .ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-  }
-  size_t maxBytes = info[1].As<Napi::Number>().Uint32Value();
-  size_t maxFds = info[2].As<Napi::Number>().Uint32Value();
-  uint64_t timeoutMs = static_cast<uint64_t>(info[3].As<Napi::Number>().DoubleValue());
-  if (maxBytes == 0 || maxFds > static_cast<size_t>(kMaxFdsPerMessage)) {
-    Napi::RangeError::New(env, "maxBytes must be > 0 and maxFds <= 253").ThrowAsJavaScriptException();
+  // The timeout is capped at a day: every wait has a real one (invariant 10).
+  int64_t maxBytes, maxFds, timeoutMs;
+  if (!ReadInteger(env, info.Length() > 1 ? info[1] : env.Undefined(), 1, 16 * 1024 * 1024, "maxBytes", &maxBytes) ||
+      !ReadInteger(env, info.Length() > 2 ? info[2] : env.Undefined(), 0, kMaxFdsPerMessage, "maxFds", &maxFds) ||
+      !ReadInteger(env, info.Length() > 3 ? info[3] : env.Undefined(), 0, 86400000, "timeoutMs", &timeoutMs)) {
     return env.Undefined();
   }
-  auto* receive = new Receive(env, fd, maxBytes, maxFds, timeoutMs);
+  auto* receive = new Receive(env, fd, static_cast<size_t>(maxBytes), static_cast<size_t>(maxFds),
+                              static_cast<uint64_t>(timeoutMs));
   Napi::Promise promise = receive->Promise();
   receive->Start();
   return promise;

@@ -15,13 +15,12 @@ namespace {
 // darwin, which has no equivalent; there the control socket's EOF is the signal.
 Napi::Value SetParentDeathSignal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "expected a signal number").ThrowAsJavaScriptException();
+  int64_t signo;
+  if (!ReadInteger(env, info.Length() > 0 ? info[0] : env.Undefined(), 0, INT32_MAX, "signal", &signo)) {
     return env.Undefined();
   }
 #if defined(__linux__)
-  int signo = info[0].As<Napi::Number>().Int32Value();
-  if (prctl(PR_SET_PDEATHSIG, signo, 0, 0, 0) < 0) {
+  if (prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(signo), 0, 0, 0) < 0) {
     ThrowSystemError(env, errno, "prctl", "PR_SET_PDEATHSIG");
     return env.Undefined();
   }

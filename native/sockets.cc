@@ -72,14 +72,19 @@ bool ReadTcpOptions(const Napi::CallbackInfo& info, TcpOptions* out) {
     return false;
   }
   Napi::Object o = info[0].As<Napi::Object>();
-  if (!o.Get("host").IsString() || !o.Get("port").IsNumber()) {
-    Napi::TypeError::New(env, "options.host (string) and options.port (number) are required")
-        .ThrowAsJavaScriptException();
+  if (!o.Get("host").IsString()) {
+    Napi::TypeError::New(env, "options.host (string) is required").ThrowAsJavaScriptException();
     return false;
   }
   out->host = o.Get("host").As<Napi::String>().Utf8Value();
-  out->port = o.Get("port").As<Napi::Number>().Int32Value();
-  if (o.Get("backlog").IsNumber()) out->backlog = o.Get("backlog").As<Napi::Number>().Int32Value();
+  int64_t port, backlog = out->backlog;
+  if (!ReadInteger(env, o.Get("port"), 0, 65535, "options.port", &port)) return false;
+  if (!o.Get("backlog").IsUndefined() &&
+      !ReadInteger(env, o.Get("backlog"), 1, INT32_MAX, "options.backlog", &backlog)) {
+    return false;
+  }
+  out->port = static_cast<int>(port);
+  out->backlog = static_cast<int>(backlog);
   out->reusePort = o.Get("reusePort").ToBoolean().Value();
   out->ipv6Only = o.Get("ipv6Only").ToBoolean().Value();
   return true;
@@ -150,8 +155,12 @@ bool FillUnixAddress(Napi::Env env, const std::string& path, const char* syscall
                      sockaddr_un* addr, socklen_t* len) {
   std::memset(addr, 0, sizeof(*addr));
   addr->sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr->sun_path)) {
-    ThrowSystemError(env, path.empty() ? EINVAL : ENAMETOOLONG, syscall,
+  if (path.empty()) {
+    ThrowSystemError(env, EINVAL, syscall, "(empty Unix socket path)");
+    return false;
+  }
+  if (path.size() >= sizeof(addr->sun_path)) {
+    ThrowSystemError(env, ENAMETOOLONG, syscall,
                      path + " (a Unix socket path holds at most " +
                          std::to_string(sizeof(addr->sun_path) - 1) + " bytes)");
     return false;
@@ -173,8 +182,14 @@ Napi::Value BindUnixListener(const Napi::CallbackInfo& info) {
   }
   Napi::Object o = info[0].As<Napi::Object>();
   std::string path = o.Get("path").As<Napi::String>().Utf8Value();
-  int backlog = o.Get("backlog").IsNumber() ? o.Get("backlog").As<Napi::Number>().Int32Value() : 511;
-  int mode = o.Get("mode").IsNumber() ? o.Get("mode").As<Napi::Number>().Int32Value() : -1;
+  int64_t backlog = 511, mode = -1;
+  if (!o.Get("backlog").IsUndefined() &&
+      !ReadInteger(env, o.Get("backlog"), 1, INT32_MAX, "options.backlog", &backlog)) {
+    return env.Undefined();
+  }
+  if (!o.Get("mode").IsUndefined() && !ReadInteger(env, o.Get("mode"), 0, 07777, "options.mode", &mode)) {
+    return env.Undefined();
+  }
 
   sockaddr_un addr;
   socklen_t len;
@@ -195,7 +210,7 @@ Napi::Value BindUnixListener(const Napi::CallbackInfo& info) {
     ThrowSystemError(env, err, "chmod", path);
     return env.Undefined();
   }
-  if (listen(fd.get(), backlog) < 0) {
+  if (listen(fd.get(), static_cast<int>(backlog)) < 0) {
     int err = errno;
     if (onDisk) unlink(path.c_str());
     ThrowSystemError(env, err, "listen", path);

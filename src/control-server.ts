@@ -50,6 +50,34 @@ export async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number
   }
 }
 
+/** A master killed with SIGKILL cannot clean up: remove our dead masters' directories. */
+function removeStaleDirectories(parentDir: string): void {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(parentDir);
+  } catch {
+    return; // reported when the new directory cannot be made
+  }
+  for (const name of entries) {
+    const pid = Number(/^handover-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive (or not ours to signal): leave it
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    const dir = path.join(parentDir, name);
+    try {
+      const stat = fs.lstatSync(dir);
+      const mine = stat.uid === process.getuid!() || process.getuid!() === 0;
+      if (stat.isDirectory() && mine) fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // raced with another master doing the same
+    }
+  }
+}
+
 export class ControlServer {
   /** One-time tokens of the processes we spawned and have not heard from yet. */
   private readonly expected = new Map<number, string>();
@@ -63,6 +91,7 @@ export class ControlServer {
 
   /** Makes the private directory under `parentDir` and listens there. */
   static async open(parentDir: string, identity: Identity | undefined, log: Logger, handlers: ControlHandlers): Promise<ControlServer> {
+    removeStaleDirectories(parentDir);
     let dir: string;
     try {
       dir = fs.mkdtempSync(path.join(parentDir, `handover-${process.pid}-`));

@@ -66,10 +66,13 @@ export class ListenerSet {
     return this.activated.map((s) => `${formatBound(s.bound)}${s.name ? ` (${s.name})` : ''}`);
   }
 
-  /** The activated socket for an address: by FileDescriptorName=, else by bound address. */
+  /** The activated socket for an address: by FileDescriptorName= equal to it, else by bound address. */
   private claimActivated(text: string, address: Address): ActivatedSocket | undefined {
+    // systemd names every fd (by default after its .socket unit), so a name
+    // that is not our address string says nothing: then match the address.
+    const byName = this.activated.findIndex((s) => s.name === text);
+    if (byName >= 0) return this.activated.splice(byName, 1)[0];
     const matches = (s: ActivatedSocket): boolean => {
-      if (s.name !== undefined) return s.name === text;
       const b = s.bound;
       if (address.kind === 'unix') return b.family === 'unix' && b.path === address.path;
       if (b.family === 'unix' || b.port !== address.port || address.port === 0) return false;

@@ -148,6 +148,10 @@ export class Master {
     } catch (error) {
       for (const w of next) w.kill('SIGKILL');
       await Promise.all(next.map((w) => w.exited));
+      if (this.stopping) {
+        this.log.info(`reload to generation ${generation} cancelled: stopping`);
+        throw new Error('reload cancelled: the master is stopping');
+      }
       const message = `reload to generation ${generation} failed, generation ${this.servingGeneration()} keeps serving: ${
         error instanceof Error ? error.message : String(error)
       }`;

@@ -13,15 +13,26 @@ import { type Registration, Serving } from './serving';
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/**
+ * What the master put in this worker's environment, taken out of process.env
+ * at load so a child the application spawns does not mistake itself for a
+ * worker (and never sees the token).
+ */
+const spawnedWith = Object.fromEntries(Object.values(ENV).map((name) => {
+  const value = process.env[name];
+  delete process.env[name];
+  return [name, value];
+})) as Record<(typeof ENV)[keyof typeof ENV], string | undefined>;
+
 /** True in a process the master spawned as a worker. */
 export function isWorkerProcess(): boolean {
-  return process.env[ENV.socket] !== undefined && process.env[ENV.token] !== undefined;
+  return spawnedWith[ENV.socket] !== undefined && spawnedWith[ENV.token] !== undefined;
 }
 
 export class Worker {
-  readonly slot = Number(process.env[ENV.slot]);
-  readonly generation = Number(process.env[ENV.generation]);
-  private readonly masterPid = Number(process.env[ENV.masterPid]);
+  readonly slot = Number(spawnedWith[ENV.slot]);
+  readonly generation = Number(spawnedWith[ENV.generation]);
+  private readonly masterPid = Number(spawnedWith[ENV.masterPid]);
   private readonly log: Logger;
   private readonly serving: Serving;
   private control?: ControlClient;
@@ -48,9 +59,9 @@ export class Worker {
   async run(): Promise<void> {
     this.guardAgainstOrphaning();
     this.installSignalHandlers();
-    const { client, listeners, fds } = await ControlClient.connect(process.env[ENV.socket]!, {
+    const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
-      token: process.env[ENV.token]!,
+      token: spawnedWith[ENV.token]!,
       pid: process.pid,
       slot: this.slot,
       generation: this.generation,

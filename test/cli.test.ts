@@ -1,0 +1,236 @@
+// The `handover` command (dist/cli.js) against a running master: status,
+// reload (good and broken deploys), stop, by --pid (with --control-dir) or by
+// --socket, and the errors a user meets (unknown pid, dead master).
+//
+// Sensitivity, checked by hand on a private copy of the repository:
+//   - cli.js's reload returning 0 whatever the answer: the broken-deploy test
+//     fails on the exit code;
+//   - findSocket() ignoring --control-dir: every --pid test fails;
+//   - the master answering `stop` before the stop is done: the stop test
+//     fails (the in-flight request is still running when the command returns).
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Master, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+
+const CLI = path.join(ROOT, 'dist/cli.js');
+
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  await reapAll();
+  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
+});
+
+function scratch(): string {
+  const dir = tempDir('handover-cli-');
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node dist/cli.js ...args` (asynchronously: the master's pipes keep flowing). */
+function cli(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 60_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function get(port: number): Promise<{ status: number; pid: number }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 20_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, pid: Number(res.headers['x-pid']) }));
+    }).on('error', reject);
+  });
+}
+
+interface Status {
+  pid: number;
+  generation: number;
+  listening: string[];
+  workers: { pid: number; slot: number; generation: number; state: string; connections: string }[];
+}
+
+/** Parses the status command's output; fails the test if a line is not as documented. */
+function parseStatus(stdout: string): Status {
+  const lines = stdout.trimEnd().split('\n');
+  const head = /^master pid (\d+), generation (\d+)(?: \(reloading\))?, up (?:\d+[dhms] ?)+$/.exec(lines[0]);
+  expect(head, `first line of status: ${lines[0]}`).not.toBeNull();
+  const listening = /^listening on (.+)$/.exec(lines[1]);
+  expect(listening, `second line of status: ${lines[1]}`).not.toBeNull();
+  const workers = lines.slice(2).map((line) => {
+    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\)$/.exec(line);
+    expect(m, `worker line of status: ${line}`).not.toBeNull();
+    return { pid: Number(m![1]), slot: Number(m![2]), generation: Number(m![3]), state: m![4], connections: m![5] };
+  });
+  return { pid: Number(head![1]), generation: Number(head![2]), listening: listening![1].split(', '), workers };
+}
+
+async function start(fixture: Record<string, unknown> = {}): Promise<{ master: Master; controlDir: string; dir: string }> {
+  const dir = scratch();
+  const controlDir = path.join(dir, 'control');
+  fs.mkdirSync(controlDir);
+  const master = await startMaster({ fixture: { controlDir, ...fixture } });
+  return { master, controlDir, dir };
+}
+
+describe('handover status|reload|stop', () => {
+  it('status --pid prints the master pid, its generation, addresses and worker pids', async () => {
+    const { master, controlDir } = await start({ workers: 2 });
+    const run = await cli('status', '--pid', String(master.pid), '--control-dir', controlDir);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const status = parseStatus(run.stdout);
+    expect(status.pid).toBe(master.pid);
+    expect(status.generation).toBe(1);
+    expect(status.listening).toEqual([`127.0.0.1:${master.port}`]);
+    expect(status.workers.map((w) => w.pid).sort()).toEqual([...master.workerPids].sort());
+    expect(status.workers.map((w) => [w.slot, w.generation, w.state, w.connections]).sort()).toEqual([[0, 1, 'ready', '0'], [1, 1, 'ready', '0']]);
+  });
+
+  it('status counts the open connections of each worker', async () => {
+    const { master, controlDir } = await start();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    cleanups.push(() => agent.destroy());
+    // two idle keep-alive connections held open to the one worker
+    const hold = () => new Promise<void>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: master.port, path: '/', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve());
+      }).on('error', reject);
+    });
+    await Promise.all([hold(), hold()]);
+    expect(Object.values(agent.freeSockets).flat()).toHaveLength(2);
+    const status = parseStatus((await cli('status', '--pid', String(master.pid), '--control-dir', controlDir)).stdout);
+    expect(status.workers.map((w) => [w.pid, w.connections])).toEqual([[master.workerPids[0], '2']]);
+  });
+
+  it('reload --pid exits 0 once the new generation serves; status shows it', async () => {
+    const { master, controlDir } = await start();
+    const [old] = master.workerPids;
+    const run = await cli('reload', '--pid', String(master.pid), '--control-dir', controlDir);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('reloaded\n');
+    const reloaded = await master.waitFor((e) => e.event === 'reloaded', 'the reloaded event');
+    expect(reloaded.generation).toBe(2);
+    const fresh = reloaded.status!.workers.filter((w) => w.generation === 2).map((w) => w.pid);
+    expect(fresh).toHaveLength(1);
+    expect(fresh).not.toContain(old);
+
+    const status = parseStatus((await cli('status', '--pid', String(master.pid), '--control-dir', controlDir)).stdout);
+    expect(status.generation).toBe(2);
+    expect(status.workers.filter((w) => w.generation === 2).map((w) => w.pid)).toEqual(fresh);
+    await pollUntil(() => !isAlive(old), `generation 1 worker ${old} to exit`);
+    expect((await get(master.port)).pid).toBe(fresh[0]);
+  });
+
+  it('reload of a broken deploy exits 1 with "reload failed"; the old generation keeps serving', async () => {
+    const dir = scratch();
+    const behaviourFile = path.join(dir, 'behaviour.json');
+    const { master, controlDir } = await start({ behaviourFile });
+    const [old] = master.workerPids;
+    fs.writeFileSync(behaviourFile, JSON.stringify({ throwAtStartup: true }));
+    const run = await cli('reload', '--pid', String(master.pid), '--control-dir', controlDir);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^reload failed: reload to generation 2 failed, generation 1 keeps serving: .+\n$/);
+    await master.waitFor((e) => e.event === 'reload-failed', 'the reload-failed event');
+
+    const status = parseStatus((await cli('status', '--pid', String(master.pid), '--control-dir', controlDir)).stdout);
+    expect(status.generation).toBe(1);
+    expect(status.workers.map((w) => w.pid)).toEqual([old]);
+    expect(await get(master.port)).toEqual({ status: 200, pid: old });
+
+    // the deploy is fixed: the next reload works
+    fs.writeFileSync(behaviourFile, JSON.stringify({ version: 2 }));
+    expect((await cli('reload', '--pid', String(master.pid), '--control-dir', controlDir)).code).toBe(0);
+  });
+
+  it('stop --pid exits 0 after the master has stopped; the master exits 0 and nothing is left', async () => {
+    const { master, controlDir } = await start();
+    const [worker] = master.workerPids;
+    // a request in flight: the drain lets it finish, and the command waits for all of that
+    let slowDone = false;
+    const slow = new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: master.port, path: '/slow?ms=2000', agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => {
+          slowDone = true;
+          resolve(body);
+        });
+      }).on('error', reject);
+    });
+    await pollUntil(async () => (await cli('status', '--pid', String(master.pid), '--control-dir', controlDir)).stdout.includes('  1 open connection(s)'),
+      'the slow request to reach the worker');
+    const run = await cli('stop', '--pid', String(master.pid), '--control-dir', controlDir);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('stopped\n');
+    // the command waited for the stop: the in-flight response was delivered, the worker reaped
+    expect(slowDone, 'the in-flight request finished before the stop command returned').toBe(true);
+    expect(await slow).toBe('slow done');
+    expect(isAlive(worker), `worker ${worker} still running when the stop command returned`).toBe(false);
+    const { code, signal } = await master.exited;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(ourProcesses()).toEqual([]);
+    expect(fs.readdirSync(controlDir), 'the control directory is removed').toEqual([]);
+  });
+
+  it('--socket PATH works for status, reload and stop', async () => {
+    const { master, controlDir } = await start();
+    const [entry] = fs.readdirSync(controlDir).filter((name) => name.startsWith(`handover-${master.pid}-`));
+    const socket = path.join(controlDir, entry, 'control.sock');
+    expect(fs.statSync(socket).isSocket()).toBe(true);
+
+    const status = await cli('status', '--socket', socket);
+    expect(status.code).toBe(0);
+    expect(parseStatus(status.stdout).pid).toBe(master.pid);
+    expect(parseStatus(status.stdout).workers.map((w) => w.pid)).toEqual(master.workerPids);
+
+    const reload = await cli('reload', '--socket', socket);
+    expect(reload.code).toBe(0);
+    expect((await master.waitFor((e) => e.event === 'reloaded', 'the reloaded event')).generation).toBe(2);
+
+    const stop = await cli('stop', '--socket', socket);
+    expect(stop.code).toBe(0);
+    expect((await master.exited).code).toBe(0);
+  });
+
+  it('an unknown pid exits 2 with a message naming the pid and the directory', async () => {
+    const dir = scratch();
+    const pid = 4_000_000; // above pid_max: nothing runs there
+    for (const command of ['status', 'reload', 'stop']) {
+      const run = await cli(command, '--pid', String(pid), '--control-dir', dir);
+      expect(run.code, command).toBe(2);
+      expect(run.stdout).toBe('');
+      expect(run.stderr).toBe(`handover: no control socket for master pid ${pid} in ${dir} (is it running, as this user? --control-dir?)\n`);
+    }
+  });
+
+  it('a master that died without cleaning up exits 2 with "cannot reach the master"', async () => {
+    const { master, controlDir } = await start();
+    master.proc.kill('SIGKILL');
+    await master.exited;
+    await reapAll(); // its orphaned worker too
+    const run = await cli('status', '--pid', String(master.pid), '--control-dir', controlDir);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(new RegExp(`^handover: cannot reach the master at ${controlDir}/handover-${master.pid}-\\w+/control\\.sock: .*ECONNREFUSED`));
+  });
+
+  it('without --pid or --socket it exits 2 and prints the usage', async () => {
+    const run = await cli('status');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^handover: give --pid PID or --socket PATH\nusage: handover <status\|reload\|stop>/);
+  });
+});

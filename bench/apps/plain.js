@@ -1,0 +1,13 @@
+// The hello app as plain Node: http.createServer(handler).listen(PORT). Also the
+// worker of the cluster and pm2 peers. A stop signal closes the server the
+// usual way (server.close(), then exit), as a typical app does.
+const cluster = require('node:cluster');
+const http = require('node:http');
+const hello = require('./handler');
+
+const server = http.createServer(hello);
+if (process.env.KEEPALIVE_MS) server.keepAliveTimeout = Number(process.env.KEEPALIVE_MS);
+server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
+  if (cluster.isPrimary) console.log(`listening on 127.0.0.1:${server.address().port}`);
+});
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => server.close(() => process.exit(0)));

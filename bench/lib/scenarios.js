@@ -1,0 +1,366 @@
+// The scenarios. Each takes the run context and returns {md, ...numbers the
+// summary checks}. Every server is started and stopped inside its scenario.
+const http = require('node:http');
+const path = require('node:path');
+const P = require('./procs');
+const S = require('./stats');
+const { HandoverServer, ClusterServer, PlainServer, Pm2Server, ROOT } = require('./servers');
+const { runLoad, commandLine, errorColumns } = require('./wrk');
+const { startLoad } = require('./load');
+
+/** Starts a server, runs fn(server), always stops it. */
+async function using(server, fn) {
+  try {
+    await server.start();
+    return await fn(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** handover plus the peers that take reloads, as factories. */
+function reloadables(ctx) {
+  const w = ctx.o.workers;
+  const list = [() => new HandoverServer({ workers: w, verbose: ctx.o.verbose })];
+  if (ctx.o.peers) list.push(() => new ClusterServer({ workers: w, verbose: ctx.o.verbose }));
+  if (ctx.o.peers && ctx.pm2) list.push(() => new Pm2Server({ bin: ctx.pm2.bin, workers: w, verbose: ctx.o.verbose }));
+  return list;
+}
+
+// R1 / R2: wrk under a reload every second.
+async function underReloads(ctx, close) {
+  const o = ctx.o;
+  const wrkOptions = { threads: 2, connections: 128, seconds: o.duration, close };
+  const rows = [];
+  let handoverFailed = 0;
+  const factories = [...reloadables(ctx), () => new PlainServer({ verbose: o.verbose })];
+  for (const make of factories) {
+    const server = make();
+    const baseline = server instanceof PlainServer;
+    ctx.log(`${close ? 'R2' : 'R1'} ${server.label}: ${commandLine(wrkOptions)}${baseline ? ', no reloads' : `, a reload every ${o.interval} ms`}`);
+    await using(server, async () => {
+      await P.sleep(300);
+      const driver = baseline ? undefined : server.reloadEvery(o.interval);
+      let r;
+      let reloads;
+      try {
+        r = await runLoad({ port: server.port, ...wrkOptions });
+      } finally {
+        reloads = await driver?.stop();
+      }
+      const failed = r.socket.connect + r.socket.read + r.socket.write + r.socket.timeout + r.non2xx + S.sum(r.other);
+      if (server instanceof HandoverServer) handoverFailed += failed;
+      rows.push([
+        baseline ? `${server.label} — baseline, no reloads` : server.label,
+        baseline ? '–' : `${reloads.reloads}${reloads.failed ? ` (+${reloads.failed} failed)` : ''}`,
+        S.int(r.requests), S.int(r.rps), r.socket.connect, r.socket.read, r.socket.write, r.socket.timeout,
+        `${r.non2xx}${S.sum(r.other) ? ` (other: ${S.codes(r.other)})` : ''}`,
+        S.fixed(r.p50, 2), S.fixed(r.p99, 2),
+      ]);
+    });
+  }
+  const md = [
+    `Command: \`${commandLine(wrkOptions)}\`; ${close ? 'every request on a new connection (`Connection: close`)' : 'keep-alive'}; ` +
+      `a reload every ${o.interval} ms while it runs (SIGHUP to handover and the cluster master; \`pm2 reload\` back to back, ` +
+      `at most one a second, since each takes longer). ${errorColumns()}`,
+    '',
+    S.table(['server', 'reloads', 'requests', 'req/s', 'connect', 'read', 'write', 'timeout', 'non-2xx', 'p50 ms', 'p99 ms'], rows),
+  ].join('\n');
+  return { md, handoverFailed };
+}
+
+// R3: keep-alive clients POSTing after random idle gaps, across many reloads.
+async function idleRace(ctx) {
+  const o = ctx.o;
+  const gaps = [5, 50, 500, 2000];
+  const rows = [];
+  let handoverFailed = 0;
+  for (const make of reloadables(ctx)) {
+    const server = make();
+    ctx.log(`R3 ${server.label}: 64 keep-alive clients, POST after idle gaps, ${o.reloads} reloads`);
+    await using(server, async () => {
+      const load = startLoad({ port: server.port, connections: 64, mode: 'keep-alive', postBytes: 512, gaps });
+      const times = [];
+      let reloadFailed = 0;
+      let r;
+      try {
+        await P.sleep(500);
+        for (let i = 0; i < o.reloads; i++) {
+          P.checkAborted();
+          try {
+            times.push((await server.reload()).ms);
+          } catch (error) {
+            reloadFailed++;
+            ctx.log(`  reload ${i + 1} failed: ${error.message.split('\n')[0]}`);
+          }
+          await P.sleep(Math.random() * 300);
+        }
+        await P.sleep(500);
+      } finally {
+        r = await load.stop();
+      }
+      const e = r.errors;
+      const other = Object.fromEntries(Object.entries(e).filter(([c]) => !['ECONNRESET', 'socket hang up', 'EPIPE'].includes(c)));
+      for (const [status, n] of Object.entries(r.statuses)) if (status !== '200') other[`HTTP ${status}`] = n;
+      if (server instanceof HandoverServer) handoverFailed += r.failed;
+      rows.push([
+        server.label, `${times.length}${reloadFailed ? ` (+${reloadFailed} failed)` : ''}`, S.int(r.requests), S.int(r.ok),
+        e.ECONNRESET || 0, e['socket hang up'] || 0, e.EPIPE || 0, S.codes(other) || 0, S.int(S.median(times)),
+      ]);
+    });
+  }
+  const md = [
+    `64 Node keep-alive clients (http.Agent keepAlive, maxSockets 1), each POSTing 512 bytes after a random idle gap ` +
+      `(uniform in 0..${gaps.join(' / 0..')} ms, by client), while the server is reloaded ${o.reloads} times, one after the other ` +
+      `(each waited for, then 0–300 ms pause). Gaps stay under Node's 5 s keepAliveTimeout, so any error here comes from the reload.`,
+    '',
+    S.table(['server', 'reloads', 'requests', '200', 'ECONNRESET', 'socket hang up', 'EPIPE', 'other', 'reload p50 ms'], rows),
+  ].join('\n');
+  return { md, handoverFailed };
+}
+
+function slowRequest(port, ms) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const req = http.get({ host: '127.0.0.1', port, path: `/slow?ms=${ms}`, agent: false, timeout: 60_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, pid: res.headers['x-worker-pid'], ms: Date.now() - t0 }));
+      res.on('error', (e) => resolve({ error: e.code || e.message }));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    req.on('error', (e) => resolve({ error: e.code || e.message, ms: Date.now() - t0 }));
+  });
+}
+
+// R4: 20 parallel 3-second requests; a reload 0.5 s in; all must return 200.
+async function inFlight(ctx) {
+  const rows = [];
+  let handoverFailed = 0;
+  for (const make of reloadables(ctx)) {
+    const server = make();
+    ctx.log(`R4 ${server.label}: 20 parallel 3 s requests, reload after 0.5 s`);
+    await using(server, async () => {
+      const before = server.workerPids();
+      const requests = Array.from({ length: 20 }, () => slowRequest(server.port, 3000));
+      await P.sleep(500);
+      let reload = '–';
+      try {
+        reload = S.int((await server.reload()).ms);
+      } catch (error) {
+        reload = `failed: ${error.message.split('\n')[0]}`;
+      }
+      const results = await Promise.all(requests);
+      const ok = results.filter((r) => r.status === 200);
+      const errors = {};
+      for (const r of results) if (r.status !== 200) errors[r.error || `HTTP ${r.status}`] = (errors[r.error || `HTTP ${r.status}`] || 0) + 1;
+      const deadline = Date.now() + 5_000;
+      while (before.some(P.alive) && Date.now() < deadline) await P.sleep(50);
+      if (server instanceof HandoverServer) handoverFailed += results.length - ok.length;
+      rows.push([
+        server.label, results.length, ok.length, S.codes(errors) || 0, `${ok.filter((r) => before.includes(Number(r.pid))).length}/${ok.length}`,
+        S.int(Math.max(...results.map((r) => r.ms || 0))), reload, before.some(P.alive) ? 'no (still running 5 s later)' : 'yes',
+      ]);
+    });
+  }
+  const md = [
+    '20 parallel `GET /slow?ms=3000` on their own connections; a reload 0.5 s later (waited for); every request must answer 200.',
+    '',
+    S.table(['server', 'requests', '200', 'failed', 'answered by the old generation', 'slowest ms', 'reload ms', 'old generation exited'], rows),
+  ].join('\n');
+  return { md, handoverFailed };
+}
+
+// Throughput: the same wrk command against each server, round-robin, median of N runs.
+async function throughput(ctx) {
+  const o = ctx.o;
+  const wrkOptions = { threads: 2, connections: 128, seconds: o.duration };
+  const servers = [
+    new HandoverServer({ workers: 1, verbose: o.verbose }),
+    new HandoverServer({ workers: 2, verbose: o.verbose }),
+    new PlainServer({ verbose: o.verbose }),
+    new ClusterServer({ workers: 2, verbose: o.verbose }),
+  ];
+  servers[3].label = 'node cluster (2 workers)';
+  const rps = servers.map(() => []);
+  try {
+    for (const s of servers) await s.start();
+    for (const s of servers) await runLoad({ port: s.port, threads: 2, connections: 128, seconds: Math.min(2, o.duration) }); // warm-up
+    for (let run = 1; run <= o.runs; run++) {
+      for (const [i, s] of servers.entries()) {
+        ctx.log(`throughput run ${run}/${o.runs}: ${s.label}`);
+        rps[i].push((await runLoad({ port: s.port, ...wrkOptions })).rps);
+      }
+    }
+  } finally {
+    for (const s of servers) await s.stop();
+  }
+  const med = rps.map(S.median);
+  const [h1, h2, plain, cluster] = med;
+  const rows = servers.map((s, i) => [s.label, ...rps[i].map(S.int), S.int(med[i]), S.ratio(med[i], plain), S.ratio(med[i], cluster)]);
+  const md = [
+    `Command: \`${commandLine(wrkOptions)}\`, keep-alive, no reloads; the servers run side by side and take turns ` +
+      `(after a ${Math.min(2, o.duration)} s warm-up each); median of ${o.runs} run${o.runs > 1 ? 's' : ''}.`,
+    '',
+    S.table(['server', ...rps[0].map((_, i) => `run ${i + 1} req/s`), 'median req/s', 'vs plain', 'vs cluster'], rows),
+  ].join('\n');
+  return { md, h1, h2, plain, cluster };
+}
+
+// Reload latency next to bare `node -e 0` start-up.
+async function reloadLatency(ctx) {
+  const o = ctx.o;
+  ctx.log(`reload latency: node -e 0 x${o.latencyReloads}, then ${o.latencyReloads} reloads of handover (workers 1)`);
+  const bare = [];
+  for (let i = 0; i < o.latencyReloads; i++) bare.push((await P.run(process.execPath, ['-e', '0'])).ms);
+  const logged = [];
+  const wall = [];
+  await using(new HandoverServer({ workers: 1, verbose: o.verbose }), async (server) => {
+    for (let i = 0; i < o.latencyReloads; i++) {
+      const r = await server.reload();
+      logged.push(r.ms);
+      wall.push(r.wallMs);
+      await P.sleep(100);
+    }
+  });
+  const row = (what, v) => [what, v.length, S.fixed(S.pct(v, 50)), S.fixed(S.pct(v, 95)), S.fixed(Math.max(...v))];
+  const md = [
+    `Sequential reloads of the idle hello app under handover (workers 1), 100 ms apart. "master log" is the time the master ` +
+      `reports (signal handled to every new worker ready); "signal to line" is measured here, from kill(SIGHUP) to reading that line.`,
+    '',
+    S.table(['what', 'n', 'p50 ms', 'p95 ms', 'max ms'], [
+      row('handover reload (master log)', logged),
+      row('handover reload (signal to line, measured here)', wall),
+      row('bare `node -e 0` start-up (spawn to exit)', bare),
+    ]),
+  ].join('\n');
+  return { md, reloadP50: S.pct(logged, 50), reloadP95: S.pct(logged, 95), nodeP50: S.pct(bare, 50) };
+}
+
+// Memory: VmRSS of the master and a worker after a warm-up, next to plain Node.
+async function memory(ctx) {
+  const o = ctx.o;
+  const warm = { threads: 1, connections: 16, seconds: Math.min(3, o.duration) };
+  ctx.log(`memory: handover (workers 1) and plain node, ${warm.seconds} s warm-up each`);
+  const m = {};
+  await using(new HandoverServer({ workers: 1, verbose: o.verbose }), async (server) => {
+    m.masterStart = P.rssKb(server.pid);
+    await runLoad({ port: server.port, ...warm });
+    await P.sleep(1000);
+    m.master = P.rssKb(server.pid);
+    m.worker = P.rssKb(server.workerPids()[0]);
+    for (let i = 0; i < o.memoryReloads; i++) await server.reload();
+    await P.sleep(1000);
+    m.masterAfter = P.rssKb(server.pid);
+  });
+  await using(new PlainServer({ verbose: o.verbose }), async (server) => {
+    await runLoad({ port: server.port, ...warm });
+    await P.sleep(1000);
+    m.plain = P.rssKb(server.pid);
+  });
+  const md = [
+    `VmRSS from /proc/<pid>/status, after a warm-up (\`${commandLine(warm)}\`) and 1 s of rest. The master serves no traffic itself.`,
+    '',
+    S.table(['process', 'VmRSS'], [
+      ['handover master, just ready', S.mb(m.masterStart)],
+      ['handover master, after the warm-up', S.mb(m.master)],
+      [`handover master, after ${o.memoryReloads} more reloads`, S.mb(m.masterAfter)],
+      ['handover worker, after the warm-up', S.mb(m.worker)],
+      ['plain node serving the same app, after the warm-up', S.mb(m.plain)],
+    ]),
+  ].join('\n');
+  return { md, ...m };
+}
+
+/** Starts the many-connections client under a raised fd limit; returns ask(message) -> reply. */
+async function manyConnClient() {
+  const [command, args] = P.withFdLimit([path.join(ROOT, 'bench', 'lib', 'manyconn.js')]);
+  const child = P.spawnGroup(command, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const replies = [];
+  let waiting;
+  child.on('message', (m) => (waiting ? (waiting(m), (waiting = undefined)) : replies.push(m)));
+  const next = (timeoutMs) => new Promise((resolve, reject) => {
+    if (replies.length) return resolve(replies.shift());
+    const timer = setTimeout(() => reject(new Error(`the many-connections client did not answer within ${timeoutMs} ms`)), timeoutMs);
+    waiting = (m) => (clearTimeout(timer), resolve(m));
+    child.exited.then(() => reject(new Error('the many-connections client exited')));
+  });
+  await next(10_000);
+  const ask = async (message, timeoutMs = 120_000) => {
+    child.send(message);
+    const m = await next(timeoutMs);
+    if (m.error) throw new Error(`many-connections client: ${m.error}`);
+    return m.result;
+  };
+  const stop = async () => {
+    if (child.connected) child.send({ cmd: 'exit' });
+    const t = setTimeout(() => P.killGroup(child.pid, 'SIGKILL'), 5_000);
+    await child.exited;
+    clearTimeout(t);
+    await P.reapGroup(child.pid, 1_000);
+  };
+  return { ask, stop, pid: child.pid };
+}
+
+// Many idle keep-alive connections across a reload.
+async function manyConnections(ctx) {
+  const o = ctx.o;
+  const rows = [];
+  let ok = true;
+  const check = (what, expected, result, good) => {
+    ok = ok && good;
+    rows.push([what, expected, result, good ? 'yes' : '**no**']);
+  };
+  const server = new HandoverServer({ workers: 1, fdLimit: true, env: { KEEPALIVE_MS: '120000' }, verbose: o.verbose });
+  let count = o.connections;
+  let limits;
+  await using(server, async () => {
+    const client = await manyConnClient();
+    P.track(client);
+    try {
+      const oldPids = server.workerPids();
+      limits = { master: P.fdLimit(server.pid), worker: P.fdLimit(oldPids[0]), client: P.fdLimit(client.pid) };
+      const room = Math.min(limits.worker, limits.client) - 200;
+      if (count > room) {
+        ctx.log(`many connections: the fd limit allows ${room}, not ${count}`);
+        count = room;
+      }
+      ctx.log(`many connections: opening ${count} keep-alive connections`);
+      const opened = await client.ask({ cmd: 'open', port: server.port, count, concurrency: 200 });
+      check(`open ${S.int(count)} keep-alive connections, one GET each`, 'all 200, kept open',
+        `${S.int(opened.ok)} in ${S.int(opened.ms)} ms${S.codes(opened.errors) ? `; ${S.codes(opened.errors)}` : ''}`, opened.ok === count);
+      ctx.log('many connections: reload');
+      const reload = await server.reload();
+      const newPids = server.workerPids().filter((p) => !oldPids.includes(p));
+      const fresh = await client.ask({ cmd: 'fresh', count: 200 });
+      const byNew = Object.entries(fresh.pids).filter(([p]) => newPids.includes(Number(p))).reduce((n, [, c]) => n + c, 0);
+      check('reload with all of them open', 'new generation ready', `ready in ${S.int(reload.ms)} ms`, true);
+      check('200 new connections after the reload', 'all served by the new generation',
+        `${byNew}/200 by the new generation${S.codes(fresh.errors) ? `; ${S.codes(fresh.errors)}` : ''}`, byNew === 200);
+      ctx.log(`many connections: one more request on each of the ${count} old connections`);
+      const again = await client.ask({ cmd: 'again' });
+      const byOld = Object.entries(again.pids).filter(([p]) => oldPids.includes(Number(p))).reduce((n, [, c]) => n + c, 0);
+      check('next request on every old connection', 'all 200 from the old generation',
+        `${S.int(again.ok)} ok (${S.int(byOld)} by the old generation)${S.codes(again.errors) ? `; errors: ${S.codes(again.errors)}` : '; no errors'}`,
+        again.ok === opened.ok && byOld === again.ok && S.sum(again.errors) === 0);
+      check('... answered with `Connection: close`', 'all', S.int(again.closeHeader), again.closeHeader === opened.ok);
+      check('... then closed by the server (FIN)', 'all', S.int(again.closedByServer), again.closedByServer === opened.ok);
+      const deadline = Date.now() + 10_000;
+      while (oldPids.some(P.alive) && Date.now() < deadline) await P.sleep(50);
+      check('old generation exits once its connections are gone', 'within 10 s', oldPids.some(P.alive) ? 'still running' : 'exited', !oldPids.some(P.alive));
+    } finally {
+      await client.stop();
+      P.untrack(client);
+    }
+  });
+  const md = [
+    `handover (workers 1) and the client both run under \`bash -c 'ulimit -n 65536 || ulimit -n <hard limit>; exec node ...'\` ` +
+      `(fd limits in effect: master ${limits?.master}, worker ${limits?.worker}, client ${limits?.client}). ` +
+      `The app's keepAliveTimeout is raised to 120 s so that the connections stay idle-open for the whole scenario ` +
+      `(with Node's 5 s default they would be closed by normal operation before the reload).`,
+    '',
+    S.table(['check', 'expected', 'result', 'met'], rows),
+  ].join('\n');
+  return { md, ok, count };
+}
+
+module.exports = { underReloads, idleRace, inFlight, throughput, reloadLatency, memory, manyConnections };

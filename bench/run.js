@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+// `npm run bench` (or `node bench/run.js [flags]`): handover side by side with
+// plain Node, a Node cluster rolling restart and pm2 reload, on 127.0.0.1 only.
+// Prints a markdown report and writes it to bench/RESULTS.md. See --help.
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const P = require('./lib/procs');
+const S = require('./lib/stats');
+const scenarios = require('./lib/scenarios');
+const { installPm2 } = require('./lib/servers');
+const { wrkVersion, haveWrk, disableWrk } = require('./lib/wrk');
+
+const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
+  --only LIST        a subset, comma-separated: R1,R2,R3,R4,throughput,latency,memory,connections
+  --quick            smoke test: 3 s loads, 10 reloads, 1 throughput run, 1,000 connections
+  --duration S       seconds of each wrk run (default 30)
+  --interval MS      reload interval during R1/R2 (default 1000)
+  --reloads N        reloads in R3 (default 100)
+  --latency-reloads N  reloads (and node -e 0 runs) for the reload latency (default 30)
+  --runs N           throughput runs per server, the median is reported (default 3)
+  --connections N    idle connections in the many-connections scenario (default 10000)
+  --workers N        workers of handover and the peers in R1-R4 (default 2)
+  --no-peers         handover only in R1-R4 (no cluster, no pm2)
+  --no-pm2           no pm2 (no install)
+  --no-wrk           the Node load client even where wrk exists
+  --pm2-dir DIR      use (or install into and keep) pm2 in DIR instead of a fresh temp dir
+  --out FILE         where the report goes (default bench/RESULTS.md)
+  --verbose          stream the servers' logs`;
+
+const ALL = ['R1', 'R2', 'R3', 'R4', 'throughput', 'latency', 'memory', 'connections'];
+
+function parseArgs(argv) {
+  const o = {
+    only: ALL, quick: false, duration: 30, interval: 1000, reloads: 100, latencyReloads: 30, runs: 3,
+    connections: 10_000, workers: 2, peers: true, pm2: true, pm2Dir: undefined, memoryReloads: 10,
+    out: path.join(__dirname, 'RESULTS.md'), verbose: false,
+  };
+  const set = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const number = () => {
+      const n = Number(value());
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`);
+      return n;
+    };
+    if (a === '--help' || a === '-h') return { help: true };
+    else if (a === '--only') {
+      o.only = value().split(',').map((s) => ALL.find((n) => n.toLowerCase() === s.trim().toLowerCase()) ?? s.trim());
+      const bad = o.only.filter((s) => !ALL.includes(s));
+      if (bad.length) throw new Error(`--only: unknown ${bad.join(', ')} (known: ${ALL.join(', ')})`);
+    } else if (a === '--quick') o.quick = true;
+    else if (a === '--duration') set.duration = number();
+    else if (a === '--interval') set.interval = number();
+    else if (a === '--reloads') set.reloads = number();
+    else if (a === '--latency-reloads') set.latencyReloads = number();
+    else if (a === '--runs') set.runs = number();
+    else if (a === '--connections') set.connections = number();
+    else if (a === '--workers') set.workers = number();
+    else if (a === '--no-peers') o.peers = false;
+    else if (a === '--no-pm2') o.pm2 = false;
+    else if (a === '--no-wrk') o.wrk = false;
+    else if (a === '--pm2-dir') o.pm2Dir = path.resolve(value());
+    else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--verbose') o.verbose = true;
+    else throw new Error(`unknown flag ${a}\n\n${HELP}`);
+  }
+  if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3 });
+  return Object.assign(o, set);
+}
+
+const log = (message) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+function machine(wrk, pm2, peers) {
+  const cpus = os.cpus();
+  return [
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus.length} cores (${cpus[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `- kernel: ${os.type()} ${os.release()}`,
+    `- node: ${process.version}`,
+    `- load tool: ${wrk}; Node clients (bench/lib/load.js, bench/lib/manyconn.js) for R3, R4 and the many-connections scenario`,
+    peers
+      ? `- peers: Node cluster rolling restart (bench/peers/cluster-rolling.js)${pm2 ? `, pm2 ${pm2} (cluster mode, \`pm2 reload\`)` : ', pm2 not run'}`
+      : '- peers: not run (--no-peers)',
+    '- app: bench/apps/handler.js (examples/hello.js\'s handler, plus `/slow?ms=N`); plain, cluster and pm2 run bench/apps/plain.js, which closes with `server.close()` on SIGINT/SIGTERM',
+  ].join('\n');
+}
+
+function summary(r, o) {
+  const rows = [];
+  const add = (target, measured, met) => rows.push([target, measured, met === undefined ? 'not run' : met ? 'yes' : '**no**']);
+  const parts = ['R1', 'R2', 'R3', 'R4'].filter((k) => r[k] && !r[k].error);
+  if (parts.length) {
+    const failed = parts.map((k) => `${k} ${r[k].handoverFailed}`).join(', ');
+    add('R1–R4: 0 failed requests for handover', `${failed}${parts.length < 4 ? ' (others not run)' : ''}`, parts.every((k) => r[k].handoverFailed === 0));
+  } else add('R1–R4: 0 failed requests for handover', '–');
+  const t = r.throughput && !r.throughput.error ? r.throughput : undefined;
+  add('throughput, handover workers 1 >= 0.95x plain node', t ? `${S.int(t.h1)} vs ${S.int(t.plain)} req/s = ${S.ratio(t.h1, t.plain)}` : '–', t && t.h1 >= 0.95 * t.plain);
+  add('throughput, handover workers 2 >= node cluster of 2', t ? `${S.int(t.h2)} vs ${S.int(t.cluster)} req/s = ${S.ratio(t.h2, t.cluster)}` : '–', t && t.h2 >= t.cluster);
+  const l = r.latency && !r.latency.error ? r.latency : undefined;
+  add('reload p50 <= bare node start-up p50 + 50 ms', l ? `${S.fixed(l.reloadP50)} ms vs ${S.fixed(l.nodeP50)} + 50 ms` : '–', l && l.reloadP50 <= l.nodeP50 + 50);
+  const m = r.memory && !r.memory.error ? r.memory : undefined;
+  add('master RSS <= plain node RSS', m ? `${S.mb(m.master)} vs ${S.mb(m.plain)}` : '–', m && m.master <= m.plain);
+  const c = r.connections && !r.connections.error ? r.connections : undefined;
+  add(`${S.int(o.connections)} idle connections across a reload: none errors`, c ? (c.ok ? `all checks met (${S.int(c.count)} connections)` : 'see below') : '–', c && c.ok);
+  return S.table(['target', 'measured', 'met'], rows);
+}
+
+const TITLES = {
+  R1: 'R1 — keep-alive load under reloads',
+  R2: 'R2 — connection churn (`Connection: close`) under reloads',
+  R3: 'R3 — idle keep-alive race',
+  R4: 'R4 — in-flight requests across a reload',
+  throughput: 'Throughput overhead',
+  latency: 'Reload latency',
+  memory: 'Memory',
+  connections: 'Many idle connections across a reload',
+};
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.help) return void console.log(HELP);
+  const command = `node bench/run.js${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+  const ctx = { o, log };
+  if (o.wrk === false) disableWrk();
+  if (!haveWrk()) log(`${o.wrk === false ? 'wrk not used (--no-wrk)' : 'wrk not found (looked in /usr/bin, /usr/local/bin)'}: the Node load client stands in for it, and the report says so`);
+  const wrk = await wrkVersion();
+  const needsPeers = o.peers && o.pm2 && o.only.some((s) => ['R1', 'R2', 'R3', 'R4'].includes(s));
+  let pm2error;
+  if (needsPeers) {
+    try {
+      ctx.pm2 = pm2Install = await installPm2(o.pm2Dir, log);
+    } catch (error) {
+      pm2error = error.message;
+      log(`pm2 unavailable, running without it: ${error.message.split('\n')[0]}`);
+    }
+  }
+  const results = {};
+  const sections = [];
+  const runners = {
+    R1: () => scenarios.underReloads(ctx, false),
+    R2: () => scenarios.underReloads(ctx, true),
+    R3: () => scenarios.idleRace(ctx),
+    R4: () => scenarios.inFlight(ctx),
+    throughput: () => scenarios.throughput(ctx),
+    latency: () => scenarios.reloadLatency(ctx),
+    memory: () => scenarios.memory(ctx),
+    connections: () => scenarios.manyConnections(ctx),
+  };
+  const started = Date.now();
+  for (const name of ALL.filter((n) => o.only.includes(n))) {
+    if (P.isAborted()) break;
+    try {
+      results[name] = await runners[name]();
+      sections.push(`## ${TITLES[name]}\n\n${results[name].md}`);
+    } catch (error) {
+      results[name] = { error };
+      log(`${name} failed: ${error.stack}`);
+      sections.push(`## ${TITLES[name]}\n\n**The scenario failed:** \`${error.message.split('\n')[0]}\``);
+    } finally {
+      await P.stopAll();
+    }
+  }
+  const report = [
+    '# handover benchmark results',
+    '',
+    `Command: \`${command}\` (the same as \`npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\`), ` +
+      `${((Date.now() - started) / 60000).toFixed(1)} min, all traffic on 127.0.0.1.`,
+    o.quick ? '\n**Quick mode: a smoke test with short runs. These numbers are not representative.**' : '',
+    '',
+    machine(wrk, ctx.pm2?.version ?? (ctx.pm2 ? 'installed' : pm2error ? `unavailable (${pm2error.split('\n')[0]})` : undefined), o.peers),
+    '',
+    '## Targets',
+    '',
+    summary(results, o),
+    '',
+    sections.join('\n\n'),
+    '',
+  ].join('\n');
+  fs.writeFileSync(o.out, report);
+  process.stdout.write(`${report}\n`);
+  log(`wrote ${path.relative(process.cwd(), o.out)}`);
+  return Object.values(results).some((r) => r.error) ? 1 : 0;
+}
+
+let pm2Install;
+let cleaning;
+/** Stops every server still running and removes the temporary pm2 install. */
+function cleanup() {
+  cleaning ??= (async () => {
+    await P.stopAll();
+    if (pm2Install?.temporary) fs.rmSync(pm2Install.dir, { recursive: true, force: true });
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    log(`${signal}: stopping every server the bench started`);
+    P.abort();
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+main().then(
+  async (code) => {
+    await cleanup();
+    process.exit(code);
+  },
+  async (error) => {
+    log(error.message);
+    await cleanup();
+    process.exit(2);
+  },
+);

@@ -58,6 +58,7 @@ interface Binding {
   recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
   peerCredentials(fd: number): PeerCredentials;
   setParentDeathSignal(signal: number): boolean;
+  markCloseOnExec(minFd: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -114,3 +115,6 @@ export const peerCredentials = (fd: number): PeerCredentials => binding.peerCred
 
 /** PR_SET_PDEATHSIG on Linux (returns true); false on darwin, which has none. */
 export const setParentDeathSignal = (signal: number): boolean => binding.setParentDeathSignal(signal);
+
+/** Sets FD_CLOEXEC on every open fd >= minFd (inherited ones included); returns how many changed. */
+export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExec(minFd);

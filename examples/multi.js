@@ -10,7 +10,7 @@ const api = (req, res) => res.end(JSON.stringify({ pid: process.pid, url: req.ur
 const admin = http.createServer((req, res) => res.end('admin ok\n'));
 const echo = net.createServer((socket) => {
   socket.pipe(socket);
-  socket.on('drain', () => socket.end('bye\n')); // handover asks raw sockets to finish on reload
+  socket.on('handover:drain', () => socket.end('bye\n')); // handover asks raw sockets to finish on reload
 });
 
 if (isWorker()) {

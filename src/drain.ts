@@ -13,13 +13,17 @@
 //   - leaves idle connections to Node's keep-alive timeout, which would have
 //     closed them anyway;
 //   - HTTP/2: GOAWAY on every session (`session.close()`), streams finish;
-//   - raw net servers and upgraded (WebSocket) sockets: a 'drain' event on each
-//     socket so the application can say goodbye in its own protocol.
+//   - raw net servers and upgraded (WebSocket) sockets: a 'handover:drain' event
+//     on each socket so the application can say goodbye in its own protocol.
+//     (Not 'drain': every Writable already emits that when its buffer empties.)
 // The worker destroys whatever is left at stopTimeout by exiting.
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
+
+/** Emitted on raw and upgraded sockets when their worker starts draining. */
+export const SOCKET_DRAIN_EVENT = 'handover:drain';
 
 type Kind = 'http' | 'http2' | 'net';
 
@@ -57,7 +61,7 @@ export class ServerDrain {
     server.prependListener('connection', (socket: net.Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit('drain'));
+      if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
     });
     if (this.kind === 'http') {
       server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -68,7 +72,7 @@ export class ServerDrain {
       server.prependListener('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => {
         this.upgraded.add(socket);
         socket.once('close', () => this.upgraded.delete(socket));
-        if (this.draining) process.nextTick(() => socket.emit('drain'));
+        if (this.draining) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
       });
     } else if (this.kind === 'http2') {
       server.prependListener('session', (session: http2.Http2Session) => {
@@ -94,7 +98,7 @@ export class ServerDrain {
     for (const res of this.responses) closeAfterThisResponse(res);
     for (const session of this.sessions) session.close();
     const told = this.kind === 'net' ? this.sockets : this.upgraded;
-    for (const socket of told) socket.emit('drain');
+    for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);
     return closed;
   }
 }

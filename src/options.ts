@@ -20,7 +20,7 @@ export interface ServerOptions {
   stopSignals?: NodeJS.Signals[];
   /** Worker processes per generation. Default 1. */
   workers?: number;
-  /** Runs in each worker after it listens and before it reports ready (warm caches here). */
+  /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
   logger?: Logger | false;

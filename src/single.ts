@@ -215,6 +215,7 @@ export class SingleProcess {
     this.successor?.kill('SIGKILL'); // a successor still starting: the stop wins
     for (const signal of this.options.reloadSignals) process.removeAllListeners(signal);
     this.log.info(`draining: ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
+    const drained = this.serving.drain();
     this.events.emit('drain');
     const exit = () => {
       this.control?.close();
@@ -231,7 +232,7 @@ export class SingleProcess {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       exit();
     }, this.options.stopTimeout);
-    void this.serving.drain().then(() => {
+    void drained.then(() => {
       clearTimeout(deadline);
       exit();
     });

@@ -130,12 +130,13 @@ export class Worker {
       process.exit(0);
     }
     this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
+    const drained = this.serving.drain();
     this.events.emit('drain');
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       process.exit(0);
     }, this.options.stopTimeout);
-    void this.serving.drain().then(() => {
+    void drained.then(() => {
       clearTimeout(deadline);
       this.control?.end();
       this.finished();

@@ -63,24 +63,51 @@ export class ServerDrain {
       socket.once('close', () => this.sockets.delete(socket));
       if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
     });
-    if (this.kind === 'http') {
-      server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (this.kind === 'http' || this.kind === 'http2') {
+      // HTTP/1 requests: on http servers, and on http2 servers with allowHTTP1.
+      server.prependListener('request', (_req: unknown, res: unknown) => {
+        if (!(res instanceof http.ServerResponse)) return;
         if (this.draining) return closeAfterThisResponse(res);
         this.responses.add(res);
         res.once('close', () => this.responses.delete(res));
       });
-      server.prependListener('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => {
-        this.upgraded.add(socket);
-        socket.once('close', () => this.upgraded.delete(socket));
-        if (this.draining) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
-      });
-    } else if (this.kind === 'http2') {
+    }
+    if (this.kind === 'http') this.trackUpgrades();
+    if (this.kind === 'http2') {
       server.prependListener('session', (session: http2.Http2Session) => {
         if (this.draining) return void process.nextTick(() => session.close());
         this.sessions.add(session);
         session.once('close', () => this.sessions.delete(session));
       });
     }
+  }
+
+  /**
+   * Upgraded sockets are tracked only while the application itself listens
+   * for 'upgrade': with no listener, Node answers an Upgrade request as an
+   * ordinary request, and a listener of ours would swallow it instead.
+   */
+  private trackUpgrades(): void {
+    const track = (_req: http.IncomingMessage, socket: net.Socket) => {
+      this.upgraded.add(socket);
+      socket.once('close', () => this.upgraded.delete(socket));
+      if (this.draining) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
+    };
+    const appListens = () => this.server.listeners('upgrade').some((l) => l !== track);
+    const sync = () => {
+      const installed = this.server.listeners('upgrade').includes(track);
+      if (appListens() && !installed) this.server.prependListener('upgrade', track);
+      if (!appListens() && installed) this.server.removeListener('upgrade', track);
+    };
+    this.server.on('newListener', (event: string | symbol, listener: unknown) => {
+      if (event === 'upgrade' && listener !== track && !this.server.listeners('upgrade').includes(track)) {
+        this.server.prependListener('upgrade', track); // added before the app's own, which follows
+      }
+    });
+    this.server.on('removeListener', (event: string | symbol) => {
+      if (event === 'upgrade') sync();
+    });
+    sync();
   }
 
   /** Open connections (upgraded ones included). */

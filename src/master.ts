@@ -146,8 +146,9 @@ export class Master {
       await this.allReady(next);
       if (this.stopping) throw new Error('stop requested during the reload');
     } catch (error) {
-      for (const w of next) w.kill('SIGKILL');
-      await Promise.all(next.map((w) => w.exited));
+      // A sibling that is ready already accepts: it drains, so its requests finish.
+      for (const w of next) w.abandon(this.options.stopTimeout);
+      await Promise.all(next.filter((w) => w.state !== 'draining').map((w) => w.exited));
       if (this.stopping) {
         this.log.info(`reload to generation ${generation} cancelled: stopping`);
         throw new Error('reload cancelled: the master is stopping');
@@ -218,7 +219,7 @@ export class Master {
       notify('STOPPING=1');
       this.log.info(`stopping: draining ${this.workers.size} worker(s), up to ${this.options.stopTimeout} ms`);
     }
-    this.removeSignalHandlers(force);
+    if (force) this.removeSignalHandlers();
     for (const timer of this.respawnTimers) clearTimeout(timer);
     this.respawnTimers.clear();
     for (const w of this.workers.values()) {
@@ -254,12 +255,15 @@ export class Master {
     }
   }
 
-  /** Keeps stop signals handled until exit, so a second one can force the stop. */
-  private removeSignalHandlers(all: boolean): void {
-    for (const [signal, handler] of this.signalHandlers) {
-      if (all || !this.options.stopSignals.includes(signal)) process.removeListener(signal, handler);
-    }
-    if (all) this.signalHandlers.length = 0;
+  /**
+   * Only for a forced shutdown. A graceful stop keeps every handler until
+   * exit: a second stop signal forces, and a reload signal is refused
+   * (reload() rejects while stopping) instead of killing the master by its
+   * default action.
+   */
+  private removeSignalHandlers(): void {
+    for (const [signal, handler] of this.signalHandlers) process.removeListener(signal, handler);
+    this.signalHandlers.length = 0;
   }
 
   private spawnGeneration(generation: number): WorkerProcess[] {

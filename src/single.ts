@@ -44,7 +44,9 @@ export class SingleProcess {
   private successor?: WorkerProcess;
   private reloading?: Promise<void>;
   private reloadAgain = false;
+  /** Draining: after a handover, or for a stop. */
   private stopping = false;
+  private stopRequested = false;
   private stopped!: () => void;
 
   constructor(
@@ -83,7 +85,10 @@ export class SingleProcess {
     }
     this.installSignalHandlers();
     if (predecessor) {
-      predecessor.send({ type: 'ready' }); // it now drains and exits; its EOF is expected
+      // It now drains and exits; its EOF is expected. If it is stopping
+      // meanwhile, it asks us to stop too.
+      predecessor.on('message', (message: Message) => message.type === 'drain' && void this.stop());
+      predecessor.send({ type: 'ready' });
     } else {
       if (this.options.pidFile) writeAtomically(this.options.pidFile, `${process.pid}\n`);
       notify('READY=1', `STATUS=generation ${this.generation} serving`);
@@ -178,8 +183,8 @@ export class SingleProcess {
       await successor.ready;
       if (this.stopping) throw new Error('stop requested during the reload');
     } catch (error) {
-      successor.kill('SIGKILL');
-      await successor.exited;
+      successor.abandon(this.options.stopTimeout);
+      if (successor.state !== 'draining') await successor.exited;
       this.successor = undefined;
       const message = `reload to generation ${generation} failed, generation ${this.generation} keeps serving: ${(error as Error).message}`;
       notify('READY=1', `STATUS=generation ${this.generation} serving`);
@@ -200,20 +205,23 @@ export class SingleProcess {
 
   /** Graceful stop; a second call exits at once. */
   stop(): Promise<void> {
-    if (this.stopping) {
+    if (this.stopRequested) {
       this.log.warn('second stop request: exiting now');
       process.exit(0);
     }
-    notify('STOPPING=1');
-    this.retire(true);
+    this.stopRequested = true;
+    // Already draining after a handover: the drain goes on as it is.
+    if (!this.stopping) {
+      notify('STOPPING=1');
+      this.retire(true);
+    }
     return new Promise(() => {}); // the process exits when drained
   }
 
   /** Drains this process's servers and exits; `final` also removes socket files and the pidFile. */
   private retire(final: boolean): void {
     this.stopping = true;
-    this.successor?.kill('SIGKILL'); // a successor still starting: the stop wins
-    for (const signal of this.options.reloadSignals) process.removeAllListeners(signal);
+    this.successor?.abandon(this.options.stopTimeout); // a successor still starting: the stop wins
     this.log.info(`draining: ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
     const drained = this.serving.drain();
     this.events.emit('drain');
@@ -241,6 +249,9 @@ export class SingleProcess {
   private installSignalHandlers(): void {
     for (const signal of this.options.reloadSignals) {
       process.on(signal, () => {
+        // A process that is handing over or stopping ignores it (its pidFile
+        // already names the successor); never fatal (invariant 9).
+        if (this.stopping) return this.log.info(`${signal}: ignored, this process is draining`);
         this.log.info(`${signal}: reload requested`);
         this.reload().catch(() => {}); // reported by handOver
       });

@@ -85,13 +85,24 @@ export class WorkerProcess {
   countConnections(timeoutMs: number): Promise<number | undefined> {
     if (this.state === 'starting' || !this.conn || this.conn.destroyed) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), timeoutMs);
-      this.countWaiters.push((count) => {
+      const waiter = (count: number) => {
         clearTimeout(timer);
         resolve(count);
-      });
+      };
+      // Answers come in order; a late one must not answer the next request.
+      const timer = setTimeout(() => {
+        this.countWaiters.splice(this.countWaiters.indexOf(waiter), 1, () => {});
+        resolve(undefined);
+      }, timeoutMs);
+      this.countWaiters.push(waiter);
       this.send({ type: 'count' });
     });
+  }
+
+  /** Gives up on a new child: one that is ready already serves, so it drains; any other is killed. */
+  abandon(stopTimeout: number): void {
+    if (this.state === 'ready') this.drain(stopTimeout);
+    else this.kill('SIGKILL');
   }
 
   kill(signal: NodeJS.Signals): void {

@@ -3,10 +3,10 @@
 // plain Node, a Node cluster rolling restart and pm2 reload, on 127.0.0.1 only.
 // Prints a markdown report and writes it to bench/RESULTS.md. See --help.
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const P = require('./lib/procs');
 const S = require('./lib/stats');
+const R = require('./lib/report');
 const scenarios = require('./lib/scenarios');
 const { installPm2 } = require('./lib/servers');
 const { wrkVersion, haveWrk, disableWrk } = require('./lib/wrk');
@@ -76,12 +76,8 @@ function parseArgs(argv) {
 const log = (message) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
 function machine(wrk, pm2, peers) {
-  const cpus = os.cpus();
   return [
-    `- date: ${new Date().toISOString()}`,
-    `- machine: ${cpus.length} cores (${cpus[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    `- kernel: ${os.type()} ${os.release()}`,
-    `- node: ${process.version}`,
+    ...R.hostLines(),
     `- load tool: ${wrk}; Node clients (bench/lib/load.js, bench/lib/manyconn.js) for R3, R4 and the many-connections scenario`,
     peers
       ? `- peers: Node cluster rolling restart (bench/peers/cluster-rolling.js)${pm2 ? `, pm2 ${pm2} (cluster mode, \`pm2 reload\`)` : ', pm2 not run'}`
@@ -181,7 +177,8 @@ async function main() {
     sections.join('\n\n'),
     '',
   ].join('\n');
-  fs.writeFileSync(o.out, report);
+  // bench/soak.js keeps its section between markers in the same file: carry it over
+  fs.writeFileSync(o.out, R.keepMarkedSection(report, R.readIfExists(o.out), 'soak'));
   process.stdout.write(`${report}\n`);
   log(`wrote ${path.relative(process.cwd(), o.out)}`);
   return Object.values(results).some((r) => r.error) ? 1 : 0;

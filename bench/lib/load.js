@@ -4,7 +4,10 @@
 // each sending its next request when the last is answered, optionally after a
 // random idle gap. Every outcome is counted: 200s, other statuses, socket
 // errors by code. Runs for durationMs or until the parent sends 'stop';
-// then sends its totals to the parent and exits.
+// then sends its totals to the parent and exits. Besides p50/p99 the totals
+// hold the slowest 200 (max, maxAt) and the longest pause the client saw: the
+// longest gap between two consecutive 200s across all connections (maxGap,
+// and maxGapAt, the epoch ms at which that gap ended).
 //
 // In the parent: const load = startLoad({port, connections, ...}); ... const r = await load.stop();
 const { fork } = require('node:child_process');
@@ -51,6 +54,8 @@ async function main(options) {
   const body = postBytes ? Buffer.alloc(postBytes, 'x') : undefined;
   const stats = { requests: 0, ok: 0, errors: {}, statuses: {}, pids: new Set() };
   const latencies = [];
+  const slowest = { ms: 0, at: NaN };
+  const pause = { last: 0n, ms: 0, at: NaN };
   let running = true;
   const started = Date.now();
   if (durationMs) setTimeout(() => (running = false), durationMs);
@@ -72,7 +77,13 @@ async function main(options) {
           if (res.statusCode === 200) {
             stats.ok++;
             stats.pids.add(res.headers['x-worker-pid']);
-            latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+            const now = process.hrtime.bigint();
+            const ms = Number(now - t0) / 1e6;
+            latencies.push(ms);
+            if (ms > slowest.ms) Object.assign(slowest, { ms, at: Date.now() });
+            const gap = pause.last ? Number(now - pause.last) / 1e6 : 0;
+            if (gap > pause.ms) Object.assign(pause, { ms: gap, at: Date.now() });
+            pause.last = now;
           }
           resolve();
         });
@@ -111,6 +122,10 @@ async function main(options) {
     rps: stats.requests / seconds,
     p50: pct(latencies, 50),
     p99: pct(latencies, 99),
+    max: latencies.length ? latencies[latencies.length - 1] : NaN,
+    maxAt: slowest.at,
+    maxGap: pause.ms,
+    maxGapAt: pause.at,
   }, () => process.exit(0));
 }
 

@@ -201,6 +201,11 @@ function rssKb(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
+/** How many fds a pid has open (entries of /proc/<pid>/fd). */
+function fdCount(pid) {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
 /** The soft "Max open files" of a pid. */
 function fdLimit(pid) {
   const m = /Max open files\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
@@ -226,5 +231,5 @@ function withFdLimit(nodeArgs) {
 
 module.exports = {
   sleep, abort, isAborted, checkAborted, adoptPid, releasePid, adoptGroup, releaseGroup, track, untrack, stopAll, spawnGroup, stopGroup, reapGroup, killGroup, Lines, freePort,
-  childrenOf, alive, rssKb, fdLimit, run, withFdLimit,
+  childrenOf, alive, rssKb, fdCount, fdLimit, run, withFdLimit,
 };

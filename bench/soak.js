@@ -1,0 +1,258 @@
+#!/usr/bin/env node
+// `npm run soak` (or `node bench/soak.js [flags]`): the handover hello app
+// reloaded 500 times, one after the other (each waited for until the new
+// generation is ready), under steady keep-alive load from the Node client, all
+// on 127.0.0.1. Reports the requests and failures by error, the master's VmRSS
+// and open fds at reload 1, 100 and the last, the longest pause the client saw
+// and the slowest request. Prints a markdown section and puts it between the
+// soak markers of bench/RESULTS.md (run.js keeps that section when it rewrites
+// the file). Everything it starts is stopped at the end, also on failure and
+// on Ctrl-C. See --help.
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const P = require('./lib/procs');
+const S = require('./lib/stats');
+const R = require('./lib/report');
+const { HandoverServer } = require('./lib/servers');
+const { startLoad } = require('./lib/load');
+
+const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
+  --reloads N        reloads, one after the other (default 500)
+  --connections N    keep-alive connections of the load client (default 32)
+  --workers N        handover workers (default 1)
+  --out FILE         the results file whose soak section is replaced (default bench/RESULTS.md)
+  --verbose          stream the master's log`;
+
+function parseArgs(argv) {
+  const o = { reloads: 500, connections: 32, workers: 1, out: path.join(__dirname, 'RESULTS.md'), verbose: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const count = () => {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n <= 0) throw new Error(`${a} needs a positive integer`);
+      return n;
+    };
+    if (a === '--help' || a === '-h') return { help: true };
+    else if (a === '--reloads') o.reloads = count();
+    else if (a === '--connections') o.connections = count();
+    else if (a === '--workers') o.workers = count();
+    else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--verbose') o.verbose = true;
+    else throw new Error(`unknown flag ${a}\n\n${HELP}`);
+  }
+  return o;
+}
+
+const log = (message) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+/** The master's VmRSS (kB), open fds and live children (its workers). */
+function sample(server) {
+  return { rss: P.rssKb(server.pid), fds: P.fdCount(server.pid), workers: server.workerPids().length };
+}
+
+/** Waits (up to timeoutMs) until only the serving generation is left, so that samples compare like with like. */
+async function settle(server, workers, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (server.workerPids().length > workers && Date.now() < deadline) await P.sleep(20);
+  return server.workerPids().length <= workers;
+}
+
+/** Where the interval [from, to] (epoch ms) fell: the reload it overlaps, or how long after which reload. */
+function whereIn(reloads, from, to) {
+  if (!Number.isFinite(from) || !Number.isFinite(to)) return '–';
+  const hit = reloads.find((r) => r.signalAt <= to && r.readyAt >= from);
+  if (hit) return `overlaps reload ${hit.n} (signal to ready: ${S.int(hit.wallMs)} ms)`;
+  const before = reloads.filter((r) => r.readyAt < from).pop();
+  if (!before) return 'before the first reload';
+  return `${S.int(from - before.readyAt)} ms after reload ${before.n} was ready${before.n === reloads.length ? ' (the last)' : ''}`;
+}
+
+function report(o, d) {
+  const { r, reloads, failedReloads, checkpoints, peak, settled } = d;
+  const other = {};
+  for (const [status, n] of Object.entries(r.statuses)) if (status !== '200') other[`HTTP ${status}`] = n;
+  const errors = { ...r.errors, ...other };
+  const first = checkpoints.find((c) => c.n === 1);
+  const hundred = checkpoints.find((c) => c.n === 100);
+  const last = checkpoints[checkpoints.length - 1];
+  const rssChange = last.rss - first.rss;
+  const rssPct = (100 * rssChange) / first.rss;
+  const fdChange = last.fds - first.fds;
+  const perReload = hundred && last.n > 100 ? ((last.rss - hundred.rss) / (last.n - 100)).toFixed(1) : undefined;
+  const signed = (n, unit = '') => `${n > 0 ? '+' : n < 0 ? '−' : '±'}${Math.abs(n)}${unit}`;
+  const mbChange = `${signed(Number((rssChange / 1024).toFixed(1)), ' MB')} (${signed(Number(rssPct.toFixed(1)), '%')})`;
+  const times = reloads.map((x) => x.ms);
+  const ok = (b) => (b ? 'yes' : '**no**');
+  const failed = r.failed;
+  const targets = [
+    ['0 failed requests', `${S.int(failed)} of ${S.int(r.requests)}${failed ? ` (${S.codes(errors)})` : ''}`, ok(failed === 0)],
+    [`every reload succeeds`, `${reloads.length} of ${o.reloads}${failedReloads ? ` (${failedReloads} failed)` : ''}`, ok(reloads.length === o.reloads)],
+    [`master RSS flat, reload 1 → ${last.n} (within 10%)`, `${S.mb(first.rss)} → ${S.mb(last.rss)}: ${mbChange}`, ok(Math.abs(rssPct) <= 10)],
+    [`master open fds flat, reload 1 → ${last.n}`, `${first.fds} → ${last.fds}: ${signed(fdChange)}`, ok(fdChange === 0)],
+    ['no worker left behind', `${last.workers} live worker(s) after the last reload settled (expected ${o.workers})`, ok(settled && last.workers === o.workers)],
+  ];
+  const rows = checkpoints.map((c) => [
+    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), c.fds, c.workers,
+  ]);
+  rows.push([`peak over all ${reloads.length} reloads, sampled as each became ready (old generation still draining)`, S.mb(peak.rss), S.int(peak.rss), peak.fds, peak.workers]);
+  return [
+    '## Soak',
+    '',
+    `Command: \`${d.command}\`${d.npm}, ${(d.totalMs / 60000).toFixed(1)} min in all (${(d.reloadMs / 60000).toFixed(1)} min of reloads), ` +
+      'all traffic on 127.0.0.1.',
+    '',
+    ...d.host,
+    `- load average at end: ${d.loadEnd}`,
+    `- server: bench/apps/handover.js (the hello app, examples/hello.js's handler) under handover, workers ${o.workers}`,
+    `- load: bench/lib/load.js, ${o.connections} keep-alive connections (http.Agent keepAlive, maxSockets 1), closed loop, GET /, ` +
+      '30 s request timeout; it runs from 1 s before the first reload to 1 s after the last',
+    `- reloads: ${o.reloads} SIGHUPs to the master, one after the other: the next is sent as soon as the master logs the previous ` +
+      '`generation N ready` (the old generation drains meanwhile)',
+    '',
+    S.table(['target', 'measured', 'met'], targets),
+    '',
+    '### Requests',
+    '',
+    S.table(['requests', '200', 'failed', 'failed by error', 'req/s', 'p50 ms', 'p99 ms', 'max ms'], [[
+      S.int(r.requests), S.int(r.ok), S.int(failed), S.codes(errors) || 'none', S.int(r.rps), S.fixed(r.p50, 2), S.fixed(r.p99, 2), S.fixed(r.max, 1),
+    ]]),
+    '',
+    `Longest pause the client saw (longest gap between two consecutive 200s, over all ${o.connections} connections, ` +
+      `for the whole load): **${S.fixed(r.maxGap, 1)} ms**, ${whereIn(reloads, r.maxGapAt - r.maxGap, r.maxGapAt)}. ` +
+      `Slowest single request: **${S.fixed(r.max, 1)} ms**, ${whereIn(reloads, r.maxAt - r.max, r.maxAt)}. ` +
+      `Responses came from ${S.int(r.pids)} of the ${S.int((reloads.length + 1) * o.workers)} workers started ` +
+      '(a keep-alive connection stays on the old generation until its next request is answered with `Connection: close`, ' +
+      'so a generation replaced before the clients\' next round of requests can serve nothing).',
+    '',
+    '### Master process',
+    '',
+    'VmRSS from /proc/<pid>/status and open fds from /proc/<pid>/fd. At each checkpoint the sample is taken once the old ' +
+      'generation has exited, so that every row counts one generation.',
+    '',
+    S.table(['when', 'master VmRSS', 'kB', 'open fds', 'live workers'], rows),
+    '',
+    `Change from reload 1 to reload ${last.n}: RSS ${mbChange}, open fds ${signed(fdChange)}` +
+      (perReload !== undefined ? `; from reload 100 to ${last.n}: ${signed(Number(((last.rss - hundred.rss) / 1024).toFixed(1)), ' MB')} (${perReload} kB per reload).` : '.'),
+    '',
+    '### Reloads',
+    '',
+    S.table(['reloads', 'failed', 'p50 ms', 'p95 ms', 'max ms'], [[
+      reloads.length, failedReloads, S.int(S.pct(times, 50)), S.int(S.pct(times, 95)), S.int(Math.max(...times)),
+    ]]),
+    '',
+    'Signal handled to every new worker ready, as the master logs it.',
+  ].join('\n');
+}
+
+async function soak(o) {
+  const args = process.argv.slice(2).join(' ');
+  const d = {
+    command: `node bench/soak.js${args ? ` ${args}` : ''}`,
+    npm: ` (the same as \`npm run soak${args ? ` -- ${args}` : ''}\`, which builds first)`,
+    host: R.hostLines(),
+  };
+  const started = Date.now();
+  const marks = new Set([1, 100, 500, o.reloads].filter((n) => n <= o.reloads));
+  const server = new HandoverServer({ workers: o.workers, verbose: o.verbose });
+  const reloads = [];
+  const checkpoints = [];
+  const peak = { rss: 0, fds: 0, workers: 0 };
+  let failedReloads = 0;
+  let settled = true;
+  let load;
+  let r;
+  try {
+    log(`starting handover (workers ${o.workers})`);
+    await server.start();
+    log(`load: ${o.connections} keep-alive connections to 127.0.0.1:${server.port}`);
+    load = startLoad({ port: server.port, connections: o.connections, mode: 'keep-alive' });
+    const loadExited = new Promise((resolve) => load.child.once('exit', resolve));
+    let loadGone = false;
+    loadExited.then(() => (loadGone = true));
+    await P.sleep(1000);
+    checkpoints.push({ n: 0, ...sample(server) });
+    const reloadStarted = Date.now();
+    for (let n = 1; n <= o.reloads; n++) {
+      P.checkAborted();
+      if (loadGone) throw new Error('the load client exited during the soak');
+      const signalAt = Date.now();
+      try {
+        const x = await server.reload();
+        reloads.push({ n: reloads.length + 1, signalAt, readyAt: Date.now(), ms: x.ms, wallMs: x.wallMs });
+      } catch (error) {
+        if (P.isAborted()) throw error;
+        failedReloads++;
+        log(`reload ${n} failed: ${error.message.split('\n')[0]}`);
+        if (!P.alive(server.pid)) throw new Error('the master exited');
+      }
+      const now = sample(server);
+      for (const k of ['rss', 'fds', 'workers']) peak[k] = Math.max(peak[k], now[k]);
+      if (marks.has(n)) {
+        settled = await settle(server, o.workers);
+        const c = { n, ...sample(server) };
+        checkpoints.push(c);
+        log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)}, ${c.fds} open fds, ${c.workers} worker(s)${settled ? '' : ' (old generation not gone after 10 s)'}`);
+      } else if (n % 50 === 0) {
+        log(`reload ${n}/${o.reloads}: ${S.int(reloads[reloads.length - 1]?.ms)} ms, master VmRSS ${S.mb(now.rss)}, ${now.fds} open fds`);
+      }
+    }
+    d.reloadMs = Date.now() - reloadStarted;
+    await P.sleep(1000);
+  } finally {
+    if (load) {
+      try {
+        r = await load.stop();
+      } catch (error) {
+        log(`load client: ${error.message}`);
+      }
+    }
+    log('stopping handover');
+    await server.stop();
+  }
+  if (!r) throw new Error('the load client sent no result');
+  if (!checkpoints.some((c) => c.n === 1)) throw new Error('reload 1 did not complete; nothing to compare');
+  d.loadEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  Object.assign(d, { r, reloads, failedReloads, checkpoints, peak, settled, totalMs: Date.now() - started });
+  const md = report(o, d);
+  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'soak', md));
+  process.stdout.write(`${md}\n`);
+  log(`wrote the soak section of ${path.relative(process.cwd(), o.out)}`);
+  return r.failed === 0 && failedReloads === 0 ? 0 : 1;
+}
+
+let cleaning;
+/** Stops everything still running (the server, then the groups by force: the load client). */
+function cleanup() {
+  cleaning ??= P.stopAll();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    log(`${signal}: stopping everything the soak started`);
+    P.abort();
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+(async () => {
+  const o = parseArgs(process.argv.slice(2));
+  if (!o.help) return soak(o);
+  console.log(HELP);
+  return 0;
+})().then(
+  async (code) => {
+    await cleanup();
+    process.exit(code);
+  },
+  async (error) => {
+    log(error.stack || error.message);
+    await cleanup();
+    process.exit(2);
+  },
+);

@@ -21,6 +21,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 
 /** Emitted on raw and upgraded sockets when their worker starts draining. */
 export const SOCKET_DRAIN_EVENT = 'handover:drain';
@@ -53,7 +54,7 @@ export class ServerDrain {
   private draining = false;
   private readonly sockets = new Set<net.Socket>();
   private readonly upgraded = new Set<net.Socket>();
-  private readonly responses = new Set<http.ServerResponse>();
+  private readonly secureSockets = new Set<tls.TLSSocket>();
   private readonly sessions = new Set<http2.Http2Session>();
 
   constructor(readonly server: net.Server) {
@@ -65,14 +66,19 @@ export class ServerDrain {
     });
     if (this.kind === 'http' || this.kind === 'http2') {
       // HTTP/1 requests: on http servers, and on http2 servers with allowHTTP1.
+      // Nothing per request until the drain: it must cost nothing while serving.
       server.prependListener('request', (_req: unknown, res: unknown) => {
-        if (!(res instanceof http.ServerResponse)) return;
-        if (this.draining) return closeAfterThisResponse(res);
-        this.responses.add(res);
-        res.once('close', () => this.responses.delete(res));
+        if (this.draining && res instanceof http.ServerResponse) closeAfterThisResponse(res);
       });
     }
     if (this.kind === 'http') this.trackUpgrades();
+    if (server instanceof tls.Server) {
+      // HTTPS parses on the TLS socket, not the raw one 'connection' gave us.
+      server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
+        this.secureSockets.add(socket);
+        socket.once('close', () => this.secureSockets.delete(socket));
+      });
+    }
     if (this.kind === 'http2') {
       server.prependListener('session', (session: http2.Http2Session) => {
         if (this.draining) return void process.nextTick(() => session.close());
@@ -122,7 +128,11 @@ export class ServerDrain {
       // net.Server's close, not http's: stop accepting, keep connections.
       net.Server.prototype.close.call(this.server, () => resolve());
     });
-    for (const res of this.responses) closeAfterThisResponse(res);
+    // A request in flight: its response is the socket's current message.
+    for (const socket of [...this.sockets, ...this.secureSockets]) {
+      const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
+      if (res instanceof http.ServerResponse) closeAfterThisResponse(res);
+    }
     for (const session of this.sessions) session.close();
     const told = this.kind === 'net' ? this.sockets : this.upgraded;
     for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);

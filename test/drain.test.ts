@@ -13,6 +13,7 @@
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Master, type MasterEvent, isAlive, pollUntil, reapAll, startMaster } from './helpers/processes';
+import { within } from './helpers/wait';
 
 afterEach(async () => {
   for (const conn of Conn.all) conn.socket.destroy();
@@ -192,19 +193,6 @@ class Conn {
   /** Whatever arrived and was not read yet. */
   get unread(): string {
     return this.text;
-  }
-}
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -29,11 +29,10 @@
 // during a stop kills the master (master.ts removeSignalHandlers).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FrameDecoder, type MasterStatus, encode } from '../src/control';
+import { adminStatus } from './helpers/control';
 import { Load } from './helpers/load';
 import { type Master, type MasterEvent, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
@@ -130,24 +129,6 @@ function controlSocketOf(master: Master): string {
   const entry = environ.find((e) => e.startsWith('HANDOVER_CONTROL_SOCKET='));
   expect(entry).toBeTruthy();
   return entry!.slice(entry!.indexOf('=') + 1);
-}
-
-/** Asks the master for its status over the control socket, as the admin command does. */
-function adminStatus(socketPath: string): Promise<MasterStatus> {
-  return new Promise((resolve, reject) => {
-    const decoder = new FrameDecoder();
-    const socket = net.connect(socketPath, () => socket.write(encode({ type: 'status' })));
-    socket.on('data', (chunk) => {
-      for (const message of decoder.push(chunk)) {
-        if (message.type === 'status-result') {
-          socket.destroy();
-          resolve(message.status);
-        }
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => reject(new Error('the master closed the control connection without a status')));
-  });
 }
 
 interface TcpEntry {

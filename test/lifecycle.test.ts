@@ -27,7 +27,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ENV, FrameDecoder, type MasterStatus, encode } from '../src/control';
+import { ENV } from '../src/control';
+import { adminStatus } from './helpers/control';
 import { Load } from './helpers/load';
 import { type Master, ROOT, fdCount, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
@@ -108,24 +109,6 @@ function controlSocketOf(master: Master): string {
   const socket = environOf(master.workerPids[0])[ENV.socket];
   expect(socket).toBeTruthy();
   return socket;
-}
-
-/** Asks the master for its status over the control socket, as an admin tool would. */
-function adminStatus(socketPath: string): Promise<MasterStatus> {
-  return new Promise((resolve, reject) => {
-    const decoder = new FrameDecoder();
-    const socket = net.connect(socketPath, () => socket.write(encode({ type: 'status' })));
-    socket.on('data', (chunk) => {
-      for (const message of decoder.push(chunk)) {
-        if (message.type === 'status-result') {
-          socket.destroy();
-          resolve(message.status);
-        }
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => reject(new Error('the master closed the control connection without a status')));
-  });
 }
 
 /** `ino` values of the sockets and pipes a process has open, from /proc/<pid>/fd. */

@@ -14,21 +14,9 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
 import { type Master, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { within } from './helpers/wait';
 
 afterEach(reapAll);
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function deploy(file: string, behaviour: Record<string, unknown>): void {
   fs.writeFileSync(file, JSON.stringify(behaviour));

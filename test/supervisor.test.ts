@@ -16,10 +16,9 @@
 import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FrameDecoder, type MasterStatus, encode } from '../src/control';
+import { adminStatus } from './helpers/control';
 import { Load } from './helpers/load';
 import { type MasterEvent, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
@@ -68,24 +67,6 @@ function appEvents(logFile: string): MasterEvent[] {
     }
   }
   return events;
-}
-
-/** Asks the master for its status (with each worker's open connections) over its control socket. */
-function adminStatus(socketPath: string): Promise<MasterStatus> {
-  return new Promise((resolve, reject) => {
-    const decoder = new FrameDecoder();
-    const socket = net.connect(socketPath, () => socket.write(encode({ type: 'status' })));
-    socket.on('data', (chunk) => {
-      for (const message of decoder.push(chunk)) {
-        if (message.type === 'status-result') {
-          socket.destroy();
-          resolve(message.status);
-        }
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => reject(new Error('the master closed the control connection without a status')));
-  });
 }
 
 function controlSocketOf(workerPid: number): string {

@@ -3,4 +3,4 @@ export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker } from '.
 export type { Handler } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';
-export type { MasterStatus } from './control';
+export type { MasterStatus } from './protocol';

@@ -1,6 +1,6 @@
 // Server options, their defaults, and their validation.
 import * as os from 'node:os';
-import { type Identity, resolveIdentity } from './identity';
+import { type Identity, resolveIdentity } from './platform/identity';
 import type { Logger } from './log';
 
 export interface ServerOptions {

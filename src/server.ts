@@ -5,14 +5,14 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
-import { parseAddress } from './address';
-import type { MasterStatus } from './control';
+import { parseAddress } from './platform/address';
+import type { MasterStatus } from './protocol';
 import { createLogger } from './log';
-import { Master, reported } from './master';
+import { Master, reported } from './master/master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
-import type { Registration } from './serving';
+import type { Registration } from './worker/serving';
 import { SingleProcess } from './single';
-import { Worker, isWorkerProcess } from './worker';
+import { Worker, isWorkerProcess } from './worker/worker';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
 export type Handler = http.RequestListener | net.Server;

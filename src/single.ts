@@ -7,17 +7,17 @@
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import type { MasterStatus, Message } from './control';
-import { ControlClient } from './control-client';
-import { ControlServer } from './control-server';
-import { ListenerSet } from './listeners';
+import type { MasterStatus, Message } from './protocol';
+import { ControlClient } from './worker/control-client';
+import { ControlServer } from './master/control-server';
+import { ListenerSet } from './master/listeners';
 import { type Logger, createLogger } from './log';
-import * as native from './native';
+import * as native from './platform/native';
 import type { ResolvedOptions } from './options';
-import { type Registration, Serving } from './serving';
-import { spawnSelf } from './spawn-self';
-import { monotonicUsec, notify, takeActivatedSockets } from './systemd';
-import { WorkerProcess } from './worker-process';
+import { type Registration, Serving } from './worker/serving';
+import { spawnSelf } from './master/spawn-self';
+import { monotonicUsec, notify, takeActivatedSockets } from './platform/systemd';
+import { WorkerProcess } from './master/worker-process';
 
 const SUCCESSOR = {
   socket: 'HANDOVER_SUCCESSOR_SOCKET',

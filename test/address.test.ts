@@ -2,7 +2,7 @@
 // not addresses: every invalid form throws an AddressError
 // (ERR_HANDOVER_ADDRESS) whose message quotes the input and lists the forms.
 import { describe, expect, it } from 'vitest';
-import { AddressError, formatBound, parseAddress } from '../src/address';
+import { AddressError, formatBound, parseAddress } from '../src/platform/address';
 
 describe('parseAddress: valid forms', () => {
   it("':PORT' is every interface, dual stack ('::' with the IPv4 fallback flag)", () => {

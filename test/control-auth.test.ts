@@ -35,8 +35,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FrameDecoder, MAX_FRAME_BYTES, type Message, encode, validate } from '../src/control';
-import * as native from '../src/native';
+import { FrameDecoder, MAX_FRAME_BYTES, type Message, encode, validate } from '../src/protocol';
+import * as native from '../src/platform/native';
 import { Load } from './helpers/load';
 import { type Master, fdCount, isAlive, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -11,7 +11,7 @@
 // run as well as by the explicit cases); tokensEqual comparing only a common
 // prefix, or throwing on different lengths.
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, MAX_FRAME_BYTES, type Message, ProtocolError, encode, tokensEqual, validate } from '../src/control';
+import { FrameDecoder, MAX_FRAME_BYTES, type Message, ProtocolError, encode, tokensEqual, validate } from '../src/protocol';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fuzz = require('./fixtures/auth-fuzz-frames.js');
 

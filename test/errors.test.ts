@@ -24,7 +24,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ENV } from '../src/control';
+import { ENV } from '../src/protocol';
 import { type Master, ROOT, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const APP = 'test/fixtures/lifecycle-app.js';

@@ -27,7 +27,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ENV } from '../src/control';
+import { ENV } from '../src/protocol';
 import { adminStatus } from './helpers/control';
 import { Load } from './helpers/load';
 import { type Master, ROOT, fdCount, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';

@@ -37,7 +37,7 @@ import {
   sendFds,
   setParentDeathSignal,
   type SystemError,
-} from '../src/native';
+} from '../src/platform/native';
 import { isAlive, pollUntil } from './helpers/processes';
 
 const O_NONBLOCK = 0o4000;

@@ -85,9 +85,9 @@ describe('the linux-x64 prebuild', () => {
     if (SUPPORTED) fresh = await freshBuild();
   }, 170_000);
 
-  it('loads with no build/ directory: bindTcp, localAddress and closeFd work through dist/native.js', async (ctx) => {
+  it('loads with no build/ directory: bindTcp, localAddress and closeFd work through dist/platform/native.js', async (ctx) => {
     ctx.skip(!SUPPORTED, SKIP_REASON);
-    if (!fs.existsSync(path.join(ROOT, 'dist', 'native.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+    if (!fs.existsSync(path.join(ROOT, 'dist', 'platform', 'native.js'))) throw new Error('dist/ is missing: run `npm run build` first');
     // a package as installed: package.json, dist/, prebuilds/ and node-gyp-build, nothing else
     const app = tempDir('handover-prebuild-');
     fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(app, 'package.json'));
@@ -98,7 +98,7 @@ describe('the linux-x64 prebuild', () => {
     expect(fs.existsSync(path.join(app, 'build'))).toBe(false);
 
     const script = `
-      const native = require('./dist/native.js');
+      const native = require('./dist/platform/native.js');
       const fd = native.bindTcp({ host: '127.0.0.1', port: 0 });
       const address = native.localAddress(fd);
       native.closeFd(fd);

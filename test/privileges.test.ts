@@ -127,8 +127,8 @@ function runAs(user: string[], code: string, args: string[]): Promise<{ pid: num
 // (native, like a worker), send one frame, then wait for the master's answer
 // with recvFds: the bytes and any fds it carried, or EOF.
 const PROBE = `
-const native = require(${JSON.stringify(path.join(ROOT, 'dist/native.js'))});
-const { encode } = require(${JSON.stringify(path.join(ROOT, 'dist/control.js'))});
+const native = require(${JSON.stringify(path.join(ROOT, 'dist/platform/native.js'))});
+const { encode } = require(${JSON.stringify(path.join(ROOT, 'dist/protocol.js'))});
 const [socketPath, port, workerPid] = process.argv.slice(1);
 async function attempt(frame) {
   let fd;

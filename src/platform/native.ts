@@ -62,7 +62,7 @@ interface Binding {
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const binding: Binding = require('node-gyp-build')(path.join(__dirname, '..'));
+const binding: Binding = require('node-gyp-build')(path.join(__dirname, '..', '..'));
 
 /** A system error as thrown by the binding and by Node itself. */
 export interface SystemError extends Error {

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FrameDecoder, type MasterStatus, type Message, encode } from './control';
+import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
 
 const USAGE = `usage: handover <status|reload|stop> (--pid PID | --socket PATH) [--control-dir DIR]
 

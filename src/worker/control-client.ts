@@ -3,9 +3,8 @@
 // with a plain Node socket (nothing else carries fds).
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { FrameDecoder, type ListenerInfo, MAX_FRAME_BYTES, type Message, encode } from './control';
-import type { Hello } from './control-server';
-import * as native from './native';
+import { FrameDecoder, type Hello, type ListenerInfo, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
+import * as native from '../platform/native';
 
 /** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
 async function writeAll(fd: number, data: Buffer, deadline: number): Promise<void> {

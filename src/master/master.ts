@@ -14,14 +14,14 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { ENV, type MasterStatus, type Message } from './control';
-import { ControlServer, type Hello } from './control-server';
+import { ENV, type Hello, type MasterStatus, type Message } from '../protocol';
+import { ControlServer } from './control-server';
 import { ListenerSet } from './listeners';
-import { type Logger, createLogger } from './log';
-import type { ResolvedOptions } from './options';
+import { type Logger, createLogger } from '../log';
+import type { ResolvedOptions } from '../options';
 import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
-import { monotonicUsec, notify, takeActivatedSockets } from './systemd';
+import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 
 /** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
 const RESPAWN_BASE_MS = 100;

@@ -3,7 +3,7 @@
 // tell it to drain.
 import type { ChildProcess } from 'node:child_process';
 import type * as net from 'node:net';
-import { type Message, encode } from './control';
+import { type Message, encode } from '../protocol';
 
 /** Extra time past stopTimeout before a child that did not exit is killed. */
 const KILL_GRACE_MS = 2_000;

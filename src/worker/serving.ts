@@ -1,6 +1,6 @@
 // The application's servers on received listening fds, and their drain.
 import type * as net from 'node:net';
-import type { ListenerInfo } from './control';
+import type { ListenerInfo } from '../protocol';
 import { ServerDrain } from './drain';
 
 /** An address and how to build the server that serves it (in serving processes only). */

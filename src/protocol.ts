@@ -43,6 +43,8 @@ export type Message =
   /** admin -> master: stop gracefully. */
   | { type: 'stop' };
 
+export type Hello = Extract<Message, { type: 'hello' }>;
+
 export interface MasterStatus {
   pid: number;
   generation: number;

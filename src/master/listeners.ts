@@ -3,11 +3,11 @@
 // queue in one SO_REUSEPORT group (invariant 2), one shared socket elsewhere.
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import { type Address, formatBound, parseAddress } from './address';
-import { encode } from './control';
+import { type Address, formatBound, parseAddress } from '../platform/address';
+import { encode } from '../protocol';
 import { sendWithFds } from './control-server';
-import * as native from './native';
-import type { ActivatedSocket } from './systemd';
+import * as native from '../platform/native';
+import type { ActivatedSocket } from '../platform/systemd';
 
 export interface Listener {
   /** The registration key: the address string, '#n' added for repeated ephemeral ports. */

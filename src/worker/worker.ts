@@ -3,11 +3,11 @@
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
 import * as os from 'node:os';
-import { ENV } from './control';
+import { ENV } from '../protocol';
 import { ControlClient } from './control-client';
-import { type Logger, createLogger } from './log';
-import * as native from './native';
-import type { ResolvedOptions } from './options';
+import { type Logger, createLogger } from '../log';
+import * as native from '../platform/native';
+import type { ResolvedOptions } from '../options';
 import { type Registration, Serving } from './serving';
 
 /** How long the worker waits for the master's answer to its hello. */

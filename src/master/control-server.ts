@@ -6,15 +6,13 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { FrameDecoder, type Message, encode, tokensEqual } from './control';
-import type { Identity } from './identity';
-import type { Logger } from './log';
-import * as native from './native';
+import { FrameDecoder, type Hello, type Message, encode, tokensEqual } from '../protocol';
+import type { Identity } from '../platform/identity';
+import type { Logger } from '../log';
+import * as native from '../platform/native';
 
 /** How long a control connection may stay silent before its first frame. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
-
-export type Hello = Extract<Message, { type: 'hello' }>;
 
 export interface ControlHandlers {
   /** A process we spawned proved who it is; `conn` is now its connection. */

@@ -1,7 +1,7 @@
 // Starting another copy of this program: the same Node binary, flags and
 // arguments, so it loads the code now on disk.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { markCloseOnExec } from './native';
+import { markCloseOnExec } from '../platform/native';
 
 /**
  * Spawns this program again with `env` added. Only stdio crosses the spawn:

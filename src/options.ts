@@ -20,6 +20,19 @@ export interface ServerOptions {
   stopSignals?: NodeJS.Signals[];
   /** Worker processes per generation. Default 1. */
   workers?: number;
+  /**
+   * ms a ready worker may go without answering the master's heartbeat before
+   * it is taken out of service (its slot's socket goes to a sibling) and
+   * replaced. Default 5_000.
+   */
+  heartbeatTimeout?: number;
+  /**
+   * ms after a stop begins during which new connections are still accepted
+   * (and answered with `Connection: close`) before the listening sockets
+   * close, for load balancers that take a few seconds to stop routing here
+   * (Kubernetes endpoints). Default 0.
+   */
+  stopDelay?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -50,6 +63,8 @@ export interface ResolvedOptions {
   reloadSignals: NodeJS.Signals[];
   stopSignals: NodeJS.Signals[];
   workers: number;
+  heartbeatTimeout: number;
+  stopDelay: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -84,6 +99,8 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     reloadSignals: options.reloadSignals ?? ['SIGHUP', 'SIGUSR1'],
     stopSignals: options.stopSignals ?? ['SIGTERM', 'SIGINT'],
     workers: options.workers ?? 1,
+    heartbeatTimeout: options.heartbeatTimeout ?? 5_000,
+    stopDelay: options.stopDelay ?? 0,
     ready: options.ready,
     logger: options.logger,
     pidFile: options.pidFile,
@@ -95,6 +112,10 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   };
   checkDuration('stopTimeout', resolved.stopTimeout);
   checkDuration('startTimeout', resolved.startTimeout);
+  checkDuration('heartbeatTimeout', resolved.heartbeatTimeout);
+  if (!Number.isFinite(resolved.stopDelay) || resolved.stopDelay < 0) {
+    throw new TypeError(`stopDelay must be a number of milliseconds >= 0, got ${resolved.stopDelay}`);
+  }
   checkSignals('reloadSignals', resolved.reloadSignals);
   checkSignals('stopSignals', resolved.stopSignals);
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));

@@ -1,4 +1,11 @@
 // Lifecycle lines. Default: one line each to stderr, prefixed with role and pid.
+//
+// Logging never takes a process down (invariant 13): Node ignores SIGPIPE, so
+// a write to a stdout/stderr pipe whose reader has gone (`node app.js | head`,
+// a log shipper restarting) surfaces as an 'error' event on the stream, and an
+// unhandled one kills the process: for the master, the whole service. And a
+// log flood into a stream that cannot keep up is cut, not buffered without end.
+import type { Writable } from 'node:stream';
 
 /** Anything with info/warn/error taking one string plugs in (console, pino, winston...). */
 export interface Logger {
@@ -7,16 +14,49 @@ export interface Logger {
   error(message: string): void;
 }
 
+/** Bytes a log stream may hold unwritten before further lines are dropped (and counted). */
+export const MAX_PENDING_LOG_BYTES = 1 << 20;
+
 const silent: Logger = { info() {}, warn() {}, error() {} };
 
-function stderrLogger(role: string): Logger {
+const guarded = new WeakSet<Writable>();
+
+/** Swallows write errors (EPIPE, EBADF...) on `stream`, once per stream. */
+function ignoreWriteErrors(stream: Writable): void {
+  if (guarded.has(stream)) return;
+  guarded.add(stream);
+  stream.on('error', () => {});
+}
+
+/**
+ * One line per call to `stream`. While the stream holds more than
+ * MAX_PENDING_LOG_BYTES unwritten, lines are dropped; the next line written
+ * after that says how many.
+ */
+export function streamLogger(stream: Writable, role: string): Logger {
+  ignoreWriteErrors(stream);
+  let dropped = 0;
   const line = (level: string) => (message: string) => {
-    process.stderr.write(`handover[${process.pid}] ${role} ${level}: ${message}\n`);
+    if (stream.destroyed || !stream.writable) return;
+    if (stream.writableLength > MAX_PENDING_LOG_BYTES) {
+      dropped++;
+      return;
+    }
+    const prefix = `handover[${process.pid}] ${role}`;
+    if (dropped > 0) {
+      stream.write(`${prefix} warn: ${dropped} log line(s) dropped: the log stream could not keep up\n`);
+      dropped = 0;
+    }
+    stream.write(`${prefix} ${level}: ${message}\n`);
   };
   return { info: line('info'), warn: line('warn'), error: line('error') };
 }
 
 export function createLogger(option: Logger | false | undefined, role: 'master' | 'worker' | 'single'): Logger {
+  // Whatever logs (this logger, the application's own console), a closed
+  // stdout or stderr must not be fatal.
+  ignoreWriteErrors(process.stdout);
+  ignoreWriteErrors(process.stderr);
   if (option === false) return silent;
-  return option ?? stderrLogger(role);
+  return option ?? streamLogger(process.stderr, role);
 }

@@ -10,7 +10,8 @@
             "native/sockets.cc",
             "native/fdpass.cc",
             "native/credentials.cc",
-            "native/process.cc"
+            "native/process.cc",
+            "native/lock.cc"
           ]
         }],
         ["OS=='mac'", {

@@ -29,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   handover::RegisterFdPassing(env, exports);
   handover::RegisterCredentials(env, exports);
   handover::RegisterProcess(env, exports);
+  handover::RegisterLock(env, exports);
   return exports;
 }
 

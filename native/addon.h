@@ -8,6 +8,7 @@ void RegisterSockets(Napi::Env env, Napi::Object exports);
 void RegisterFdPassing(Napi::Env env, Napi::Object exports);
 void RegisterCredentials(Napi::Env env, Napi::Object exports);
 void RegisterProcess(Napi::Env env, Napi::Object exports);
+void RegisterLock(Napi::Env env, Napi::Object exports);
 
 // Creates a socket that is close-on-exec and non-blocking from the start.
 int OpenSocket(int domain, int type);

@@ -4,16 +4,49 @@
 //   - a closed stderr pipe (a log reader that exits, `node app.js 2>&1 | head -2`)
 //     never takes the master or its workers down: the next log line's EPIPE is
 //     swallowed and the service keeps reloading and serving;
+//   - a starting master removes a control directory only once it has proven
+//     its master dead by taking the directory's lock: a live master's
+//     directory survives even when its pid does not exist here (another pid
+//     namespace sharing /tmp), a directory whose lock is free is removed, a
+//     young one with no lock yet is left to the master creating it;
 // test/fixtures/app.js is the app; its master prints lifecycle events on stdout.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_PENDING_LOG_BYTES, streamLogger } from '../src/log';
-import { reapAll, startMaster } from './helpers/processes';
+import { isAlive, reapAll, startMaster, tempDir } from './helpers/processes';
 
+const cleanups: (() => void)[] = [];
 afterEach(async () => {
   await reapAll();
+  for (const cleanup of cleanups.splice(0)) cleanup();
 });
+
+function scratch(): string {
+  const dir = tempDir('handover-edges-');
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A pid no process here has (as a master in another pid namespace looks). */
+function deadPid(): number {
+  for (let pid = 4_000_000; ; pid--) if (!isAlive(pid)) return pid;
+}
+
+/** A process holding the flock on `lockPath` until the test ends. */
+async function holdLock(lockPath: string): Promise<ChildProcess> {
+  const holder = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'lock-holder.js'), lockPath], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  cleanups.push(() => holder.kill('SIGKILL'));
+  const [line] = await once(holder.stdout!.setEncoding('utf8'), 'data');
+  expect(line).toBe('locked\n');
+  return holder;
+}
 
 /** One GET on a fresh connection; resolves with the status and the worker pid. */
 function get(port: number): Promise<{ status: number; pid: number }> {
@@ -65,5 +98,43 @@ describe('a log flood', () => {
     const tail = written.slice(-2).join('');
     expect(tail).toMatch(/master warn: \d+ log line\(s\) dropped/);
     expect(tail).toMatch(/master warn: after the flood\n$/);
+  });
+});
+
+describe('stale control directories', () => {
+  it('are removed only when their lock proves their master gone', async () => {
+    const parent = scratch();
+    const pid = deadPid();
+    // A live master elsewhere: its pid does not exist here, its lock is held.
+    const live = path.join(parent, `handover-${pid}-live`);
+    fs.mkdirSync(live);
+    fs.writeFileSync(path.join(live, 'control.sock'), '');
+    await holdLock(path.join(live, 'lock'));
+    // A dead master's directory: its lock file is there, nobody holds it.
+    const dead = path.join(parent, `handover-${pid}-dead`);
+    fs.mkdirSync(dead);
+    fs.writeFileSync(path.join(dead, 'lock'), '');
+    // A master between mkdtemp and its lock: no lock file, just made.
+    const young = path.join(parent, `handover-${pid}-young`);
+    fs.mkdirSync(young);
+    // A directory that never got a lock, two minutes old.
+    const abandoned = path.join(parent, `handover-${pid}-abandoned`);
+    fs.mkdirSync(abandoned);
+    const twoMinutesAgo = new Date(Date.now() - 120_000);
+    fs.utimesSync(abandoned, twoMinutesAgo, twoMinutesAgo);
+
+    const master = await startMaster({ fixture: { controlDir: parent } });
+    expect(fs.existsSync(path.join(live, 'control.sock'))).toBe(true);
+    expect(fs.existsSync(young)).toBe(true);
+    expect(fs.existsSync(dead)).toBe(false);
+    expect(fs.existsSync(abandoned)).toBe(false);
+    // The master's own directory carries its lock, held: a second sweep leaves it.
+    const own = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`));
+    expect(own).toBeDefined();
+    expect(fs.readdirSync(path.join(parent, own!))).toContain('lock');
+    const second = await startMaster({ fixture: { controlDir: parent } });
+    expect(fs.existsSync(path.join(parent, own!, 'control.sock'))).toBe(true);
+    expect((await master.reload()).event).toBe('reloaded');
+    await second.stop();
   });
 });

@@ -30,6 +30,7 @@ import {
   connectUnix,
   dup,
   localAddress,
+  lockFile,
   peerCredentials,
   probeTcp,
   recvFds,
@@ -607,6 +608,30 @@ describe('setParentDeathSignal', () => {
     } finally {
       if (isAlive(child)) process.kill(child, 'SIGKILL');
     }
+  });
+});
+
+// --- lockFile ---------------------------------------------------------------
+
+describe('lockFile', () => {
+  it('holds an exclusive lock until its fd closes, close-on-exec, and fails with EAGAIN naming the path while held', () => {
+    const lockPath = path.join(dir, 'held.lock');
+    const before = fdCount();
+    const fd = lockFile(lockPath);
+    expect(fs.statSync(lockPath).mode & 0o777).toBe(0o600);
+    expect(fdFlags(fd) & O_CLOEXEC).toBe(O_CLOEXEC);
+    // Another open file (here the same process, which flock treats alike) cannot take it.
+    expectSystemError(thrown(() => lockFile(lockPath)), 'EAGAIN', 'flock', lockPath);
+    expect(fdCount()).toBe(before + 1); // the failed attempt closed what it opened
+    closeFd(fd);
+    const again = lockFile(lockPath);
+    closeFd(again);
+    expect(fdCount()).toBe(before);
+  });
+
+  it('fails with ENOENT naming a path whose directory is missing', () => {
+    const missing = path.join(dir, 'no-such-dir', 'lock');
+    expectSystemError(thrown(() => lockFile(missing)), 'ENOENT', 'open', missing);
   });
 });
 

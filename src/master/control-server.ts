@@ -48,7 +48,27 @@ export async function sendWithFds(socket: net.Socket, frame: Buffer, fds: number
   }
 }
 
-/** A master killed with SIGKILL cannot clean up: remove our dead masters' directories. */
+/**
+ * Every master holds an flock on this file in its control directory for its
+ * whole life; the kernel releases it only when the master is gone, however it
+ * died. The file appears under this name already locked (locked as
+ * LOCK_FILE + '.new', then renamed), so a lock file that can be locked is
+ * never one a master is about to take.
+ */
+const LOCK_FILE = 'lock';
+
+/**
+ * A directory with no lock file yet may belong to a master between mkdtemp
+ * and its lock: it is left alone for this long.
+ */
+const UNLOCKED_GRACE_MS = 60_000;
+
+/**
+ * A master killed with SIGKILL cannot clean up: remove our dead masters'
+ * directories. Dead is proven by taking the directory's lock, never guessed
+ * from its pid: in containers sharing /tmp but not a pid namespace, a live
+ * master's pid does not exist here (invariant 13).
+ */
 function removeStaleDirectories(parentDir: string): void {
   let entries: string[];
   try {
@@ -56,24 +76,41 @@ function removeStaleDirectories(parentDir: string): void {
   } catch {
     return; // reported when the new directory cannot be made
   }
+  const uid = process.getuid!();
   for (const name of entries) {
-    const pid = Number(/^handover-(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // alive (or not ours to signal): leave it
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-    }
+    if (!/^handover-\d+-/.test(name)) continue;
     const dir = path.join(parentDir, name);
     try {
       const stat = fs.lstatSync(dir);
-      const mine = stat.uid === process.getuid!() || process.getuid!() === 0;
-      if (stat.isDirectory() && mine) fs.rmSync(dir, { recursive: true, force: true });
+      if (!stat.isDirectory() || (stat.uid !== uid && uid !== 0)) continue;
+      const lockPath = path.join(dir, LOCK_FILE);
+      if (!fs.existsSync(lockPath)) {
+        if (Date.now() - stat.mtimeMs >= UNLOCKED_GRACE_MS) fs.rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      const lock = native.lockFile(lockPath); // throws EAGAIN while its master lives
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } finally {
+        native.closeFd(lock);
+      }
     } catch {
-      // raced with another master doing the same
+      // alive (locked), or raced with another master doing the same
     }
   }
+}
+
+/** Locks `dir` for this master's life; returns the lock's fd. */
+function lockDirectory(dir: string): number {
+  const lockPath = path.join(dir, LOCK_FILE);
+  const lock = native.lockFile(`${lockPath}.new`);
+  try {
+    fs.renameSync(`${lockPath}.new`, lockPath);
+  } catch (error) {
+    native.closeFd(lock);
+    throw error;
+  }
+  return lock;
 }
 
 export class ControlServer {
@@ -82,6 +119,7 @@ export class ControlServer {
 
   private constructor(
     readonly dir: string,
+    private readonly lock: number,
     private readonly server: net.Server,
     private readonly peerUid: number,
     private readonly log: Logger,
@@ -101,22 +139,29 @@ export class ControlServer {
       );
     }
     fs.chmodSync(dir, 0o700);
+    const lock = lockDirectory(dir);
     // Reachable by exactly the workers' user: directory and socket belong to
     // it (root, the master, reaches them regardless).
     if (identity) fs.chownSync(dir, identity.uid, identity.gid);
     const socketPath = path.join(dir, 'control.sock');
     let control: ControlServer | undefined;
     const server = net.createServer((socket) => control?.accept(socket, handlers));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.removeListener('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => {
+          server.removeListener('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (error) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      native.closeFd(lock);
+      throw error;
+    }
     fs.chmodSync(socketPath, 0o600);
     if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
-    control = new ControlServer(dir, server, identity?.uid ?? process.getuid!(), log);
+    control = new ControlServer(dir, lock, server, identity?.uid ?? process.getuid!(), log);
     return control;
   }
 
@@ -136,6 +181,7 @@ export class ControlServer {
   close(): void {
     this.server.close();
     fs.rmSync(this.dir, { recursive: true, force: true });
+    native.closeFd(this.lock); // after the removal: nobody else may sweep it meanwhile
   }
 
   private accept(socket: net.Socket, handlers: ControlHandlers): void {

@@ -1,6 +1,6 @@
 // Loads the native binding and gives it types. The binding does only the
 // syscalls Node cannot: binding with SO_REUSEPORT, dup, SCM_RIGHTS, peer
-// credentials, PR_SET_PDEATHSIG. Its errors are Node-style system errors
+// credentials, PR_SET_PDEATHSIG, flock. Its errors are Node-style system errors
 // (`code`, `errno`, `syscall`, the address in the message).
 import * as path from 'node:path';
 
@@ -58,6 +58,8 @@ interface Binding {
   recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
   peerCredentials(fd: number): PeerCredentials;
   setParentDeathSignal(signal: number): boolean;
+  setParentDeathStop(stopSignal: number, alarmSeconds: number): boolean;
+  lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
 }
 
@@ -115,6 +117,23 @@ export const peerCredentials = (fd: number): PeerCredentials => binding.peerCred
 
 /** PR_SET_PDEATHSIG on Linux (returns true); false on darwin, which has none. */
 export const setParentDeathSignal = (signal: number): boolean => binding.setParentDeathSignal(signal);
+
+/**
+ * Linux: when the parent dies, a native signal handler arms
+ * `alarm(alarmSeconds)` (SIGALRM's default action ends the process even if
+ * its event loop is blocked) and raises `stopSignal` (so JavaScript drains if
+ * it can). The kernel's parent-death signal is a realtime one no JavaScript
+ * listens to. Returns true; false on darwin, which has no PR_SET_PDEATHSIG.
+ */
+export const setParentDeathStop = (stopSignal: number, alarmSeconds: number): boolean =>
+  binding.setParentDeathStop(stopSignal, alarmSeconds);
+
+/**
+ * Takes an exclusive flock on `path` (created 0600 if missing) and returns
+ * its close-on-exec fd: the lock lasts until the fd is closed (`closeFd`) or
+ * the process dies. Throws EWOULDBLOCK (`EAGAIN`) if another open file holds it.
+ */
+export const lockFile = (lockPath: string): number => binding.lockFile(lockPath);
 
 /** Sets FD_CLOEXEC on every open fd >= minFd (inherited ones included); returns how many changed. */
 export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExec(minFd);

@@ -1,105 +1,102 @@
 #!/usr/bin/env node
-// `handover status|reload|stop`: talks to a running master over its control
-// socket (same uid only: the master checks the peer's credentials).
+// The `handover` command: `start` runs an unmodified program as a master with
+// workers (and, in each worker it spawns, the program itself); `list`,
+// `status`, `reload` and `stop` talk to running masters, found by name.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
+import { ReachError, list, reload, status, stop } from './admin';
+import { type OptionSpec, UsageError, closest, parseArgs } from './args';
+import { START_OPTIONS, START_USAGE, start } from './start';
 
-const USAGE = `usage: handover <status|reload|stop> (--pid PID | --socket PATH) [--control-dir DIR]
+const USAGE = `usage: handover <command> [options]
 
-  status   print the master's generation, workers, addresses and uptime
-  reload   start a reload and wait for its outcome (exit 0: new generation
-           serving; exit 1: rolled back, the old generation keeps serving)
-  stop     drain and stop gracefully; waits until the master has stopped
+  start [options] <script> [args...]   run a program with zero-downtime reloads (handover start --help)
+  list [--json]                        the masters this user runs
+  status [NAME] [--json]               generation, workers (pid, state, uptime, memory, connections,
+                                       restarts), addresses and the last reload
+  reload [NAME]                        start a reload and wait for its outcome (exit 0: the new
+                                       generation serves; exit 1: it failed, the old one keeps
+                                       serving, and why is printed)
+  stop [NAME]                          drain and stop; returns once the master has stopped
 
-  --pid PID          the master's pid (finds <control-dir>/handover-PID-*/control.sock)
-  --socket PATH      the control socket path
-  --control-dir DIR  where the master made its control directory (default ${os.tmpdir()})`;
+NAME is what \`handover start --name\` gave (default: the script's name). Without
+NAME: the only master this user runs, or the one started in this directory.
+A master started from code (listenAndServe, new Server) is not registered:
+  -p, --pid PID          find it by its pid (its control directory is in --control-dir)
+  -s, --socket PATH      its control socket
+  --control-dir DIR      where it made its control directory (default: the temp dir)
 
-function fail(message: string): never {
-  process.stderr.write(`handover: ${message}\n`);
-  process.exit(2);
-}
+  -h, --help             this text        -v, --version   the version`;
 
-function findSocket(args: Map<string, string>): string {
-  const socket = args.get('--socket');
-  if (socket) return socket;
-  const pid = args.get('--pid');
-  if (!pid || !/^\d+$/.test(pid)) fail(`give --pid PID or --socket PATH\n${USAGE}`);
-  const dir = args.get('--control-dir') ?? os.tmpdir();
-  const match = fs.readdirSync(dir).find((name) => name.startsWith(`handover-${pid}-`));
-  if (!match) fail(`no control socket for master pid ${pid} in ${dir} (is it running, as this user? --control-dir?)`);
-  return path.join(dir, match, 'control.sock');
-}
+const TARGET_OPTIONS: OptionSpec[] = [
+  { name: 'pid', alias: 'p', value: 'required' },
+  { name: 'socket', alias: 's', value: 'required' },
+  { name: 'control-dir', value: 'required' },
+  { name: 'help', alias: 'h', value: 'none' },
+];
+const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-function formatDuration(ms: number): string {
-  const s = Math.floor(ms / 1000);
-  const parts = [[Math.floor(s / 86400), 'd'], [Math.floor(s / 3600) % 24, 'h'], [Math.floor(s / 60) % 60, 'm'], [s % 60, 's']];
-  const shown = parts.filter(([n], i) => n !== 0 || i === parts.length - 1);
-  return shown.map(([n, u]) => `${n}${u}`).join(' ');
-}
+const COMMANDS = ['start', 'list', 'status', 'reload', 'stop'];
 
-function printStatus(status: MasterStatus): void {
-  const lines = [
-    `master pid ${status.pid}, generation ${status.generation}${status.reloading ? ' (reloading)' : ''}, up ${formatDuration(status.uptimeMs)}`,
-    `listening on ${status.addresses.join(', ')}`,
-    ...status.workers.map((w) =>
-      `  worker pid ${w.pid}  slot ${w.slot}  generation ${w.generation}  ${w.state}  ${w.connections ?? '?'} open connection(s)`),
-  ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-}
-
-/** Sends one request and resolves with the first answer (or EOF for stop). */
-function ask(socketPath: string, request: Message): Promise<Message | undefined> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
-    const decoder = new FrameDecoder();
-    socket.on('connect', () => socket.write(encode(request)));
-    socket.on('data', (chunk) => {
-      const [answer] = decoder.push(chunk);
-      if (answer) {
-        socket.end();
-        resolve(answer);
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(undefined));
-  });
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (!command || command === '--help' || command === '-h') {
+  if (command === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  if (command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
-    return command ? 0 : 2;
-  }
-  const args = new Map<string, string>();
-  for (let i = 0; i < rest.length; i += 2) args.set(rest[i], rest[i + 1]);
-  const socketPath = findSocket(args);
-  let answer: Message | undefined;
-  try {
-    if (command === 'status') answer = await ask(socketPath, { type: 'status' });
-    else if (command === 'reload') answer = await ask(socketPath, { type: 'reload', id: 1 });
-    else if (command === 'stop') answer = await ask(socketPath, { type: 'stop' });
-    else fail(`unknown command ${command}\n${USAGE}`);
-  } catch (error) {
-    fail(`cannot reach the master at ${socketPath}: ${(error as Error).message}`);
-  }
-  if (command === 'stop') {
-    process.stdout.write('stopped\n');
     return 0;
   }
-  if (answer?.type === 'status-result') {
-    printStatus(answer.status);
+  if (command === '--version' || command === '-v' || command === 'version') {
+    process.stdout.write(`${version()}\n`);
     return 0;
   }
-  if (answer?.type === 'reload-result') {
-    process.stdout.write(answer.ok ? 'reloaded\n' : `reload failed: ${answer.message}\n`);
-    return answer.ok ? 0 : 1;
+  if (!COMMANDS.includes(command)) {
+    const guess = closest(command, COMMANDS);
+    const what = command.startsWith('-') ? `${command} is not a command` : `unknown command ${command}`;
+    throw new UsageError(`${what}${guess ? `; did you mean \`handover ${guess}\`?` : ''}; commands: ${COMMANDS.join(', ')} (handover --help)`);
   }
-  fail('the master closed the connection without an answer');
+  if (command === 'start') {
+    const parsed = parseArgs(command, rest, START_OPTIONS, true);
+    if (parsed.options.has('help')) {
+      process.stdout.write(`${START_USAGE}\n`);
+      return 0;
+    }
+    return start(parsed);
+  }
+  const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]] : command === 'status' ? [...TARGET_OPTIONS, JSON_OPTION] : TARGET_OPTIONS;
+  const parsed = parseArgs(command, rest, specs);
+  if (parsed.options.has('help')) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (command === 'list') {
+    if (parsed.positionals.length > 0) throw new UsageError(`handover list takes no NAME (got ${parsed.positionals[0]}); handover status NAME describes one`);
+    return list(parsed.options);
+  }
+  if (parsed.positionals.length > 1) throw new UsageError(`handover ${command} takes one NAME (got ${parsed.positionals.join(' ')})`);
+  const name = parsed.positionals[0];
+  if (command === 'status') return status(name, parsed.options);
+  if (command === 'reload') return reload(name, parsed.options);
+  return stop(name, parsed.options);
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code));
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError || error instanceof ReachError) {
+      process.stderr.write(`handover: ${error.message}\n`);
+      process.exit(2);
+    }
+    // Our own errors say what to do; a stack only helps with a bug in handover itself.
+    const known = error instanceof Error && !(error instanceof TypeError && !('code' in error)) && !(error instanceof ReferenceError);
+    process.stderr.write(`handover: ${known ? (error as Error).message : error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

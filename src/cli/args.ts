@@ -1,0 +1,116 @@
+// Command-line parsing for `handover`: `--opt VALUE`, `--opt=VALUE`, short
+// aliases (`-p 123`), flags, and for `start` the program and its arguments
+// (everything from the script on belongs to the program) with Node flags
+// after `--`. Mistakes are UsageErrors that say what to type instead.
+
+/** A mistake on the command line; the message says what to do. Exit status 2. */
+export class UsageError extends Error {}
+
+export interface OptionSpec {
+  name: string;
+  alias?: string;
+  /** 'none': a flag. 'required': `--x V` or `--x=V`. 'optional': a flag, or `--x=V`. */
+  value: 'none' | 'required' | 'optional';
+}
+
+export interface ParsedArgs {
+  options: Map<string, string | true>;
+  positionals: string[];
+  /** start only: Node flags given after `--`, before the script. */
+  nodeFlags: string[];
+  /** start only: the program's own arguments (after the script). */
+  programArgs: string[];
+}
+
+/** Node flags whose value is the next word (`-r dotenv/config`). */
+const NODE_FLAGS_WITH_VALUE = new Set(['-r', '--require', '--import', '--loader', '--experimental-loader', '-C', '--conditions', '--env-file']);
+
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = current;
+    }
+  }
+  return row[b.length];
+}
+
+/** The candidate closest to `word`, if it is close enough to be a typo of it. */
+export function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = distance(word, candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/**
+ * Parses `argv` for `command`. With `program` (start), the first positional
+ * is the script and everything after it is the program's.
+ */
+export function parseArgs(command: string, argv: string[], specs: OptionSpec[], program = false): ParsedArgs {
+  const parsed: ParsedArgs = { options: new Map(), positionals: [], nodeFlags: [], programArgs: [] };
+  const byName = new Map(specs.map((s) => [s.name, s]));
+  const byAlias = new Map(specs.filter((s) => s.alias).map((s) => [s.alias!, s]));
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i];
+    if (program && parsed.positionals.length > 0) {
+      parsed.programArgs.push(word);
+      continue;
+    }
+    if (word === '--' && program) {
+      for (i++; i < argv.length && argv[i].startsWith('-'); i++) {
+        parsed.nodeFlags.push(argv[i]);
+        if (NODE_FLAGS_WITH_VALUE.has(argv[i]) && i + 1 < argv.length) parsed.nodeFlags.push(argv[++i]);
+      }
+      i--;
+      if (i + 1 >= argv.length) throw new UsageError('no script after the Node flags: handover start [options] -- NODE_FLAGS... SCRIPT [ARGS...]');
+      continue;
+    }
+    if (!word.startsWith('-') || word === '-') {
+      parsed.positionals.push(word);
+      continue;
+    }
+    const eq = word.indexOf('=');
+    const key = eq > 0 ? word.slice(0, eq) : word;
+    const spec = key.startsWith('--') ? byName.get(key.slice(2)) : byAlias.get(key.slice(1));
+    if (!spec) {
+      const names = specs.map((s) => `--${s.name}`);
+      const guess = closest(key, names);
+      throw new UsageError(`unknown option ${key} for \`handover ${command}\`${guess ? `; did you mean ${guess}?` : ''} (handover ${command} --help lists them)`);
+    }
+    if (eq > 0) {
+      if (spec.value === 'none') throw new UsageError(`--${spec.name} takes no value (got ${word})`);
+      parsed.options.set(spec.name, word.slice(eq + 1));
+    } else if (spec.value === 'required') {
+      const value = argv[i + 1];
+      if (value === undefined || (value.startsWith('-') && value !== '-')) throw new UsageError(`--${spec.name} needs a value: --${spec.name} VALUE`);
+      parsed.options.set(spec.name, value);
+      i++;
+    } else {
+      parsed.options.set(spec.name, true);
+    }
+  }
+  return parsed;
+}
+
+/** A count or a duration option's value: `30000`, `30s`, `500ms`, `2m` (ms). */
+export function parseDuration(name: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  if (!m) throw new UsageError(`--${name} must be a duration such as 30000, 500ms, 30s or 2m (got ${JSON.stringify(text)})`);
+  const scale = { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 'ms']!;
+  const value = Number(m[1]) * scale;
+  if (value <= 0 || value > 2 ** 31 - 1) throw new UsageError(`--${name} must be between 1 ms and 24 days (got ${text})`);
+  return Math.round(value);
+}
+
+export function parseCount(name: string, text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`--${name} must be a whole number >= 1 (got ${JSON.stringify(text)})`);
+  return Number(text);
+}

@@ -1,0 +1,166 @@
+// `handover start [options] <script> [args...]`: an unmodified program served
+// with zero-downtime reloads. This process is the master (the library's
+// Server with no registrations: its addresses come from what the workers'
+// program listens on); each worker re-runs this same command line, and there
+// src/run/ runs the program with its listen() calls routed to the master.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as os from 'node:os';
+import { type Logger, createLogger } from '../log';
+import { configureSpawn } from '../master/spawn-self';
+import { liveMasters, register, unregister } from '../master/registry';
+import type { ServerOptions } from '../options';
+import { runProgram } from '../run/worker';
+import { Server, isWorker } from '../server';
+import { type OptionSpec, type ParsedArgs, UsageError, parseCount, parseDuration } from './args';
+import { watchPaths } from './watch';
+
+export const START_OPTIONS: OptionSpec[] = [
+  { name: 'workers', alias: 'w', value: 'required' },
+  { name: 'name', alias: 'n', value: 'required' },
+  { name: 'stop-timeout', value: 'required' },
+  { name: 'start-timeout', value: 'required' },
+  { name: 'user', value: 'required' },
+  { name: 'group', value: 'required' },
+  { name: 'env-file', value: 'required' },
+  { name: 'watch', value: 'optional' },
+  { name: 'wait-ready', value: 'none' },
+  { name: 'json-logs', value: 'none' },
+  { name: 'control-dir', value: 'required' },
+  { name: 'pid-file', value: 'required' },
+  { name: 'help', alias: 'h', value: 'none' },
+];
+
+export const START_USAGE = `usage: handover start [options] [-- NODE_FLAGS...] <script> [args...]
+
+Runs <script> (an unmodified server: Express, Fastify, Koa, http, net...) as a
+master with workers. Every listen() in a worker gets the master's socket for
+that address, so \`handover reload\` (or SIGHUP) swaps in new code without
+dropping a connection. A worker is ready once its program has listened and
+made no further listen() call for 200 ms, or, with --wait-ready, when the
+program calls require('handover').ready().
+
+  -w, --workers N        worker processes per generation (default 1)
+  -n, --name NAME        the name for handover status|reload|stop NAME (default: the script's name)
+  --stop-timeout T       time a draining worker has to finish (default 20s; 500ms, 30s, 2m)
+  --start-timeout T      time a new worker has to become ready (default 30s)
+  --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
+  --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
+  --wait-ready           ready only when the program calls require('handover').ready()
+  --json-logs            the master's output as one JSON object per line
+  --user USER            run workers as USER (the master must run as root)
+  --group GROUP          with --user: the workers' group
+  --control-dir DIR      where the private control directory is made (default: the temp dir)
+  --pid-file FILE        write the master's pid here
+  -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
+
+Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully.`;
+
+/** One JSON object per line on stderr, for --json-logs. */
+function jsonLogger(): Logger {
+  const line = (level: string) => (msg: string) => {
+    if (!process.stderr.destroyed) process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, role: 'master', msg })}\n`);
+  };
+  return { info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+/** The Server options both sides read from the same command line. */
+function serverOptions(o: ParsedArgs['options']): ServerOptions {
+  const value = (name: string) => {
+    const v = o.get(name);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const workers = value('workers');
+  const stopTimeout = value('stop-timeout');
+  const startTimeout = value('start-timeout');
+  return {
+    workers: workers === undefined ? undefined : parseCount('workers', workers),
+    stopTimeout: stopTimeout === undefined ? undefined : parseDuration('stop-timeout', stopTimeout),
+    startTimeout: startTimeout === undefined ? undefined : parseDuration('start-timeout', startTimeout),
+    controlDir: value('control-dir'),
+  };
+}
+
+function watchList(option: string | true | undefined, script: string): string[] | undefined {
+  if (option === undefined) return undefined;
+  if (option === true) return [path.dirname(path.resolve(script))];
+  const paths = option.split(',').filter(Boolean);
+  for (const p of paths) {
+    if (!fs.existsSync(p)) throw new UsageError(`--watch: ${p} does not exist`);
+  }
+  return paths;
+}
+
+export async function start(parsed: ParsedArgs): Promise<number> {
+  const [script] = parsed.positionals;
+  if (!script) throw new UsageError(`name the program to run: handover start [options] <script> [args...]\n${START_USAGE}`);
+  const o = parsed.options;
+  const envFile = o.get('env-file');
+  const jsonLogs = o.has('json-logs');
+  configureSpawn({
+    execArgv: parsed.nodeFlags,
+    envFile: typeof envFile === 'string' ? path.resolve(envFile) : undefined,
+    output: jsonLogs ? 'json' : 'text',
+  });
+  const options = serverOptions(o);
+  if (isWorker()) {
+    runProgram({ script, args: parsed.programArgs, waitReady: o.has('wait-ready'), server: options });
+    return new Promise<number>(() => {}); // the program and the worker runtime own the process now
+  }
+
+  // The master.
+  if (!fs.existsSync(script)) throw new UsageError(`cannot find ${script} (in ${process.cwd()}): handover start runs a Node program, e.g. handover start server.js`);
+  if (typeof envFile === 'string' && !fs.existsSync(envFile)) throw new UsageError(`--env-file: ${envFile} does not exist`);
+  const watch = watchList(o.get('watch'), script);
+  const name = (o.get('name') as string | undefined) ?? path.basename(script).replace(/\.[cm]?[jt]s$/, '');
+  const running = (await liveMasters()).find((e) => e.name === name);
+  if (running) {
+    throw new UsageError(`a master named ${name} is already running (pid ${running.pid}, in ${running.cwd}); give this one another --name, or \`handover stop ${name}\` first`);
+  }
+  const user = o.get('user');
+  const group = o.get('group');
+  const pidFile = o.get('pid-file');
+  const log = jsonLogs ? jsonLogger() : undefined;
+  const server = new Server({
+    ...options,
+    logger: log,
+    user: typeof user === 'string' ? user : undefined,
+    group: typeof group === 'string' ? group : undefined,
+    pidFile: typeof pidFile === 'string' ? path.resolve(pidFile) : undefined,
+    dynamicAddresses: true,
+  } as ServerOptions);
+  let stopWatching: (() => void) | undefined;
+  server.once('ready', () => {
+    const status = server.status();
+    register({
+      name,
+      pid: process.pid,
+      cwd: process.cwd(),
+      socket: status.controlSocket ?? controlSocketOf(options.controlDir),
+      command: [script, ...parsed.programArgs].join(' '),
+      started: Date.now() - status.uptimeMs,
+    });
+    if (watch) {
+      stopWatching = watchPaths(watch, (file) => {
+        createLogger(log, 'master').info(`--watch: ${path.relative(process.cwd(), file) || file} changed; reloading`);
+        server.reload().catch(() => {}); // the master logs the outcome
+      });
+    }
+  });
+  try {
+    await server.run();
+    return 0;
+  } catch {
+    return 1; // the master has logged why
+  } finally {
+    stopWatching?.();
+    unregister();
+  }
+}
+
+/** Until MasterStatus carries controlSocket: the control directory this master made. */
+function controlSocketOf(controlDir: string | undefined): string {
+  const dir = controlDir ?? os.tmpdir();
+  const match = fs.readdirSync(dir).find((n) => n.startsWith(`handover-${process.pid}-`));
+  return path.join(dir, match ?? '', 'control.sock');
+}

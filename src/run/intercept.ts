@@ -1,0 +1,138 @@
+// listen() interception for `handover start`: in a worker, every listen() on
+// a TCP port or a Unix path (net, http, https, http2 and everything built on
+// them) is recorded instead of bound. The worker then asks the master for
+// those addresses and each server listens on the master's socket, as Node's
+// cluster does with its primary, but with sockets that outlive every worker.
+import * as dns from 'node:dns';
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+/** A server the program asked to listen, and the handover address for it. */
+export interface Capture {
+  server: net.Server;
+  /** ':3000', '127.0.0.1:0', '[::1]:443', 'unix:/abs/path.sock'. */
+  address: string;
+}
+
+type Listen = (this: net.Server, ...args: unknown[]) => net.Server;
+
+/** listen()'s arguments as Node reads them, minus the forms we pass through. */
+interface Wanted {
+  port?: number;
+  host?: string;
+  path?: string;
+  callback?: () => void;
+}
+
+function badPort(value: unknown): RangeError {
+  return Object.assign(new RangeError(`options.port should be >= 0 and < 65536. Received ${JSON.stringify(value)}.`), {
+    code: 'ERR_SOCKET_BAD_PORT',
+  });
+}
+
+function toPort(value: unknown): number {
+  if (value === undefined || value === null || value === '') return 0;
+  const port = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw badPort(value);
+  return port;
+}
+
+/**
+ * What a listen() call asks for, or undefined for the forms handover cannot
+ * serve from the master and passes to Node as they are: an existing handle
+ * or fd (`{fd}`: also how the worker finally listens on the master's socket).
+ */
+function parseListenArgs(args: unknown[]): Wanted | undefined {
+  const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as () => void) : undefined;
+  const [first, second] = args;
+  if (first !== null && typeof first === 'object') {
+    const o = first as Record<string, unknown>;
+    if ('fd' in o || '_handle' in o || 'handle' in o) return undefined;
+    if (typeof o.path === 'string' && o.port === undefined) return { path: o.path, callback };
+    return { port: toPort(o.port), host: typeof o.host === 'string' ? o.host : undefined, callback };
+  }
+  if (typeof first === 'string' && !/^\d+$/.test(first)) return { path: first, callback };
+  return { port: toPort(first), host: typeof second === 'string' ? second : undefined, callback };
+}
+
+function hostPort(host: string, port: number): string {
+  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The handover address for a request, resolving a host name the way Node's listen() does (first lookup result). */
+async function addressOf(wanted: Wanted): Promise<string> {
+  if (wanted.path !== undefined) return `unix:${path.resolve(wanted.path)}`;
+  const port = wanted.port ?? 0;
+  if (!wanted.host) return `:${port}`;
+  if (net.isIP(wanted.host)) return hostPort(wanted.host, port);
+  const { address } = await dns.promises.lookup(wanted.host);
+  return hostPort(address, port);
+}
+
+export class ListenInterceptor {
+  private readonly original: Listen;
+  private readonly captures: Promise<Capture>[] = [];
+  private lastListenAt = 0;
+  private closed = false;
+  private wake?: () => void;
+
+  constructor() {
+    this.original = net.Server.prototype.listen as unknown as Listen;
+  }
+
+  /** From now on, listen() on a port or path in this process is recorded, not bound. */
+  install(): void {
+    const interceptor = this;
+    net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+      const wanted = parseListenArgs([...args]);
+      if (!wanted) return interceptor.original.apply(this, args);
+      interceptor.record(this, wanted);
+      return this;
+    } as typeof net.Server.prototype.listen;
+  }
+
+  private record(server: net.Server, wanted: Wanted): void {
+    // As Node does: the callback runs on 'listening', which comes when the
+    // server listens on the master's socket.
+    if (wanted.callback) server.once('listening', wanted.callback);
+    if (this.closed) {
+      // The worker has told the master its addresses; one more cannot be added.
+      const error = Object.assign(
+        new Error('handover start: listen() called after this worker became ready; only addresses listened on at start-up are served ' +
+          '(listen on every address before ready, or use --wait-ready and call ready() after the last listen())'),
+        { code: 'ERR_HANDOVER_LATE_LISTEN', syscall: 'listen' },
+      );
+      process.nextTick(() => server.emit('error', error));
+      return;
+    }
+    this.lastListenAt = Date.now();
+    const capture = addressOf(wanted).then((address) => ({ server, address }));
+    capture.catch(() => {}); // surfaced by captured()
+    this.captures.push(capture);
+    this.wake?.();
+  }
+
+  /** How many listen() calls have been recorded. */
+  get count(): number {
+    return this.captures.length;
+  }
+
+  /** ms since the last recorded listen() (Infinity before the first). */
+  get quietFor(): number {
+    return this.lastListenAt === 0 ? Infinity : Date.now() - this.lastListenAt;
+  }
+
+  /** Resolves at the next recorded listen(). */
+  nextListen(): Promise<void> {
+    return new Promise((resolve) => (this.wake = resolve));
+  }
+
+  /**
+   * Stops recording (a later listen() gets an 'error' event) and resolves
+   * with what was recorded; rejects if a host name did not resolve.
+   */
+  async close(): Promise<Capture[]> {
+    this.closed = true;
+    return Promise.all(this.captures);
+  }
+}

@@ -1,0 +1,39 @@
+// `ready()`: a program run by `handover start` says it is ready to serve.
+// The state lives on globalThis under a registered symbol, because the
+// program's own `require('handover')` may load another copy of this package
+// than the `handover` command that runs it.
+
+interface ReadyState {
+  /** Set by `handover start` in a worker; called at most once. */
+  onReady?: () => void;
+  called: boolean;
+}
+
+const KEY = Symbol.for('handover.start.ready');
+
+/** The state shared by every copy of handover in this process. */
+export function readyState(): ReadyState {
+  const store = globalThis as unknown as Record<symbol, ReadyState | undefined>;
+  return (store[KEY] ??= { called: false });
+}
+
+/**
+ * Tells `handover start` that this worker is ready: it has listened on every
+ * address and finished warming up. Without `--wait-ready` a worker is ready
+ * once its program has listened and then made no listen() call for 200 ms;
+ * with it, only when the program calls ready(). Outside `handover start` it
+ * does nothing, so the same program also runs under plain `node`.
+ *
+ * ```js
+ * app.listen(3000, async () => {
+ *   await cache.warm();
+ *   require('handover').ready();
+ * });
+ * ```
+ */
+export function ready(): void {
+  const state = readyState();
+  if (state.called) return;
+  state.called = true;
+  state.onReady?.();
+}

@@ -1,0 +1,83 @@
+// A worker of `handover start`: runs the unmodified program as `node script
+// args` would, records its listen() calls, and once it is ready serves each
+// recorded server on the master's socket for that address (through the
+// library's Server, so drain, signals and readiness are the library's).
+//
+// Ready means: the program has listened at least once and then made no
+// listen() call for SETTLE_MS (enough for a program that listens on several
+// ports in a row, or a framework that listens after a short async boot), or
+// it called `require('handover').ready()`. With --wait-ready only ready()
+// counts, for a program that warms up after listening.
+import Module from 'node:module';
+import * as path from 'node:path';
+import { SPAWN_ERROR_ENV } from '../master/spawn-self';
+import type { ServerOptions } from '../options';
+import { Server } from '../server';
+import { ListenInterceptor } from './intercept';
+import { readyState } from './ready';
+
+/** Quiet time after the last listen() before the worker reports ready. */
+export const SETTLE_MS = 200;
+
+export interface ProgramOptions {
+  script: string;
+  args: string[];
+  /** Ready only when the program calls ready(). */
+  waitReady: boolean;
+  /** For the worker's own Server: stopTimeout, logger... */
+  server: ServerOptions;
+}
+
+function die(message: string): never {
+  process.stderr.write(`handover: ${message}\n`);
+  process.exit(1);
+}
+
+/** Resolves once the program is ready by the rules above. */
+async function programReady(interceptor: ListenInterceptor, waitReady: boolean): Promise<void> {
+  const state = readyState();
+  const readyCalled = new Promise<void>((resolve) => (state.called ? resolve() : (state.onReady = resolve)));
+  let warned = false;
+  for (;;) {
+    if (interceptor.count > 0 && state.called) return;
+    if (!waitReady && interceptor.count > 0 && interceptor.quietFor >= SETTLE_MS) return;
+    const waits: Promise<unknown>[] = [interceptor.nextListen()];
+    if (!state.called) waits.push(readyCalled);
+    else if (!warned) {
+      warned = true;
+      process.stderr.write('handover: ready() was called before the program listened on any port or Unix path; waiting for its listen()\n');
+    }
+    if (!waitReady && interceptor.count > 0) {
+      waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
+    }
+    await Promise.race(waits);
+  }
+}
+
+/**
+ * Runs the program in this worker process and serves what it listens on.
+ * The program is loaded synchronously, as `node script` loads it, so an
+ * exception or SyntaxError at start-up is printed and exits 1 exactly as it
+ * would there (and the master shows it in the failed reload's report).
+ */
+export function runProgram(options: ProgramOptions): void {
+  const spawnError = process.env[SPAWN_ERROR_ENV];
+  delete process.env[SPAWN_ERROR_ENV];
+  if (spawnError) die(spawnError);
+  const interceptor = new ListenInterceptor();
+  interceptor.install();
+  const script = path.resolve(options.script);
+  process.argv = [process.argv[0], script, ...options.args];
+  process.once('beforeExit', () => {
+    if (interceptor.count === 0) die(`${options.script} finished without listening on a TCP port or Unix path; nothing to serve`);
+  });
+  // As `node script`: require.main is the program's module, ESM or CommonJS.
+  (Module as unknown as { runMain(main?: string): void }).runMain(script);
+  void (async () => {
+    await programReady(interceptor, options.waitReady);
+    const captures = await interceptor.close();
+    const server = new Server(options.server);
+    for (const { address, server: app } of captures) server.register(address, app);
+    await server.run();
+  })().catch((error: unknown) => die(error instanceof Error ? error.message : String(error)));
+}

@@ -52,7 +52,19 @@ export interface MasterStatus {
   reloading: boolean;
   addresses: string[];
   /** `connections`: open connections the worker reported (absent if it did not answer in time). */
-  workers: { pid: number; slot: number; generation: number; state: string; connections?: number }[];
+  workers: {
+    pid: number;
+    slot: number;
+    generation: number;
+    state: string;
+    connections?: number;
+    /** When it was spawned (ms since the epoch). */
+    startedAt?: number;
+  }[];
+  /** The control socket admin tools connect to (the `handover` command registers it). */
+  controlSocket?: string;
+  /** The last reload's outcome; absent before the first. `error`: why it failed, with the new worker's own error output. */
+  lastReload?: { generation: number; startedAt: number; durationMs: number; ok: boolean; error?: string };
 }
 
 export class ProtocolError extends Error {

@@ -37,6 +37,7 @@ import {
   sendDatagram,
   sendFds,
   setParentDeathSignal,
+  setParentDeathStop,
   type SystemError,
 } from '../src/platform/native';
 import { isAlive, pollUntil } from './helpers/processes';
@@ -605,6 +606,53 @@ describe('setParentDeathSignal', () => {
     try {
       expect(result).toBe('true');
       await pollUntil(() => !isAlive(child), 'the orphaned child to die of its parent-death signal');
+    } finally {
+      if (isAlive(child)) process.kill(child, 'SIGKILL');
+    }
+  });
+});
+
+// --- setParentDeathStop ----------------------------------------------------
+
+describe('setParentDeathStop', () => {
+  /** Runs the fixture in `mode`; returns the orphaned child's pid once its parent has exited. */
+  async function orphan(mode: 'spin' | 'idle', file: string): Promise<number> {
+    const parent = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'native-pdeathstop.js'), mode, file], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let report = '';
+    parent.stdout.setEncoding('utf8').on('data', (chunk: string) => (report += chunk));
+    const [[code]] = await Promise.all([once(parent, 'exit'), once(parent.stdout, 'end')]);
+    expect(code).toBe(0);
+    const [pidText, result] = report.trim().split(' ');
+    expect(result).toBe('true');
+    return Number(pidText);
+  }
+
+  it('validates its arguments', (ctx) => {
+    ctx.skip(process.platform !== 'linux', 'PR_SET_PDEATHSIG is linux-only');
+    expect(() => setParentDeathStop(64, 1)).toThrow(RangeError);
+    expect(() => setParentDeathStop(15, 0)).toThrow(RangeError);
+    expect(() => setParentDeathStop(15, Number.NaN)).toThrow(RangeError);
+  });
+
+  it('ends an orphan whose event loop is blocked for good (the alarm)', async (ctx) => {
+    ctx.skip(process.platform !== 'linux', 'PR_SET_PDEATHSIG is linux-only');
+    const child = await orphan('spin', path.join(dir, 'spin-stopped'));
+    try {
+      await pollUntil(() => !isAlive(child), 'the orphan with a blocked loop to end', 30_000);
+    } finally {
+      if (isAlive(child)) process.kill(child, 'SIGKILL');
+    }
+  });
+
+  it('raises the stop signal for an orphan whose loop turns, and still ends it', async (ctx) => {
+    ctx.skip(process.platform !== 'linux', 'PR_SET_PDEATHSIG is linux-only');
+    const file = path.join(dir, 'idle-stopped');
+    const child = await orphan('idle', file);
+    try {
+      await pollUntil(() => fs.existsSync(file), 'the orphan\'s SIGTERM listener to run', 30_000);
+      await pollUntil(() => !isAlive(child), 'the orphan that ignores its stop signal to end', 30_000);
     } finally {
       if (isAlive(child)) process.kill(child, 'SIGKILL');
     }

@@ -122,7 +122,7 @@ export const setParentDeathSignal = (signal: number): boolean => binding.setPare
  * Linux: when the parent dies, a native signal handler arms
  * `alarm(alarmSeconds)` (SIGALRM's default action ends the process even if
  * its event loop is blocked) and raises `stopSignal` (so JavaScript drains if
- * it can). The kernel's parent-death signal is a realtime one no JavaScript
+ * it can; 0 raises nothing). The kernel's parent-death signal is a realtime one no JavaScript
  * listens to. Returns true; false on darwin, which has no PR_SET_PDEATHSIG.
  */
 export const setParentDeathStop = (stopSignal: number, alarmSeconds: number): boolean =>

@@ -8,13 +8,24 @@ const P = require('./lib/procs');
 const S = require('./lib/stats');
 const R = require('./lib/report');
 const scenarios = require('./lib/scenarios');
+const { faults } = require('./lib/faults');
 const { installPm2 } = require('./lib/servers');
 const { wrkVersion, haveWrk, disableWrk } = require('./lib/wrk');
 
 const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
+       node bench/run.js faults [flags] (npm run bench -- faults [flags])
+  faults             only the faults scenario (issue 9: a worker SIGKILLed every 2 s, one slot
+                     crash-looping; handover, cluster and pm2 with 2 workers, 20 s each by default);
+                     its report goes into its own section of the results file (faults-LABEL),
+                     and a full run keeps that section
+  --label TEXT       faults: names the section and says what was measured (default: the last
+                     commit touching src/master of the handover package run)
+  --handover DIR     faults: the handover package to run (another checkout, built); default this repository
+  --fault-connections N  faults: closed loops of Connection: close requests (default 32)
+  --fault-timeout MS     faults: a request not answered within MS fails (default 3000)
   --only LIST        a subset, comma-separated: R1,R2,R3,R4,throughput,latency,memory,connections
   --quick            smoke test: 3 s loads, 10 reloads, 1 throughput run, 1,000 connections
-  --duration S       seconds of each wrk run (default 30)
+  --duration S       seconds of each wrk run (default 30; faults: of each run, default 20)
   --interval MS      reload interval during R1/R2 (default 1000)
   --reloads N        reloads in R3 (default 100)
   --latency-reloads N  reloads (and node -e 0 runs) for the reload latency (default 30)
@@ -34,9 +45,16 @@ function parseArgs(argv) {
   const o = {
     only: ALL, quick: false, duration: 30, interval: 1000, reloads: 100, latencyReloads: 30, runs: 3,
     connections: 10_000, workers: 2, peers: true, pm2: true, pm2Dir: undefined, memoryReloads: 10,
-    out: path.join(__dirname, 'RESULTS.md'), verbose: false,
+    out: path.join(__dirname, 'RESULTS.md'), verbose: false, command: 'all', label: undefined, handover: undefined,
+    faultConnections: 32, faultTimeout: 3000,
   };
   const set = {};
+  if (argv[0] === 'faults') {
+    o.command = 'faults';
+    o.only = [];
+    o.duration = 20;
+    argv = argv.slice(1);
+  }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -67,6 +85,10 @@ function parseArgs(argv) {
     else if (a === '--pm2-dir') o.pm2Dir = path.resolve(value());
     else if (a === '--out') o.out = path.resolve(value());
     else if (a === '--verbose') o.verbose = true;
+    else if (a === '--label' && o.command === 'faults') o.label = value();
+    else if (a === '--handover' && o.command === 'faults') o.handover = path.resolve(value());
+    else if (a === '--fault-connections' && o.command === 'faults') set.faultConnections = number();
+    else if (a === '--fault-timeout' && o.command === 'faults') set.faultTimeout = number();
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
   if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3 });
@@ -125,7 +147,7 @@ async function main() {
   if (o.wrk === false) disableWrk();
   if (!haveWrk()) log(`${o.wrk === false ? 'wrk not used (--no-wrk)' : 'wrk not found (looked in /usr/bin, /usr/local/bin)'}: the Node load client stands in for it, and the report says so`);
   const wrk = await wrkVersion();
-  const needsPeers = o.peers && o.pm2 && o.only.some((s) => ['R1', 'R2', 'R3', 'R4'].includes(s));
+  const needsPeers = o.peers && o.pm2 && (o.command === 'faults' || o.only.some((s) => ['R1', 'R2', 'R3', 'R4'].includes(s)));
   let pm2error;
   if (needsPeers) {
     try {
@@ -135,6 +157,7 @@ async function main() {
       log(`pm2 unavailable, running without it: ${error.message.split('\n')[0]}`);
     }
   }
+  if (o.command === 'faults') return runFaults(ctx, command, wrk);
   const results = {};
   const sections = [];
   const runners = {
@@ -177,11 +200,47 @@ async function main() {
     sections.join('\n\n'),
     '',
   ].join('\n');
-  // bench/soak.js keeps its section between markers in the same file: carry it over
-  fs.writeFileSync(o.out, R.keepMarkedSection(report, R.readIfExists(o.out), 'soak'));
+  // bench/soak.js and `faults` keep their sections between markers in the same file: carry them over
+  const previous = R.readIfExists(o.out);
+  fs.writeFileSync(o.out, R.markedNames(previous).reduce((text, name) => R.keepMarkedSection(text, previous, name), report));
   process.stdout.write(`${report}\n`);
   log(`wrote ${path.relative(process.cwd(), o.out)}`);
   return Object.values(results).some((r) => r.error) ? 1 : 0;
+}
+
+/** The last commit touching src/master/ in the handover checkout at `root`. */
+async function masterCommit(root) {
+  const r = await P.run('git', ['-C', root, 'log', '-1', '--format=%h %s', '--', 'src/master/']);
+  return r.code === 0 && r.stdout.trim() ? r.stdout.trim() : 'unknown (not a git checkout)';
+}
+
+/** `node bench/run.js faults`: the faults scenario alone, into its own marked section of the results file. */
+async function runFaults(ctx, command, wrk) {
+  const { o } = ctx;
+  const root = o.handover ?? path.resolve(__dirname, '..');
+  const commit = await masterCommit(root);
+  const label = o.label ?? commit;
+  o.handoverEnv = o.handover ? { BENCH_HANDOVER: o.handover } : {};
+  const started = Date.now();
+  const r = await faults(ctx);
+  await P.stopAll();
+  const name = `faults-${label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'run'}`;
+  const md = [
+    `## Faults under load — ${label}`,
+    '',
+    `Command: \`${command}\`${o.handover ? '' : ` (the same as \`npm run bench -- ${process.argv.slice(2).join(' ')}\`, which builds first)`}, ` +
+      `${((Date.now() - started) / 60000).toFixed(1)} min, all traffic on 127.0.0.1.`,
+    '',
+    ...R.hostLines(),
+    `- handover: ${root}${o.handover ? ' (--handover)' : ''}, src/master at ${commit}`,
+    `- peers: Node cluster (bench/peers/cluster-rolling.js)${ctx.pm2 ? `, pm2 ${ctx.pm2.version}` : ', pm2 not run'}; load: the Node client (${wrk.startsWith('wrk') ? 'wrk cannot attribute failures to connections' : wrk})`,
+    '',
+    r.md,
+  ].join('\n');
+  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), name, md));
+  process.stdout.write(`${md}\n`);
+  log(`wrote section ${name} of ${path.relative(process.cwd(), o.out)}`);
+  return 0;
 }
 
 let pm2Install;

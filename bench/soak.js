@@ -19,13 +19,23 @@ const { startLoad } = require('./lib/load');
 
 const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
   --reloads N        reloads, one after the other (default 500)
+  --every N          a checkpoint (old generation gone, then sampled) every N reloads (default 100)
   --connections N    keep-alive connections of the load client (default 32)
+  --no-load          no load client (isolates what reloads alone cost the master)
   --workers N        handover workers (default 1)
+  --memory           at each checkpoint also run a full GC in the master and read its
+                     process.memoryUsage(), live handles and /proc/<pid>/smaps_rollup (apps/memory.js)
+  --env NAME=VALUE   extra environment for the master (and so its workers), e.g. MALLOC_ARENA_MAX=2; repeatable
+  --handover DIR     the handover package to run (another checkout, built); default this repository
   --out FILE         the results file whose soak section is replaced (default bench/RESULTS.md)
+  --no-write         print the report only; leave the results file alone
   --verbose          stream the master's log`;
 
 function parseArgs(argv) {
-  const o = { reloads: 500, connections: 32, workers: 1, out: path.join(__dirname, 'RESULTS.md'), verbose: false };
+  const o = {
+    reloads: 500, every: 100, connections: 32, load: true, workers: 1, memory: false, env: {}, handover: undefined,
+    out: path.join(__dirname, 'RESULTS.md'), write: true, verbose: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -39,9 +49,18 @@ function parseArgs(argv) {
     };
     if (a === '--help' || a === '-h') return { help: true };
     else if (a === '--reloads') o.reloads = count();
+    else if (a === '--every') o.every = count();
     else if (a === '--connections') o.connections = count();
+    else if (a === '--no-load') o.load = false;
     else if (a === '--workers') o.workers = count();
+    else if (a === '--memory') o.memory = true;
+    else if (a === '--env') {
+      const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(value());
+      if (!m) throw new Error('--env needs NAME=VALUE');
+      o.env[m[1]] = m[2];
+    } else if (a === '--handover') o.handover = path.resolve(value());
     else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--no-write') o.write = false;
     else if (a === '--verbose') o.verbose = true;
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
@@ -53,6 +72,22 @@ const log = (message) => process.stderr.write(`[soak ${new Date().toISOString().
 /** The master's VmRSS (kB), open fds and live children (its workers). */
 function sample(server) {
   return { rss: P.rssKb(server.pid), fds: P.fdCount(server.pid), workers: server.workerPids().length };
+}
+
+/**
+ * With --memory: SIGUSR2 makes the master (apps/memory.js) run a full GC and
+ * append a line to `file`; resolves that line (undefined after 5 s).
+ */
+async function probe(server, file) {
+  const before = R.readIfExists(file).split('\n').filter(Boolean).length;
+  process.kill(server.pid, 'SIGUSR2');
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    const lines = R.readIfExists(file).split('\n').filter(Boolean);
+    if (lines.length > before) return JSON.parse(lines[lines.length - 1]);
+    await P.sleep(20);
+  }
+  return undefined;
 }
 
 /** Waits (up to timeoutMs) until only the serving generation is left, so that samples compare like with like. */
@@ -74,32 +109,42 @@ function whereIn(reloads, from, to) {
 
 function report(o, d) {
   const { r, reloads, failedReloads, checkpoints, peak, settled } = d;
-  const other = {};
-  for (const [status, n] of Object.entries(r.statuses)) if (status !== '200') other[`HTTP ${status}`] = n;
-  const errors = { ...r.errors, ...other };
+  const errors = { ...(r?.errors ?? {}) };
+  for (const [status, n] of Object.entries(r?.statuses ?? {})) if (status !== '200') errors[`HTTP ${status}`] = n;
   const first = checkpoints.find((c) => c.n === 1);
   const hundred = checkpoints.find((c) => c.n === 100);
   const last = checkpoints[checkpoints.length - 1];
-  const rssChange = last.rss - first.rss;
-  const rssPct = (100 * rssChange) / first.rss;
-  const fdChange = last.fds - first.fds;
-  const perReload = hundred && last.n > 100 ? ((last.rss - hundred.rss) / (last.n - 100)).toFixed(1) : undefined;
   const signed = (n, unit = '') => `${n > 0 ? '+' : n < 0 ? '−' : '±'}${Math.abs(n)}${unit}`;
-  const mbChange = `${signed(Number((rssChange / 1024).toFixed(1)), ' MB')} (${signed(Number(rssPct.toFixed(1)), '%')})`;
+  const change = (from, to) => `${signed(Number(((to - from) / 1024).toFixed(1)), ' MB')} (${signed(Number(((100 * (to - from)) / from).toFixed(1)), '%')})`;
+  const fdChange = last.fds - first.fds;
+  const ratio = hundred && last.n > 100 ? last.rss / hundred.rss : undefined;
+  const perReload = ratio !== undefined ? ((last.rss - hundred.rss) / (last.n - 100)).toFixed(1) : undefined;
   const times = reloads.map((x) => x.ms);
   const ok = (b) => (b ? 'yes' : '**no**');
-  const failed = r.failed;
   const targets = [
-    ['0 failed requests', `${S.int(failed)} of ${S.int(r.requests)}${failed ? ` (${S.codes(errors)})` : ''}`, ok(failed === 0)],
-    [`every reload succeeds`, `${reloads.length} of ${o.reloads}${failedReloads ? ` (${failedReloads} failed)` : ''}`, ok(reloads.length === o.reloads)],
-    [`master RSS flat, reload 1 → ${last.n} (within 10%)`, `${S.mb(first.rss)} → ${S.mb(last.rss)}: ${mbChange}`, ok(Math.abs(rssPct) <= 10)],
+    r ? ['0 failed requests', `${S.int(r.failed)} of ${S.int(r.requests)}${r.failed ? ` (${S.codes(errors)})` : ''}`, ok(r.failed === 0)]
+      : ['0 failed requests', 'no load (--no-load)', 'not run'],
+    ['every reload succeeds', `${reloads.length} of ${o.reloads}${failedReloads ? ` (${failedReloads} failed)` : ''}`, ok(reloads.length === o.reloads)],
+    ratio !== undefined
+      ? [`master RSS flat, reload 100 → ${last.n} (within 5%)`, `${S.mb(hundred.rss)} → ${S.mb(last.rss)}: ratio ${ratio.toFixed(3)}, ${change(hundred.rss, last.rss)}`, ok(Math.abs(ratio - 1) <= 0.05)]
+      : ['master RSS flat, reload 100 → last (within 5%)', 'fewer than 101 reloads', 'not run'],
+    [`master RSS, reload 1 → ${last.n}`, `${S.mb(first.rss)} → ${S.mb(last.rss)}: ${change(first.rss, last.rss)}`, '–'],
     [`master open fds flat, reload 1 → ${last.n}`, `${first.fds} → ${last.fds}: ${signed(fdChange)}`, ok(fdChange === 0)],
     ['no worker left behind', `${last.workers} live worker(s) after the last reload settled (expected ${o.workers})`, ok(settled && last.workers === o.workers)],
   ];
+  const memoryHeader = o.memory ? ['heap used after GC', 'external', 'arrayBuffers', 'anonymous (smaps)', 'live handles'] : [];
+  const memoryCells = (m) => {
+    if (!o.memory) return [];
+    if (!m) return ['no answer', '', '', '', ''];
+    const handles = Object.entries(m.handles).map(([k, n]) => `${k} ${n}`).join(', ');
+    return [S.mb(m.heapUsed / 1024), S.mb(m.external / 1024), S.mb(m.arrayBuffers / 1024), S.mb(m.smaps.Anonymous), handles];
+  };
   const rows = checkpoints.map((c) => [
-    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), c.fds, c.workers,
+    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), c.fds, c.workers, ...memoryCells(c.memory),
   ]);
-  rows.push([`peak over all ${reloads.length} reloads, sampled as each became ready (old generation still draining)`, S.mb(peak.rss), S.int(peak.rss), peak.fds, peak.workers]);
+  rows.push([`peak over all ${reloads.length} reloads, sampled as each became ready (old generation still draining)`,
+    S.mb(peak.rss), S.int(peak.rss), peak.fds, peak.workers, ...memoryHeader.map(() => '')]);
+  const env = Object.entries(o.env).map(([k, v]) => `${k}=${v}`).join(' ');
   return [
     '## Soak',
     '',
@@ -108,36 +153,43 @@ function report(o, d) {
     '',
     ...d.host,
     `- load average at end: ${d.loadEnd}`,
-    `- server: bench/apps/handover.js (the hello app, examples/hello.js's handler) under handover, workers ${o.workers}`,
-    `- load: bench/lib/load.js, ${o.connections} keep-alive connections (http.Agent keepAlive, maxSockets 1), closed loop, GET /, ` +
-      '30 s request timeout; it runs from 1 s before the first reload to 1 s after the last',
+    `- server: bench/apps/handover.js (the hello app, examples/hello.js's handler) under handover${o.handover ? ` from ${o.handover}` : ''}, ` +
+      `workers ${o.workers}${env ? `; master environment: ${env}` : ''}`,
+    o.load
+      ? `- load: bench/lib/load.js, ${o.connections} keep-alive connections (http.Agent keepAlive, maxSockets 1), closed loop, GET /, ` +
+        '30 s request timeout; it runs from 1 s before the first reload to 1 s after the last'
+      : '- load: none (--no-load)',
     `- reloads: ${o.reloads} SIGHUPs to the master, one after the other: the next is sent as soon as the master logs the previous ` +
       '`generation N ready` (the old generation drains meanwhile)',
     '',
     S.table(['target', 'measured', 'met'], targets),
     '',
-    '### Requests',
-    '',
-    S.table(['requests', '200', 'failed', 'failed by error', 'req/s', 'p50 ms', 'p99 ms', 'max ms'], [[
-      S.int(r.requests), S.int(r.ok), S.int(failed), S.codes(errors) || 'none', S.int(r.rps), S.fixed(r.p50, 2), S.fixed(r.p99, 2), S.fixed(r.max, 1),
-    ]]),
-    '',
-    `Longest pause the client saw (longest gap between two consecutive 200s, over all ${o.connections} connections, ` +
-      `for the whole load): **${S.fixed(r.maxGap, 1)} ms**, ${whereIn(reloads, r.maxGapAt - r.maxGap, r.maxGapAt)}. ` +
-      `Slowest single request: **${S.fixed(r.max, 1)} ms**, ${whereIn(reloads, r.maxAt - r.max, r.maxAt)}. ` +
-      `Responses came from ${S.int(r.pids)} of the ${S.int((reloads.length + 1) * o.workers)} workers started ` +
-      '(a keep-alive connection stays on the old generation until its next request is answered with `Connection: close`, ' +
-      'so a generation replaced before the clients\' next round of requests can serve nothing).',
-    '',
+    ...(r ? [
+      '### Requests',
+      '',
+      S.table(['requests', '200', 'failed', 'failed by error', 'req/s', 'p50 ms', 'p99 ms', 'max ms'], [[
+        S.int(r.requests), S.int(r.ok), S.int(r.failed), S.codes(errors) || 'none', S.int(r.rps), S.fixed(r.p50, 2), S.fixed(r.p99, 2), S.fixed(r.max, 1),
+      ]]),
+      '',
+      `Longest pause the client saw (longest gap between two consecutive 200s, over all ${o.connections} connections, ` +
+        `for the whole load): **${S.fixed(r.maxGap, 1)} ms**, ${whereIn(reloads, r.maxGapAt - r.maxGap, r.maxGapAt)}. ` +
+        `Slowest single request: **${S.fixed(r.max, 1)} ms**, ${whereIn(reloads, r.maxAt - r.max, r.maxAt)}. ` +
+        `Responses came from ${S.int(r.pids)} of the ${S.int((reloads.length + 1) * o.workers)} workers started ` +
+        '(a keep-alive connection stays on the old generation until its next request is answered with `Connection: close`, ' +
+        'so a generation replaced before the clients\' next round of requests can serve nothing).',
+      '',
+    ] : []),
     '### Master process',
     '',
     'VmRSS from /proc/<pid>/status and open fds from /proc/<pid>/fd. At each checkpoint the sample is taken once the old ' +
-      'generation has exited, so that every row counts one generation.',
+      'generation has exited, so that every row counts one generation.' +
+      (o.memory ? ' The memory columns come from the master itself (apps/memory.js, on SIGUSR2): `process.memoryUsage()` right after ' +
+        'a full GC, `Anonymous` from /proc/self/smaps_rollup, and the live libuv handles by type.' : ''),
     '',
-    S.table(['when', 'master VmRSS', 'kB', 'open fds', 'live workers'], rows),
+    S.table(['when', 'master VmRSS', 'kB', 'open fds', 'live workers', ...memoryHeader], rows),
     '',
-    `Change from reload 1 to reload ${last.n}: RSS ${mbChange}, open fds ${signed(fdChange)}` +
-      (perReload !== undefined ? `; from reload 100 to ${last.n}: ${signed(Number(((last.rss - hundred.rss) / 1024).toFixed(1)), ' MB')} (${perReload} kB per reload).` : '.'),
+    `Change from reload 1 to reload ${last.n}: RSS ${change(first.rss, last.rss)}, open fds ${signed(fdChange)}` +
+      (ratio !== undefined ? `; from reload 100 to ${last.n}: ${change(hundred.rss, last.rss)}, ratio **${ratio.toFixed(3)}** (${perReload} kB per reload).` : '.'),
     '',
     '### Reloads',
     '',
@@ -157,8 +209,11 @@ async function soak(o) {
     host: R.hostLines(),
   };
   const started = Date.now();
-  const marks = new Set([1, 100, 500, o.reloads].filter((n) => n <= o.reloads));
-  const server = new HandoverServer({ workers: o.workers, verbose: o.verbose });
+  const marks = new Set([1, o.reloads]);
+  for (let n = o.every; n < o.reloads; n += o.every) marks.add(n);
+  const memoryFile = o.memory ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'handover-soak-')), 'memory.jsonl') : undefined;
+  const env = { ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}) };
+  const server = new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
   const reloads = [];
   const checkpoints = [];
   const peak = { rss: 0, fds: 0, workers: 0 };
@@ -166,16 +221,23 @@ async function soak(o) {
   let settled = true;
   let load;
   let r;
+  const checkpoint = async (n) => {
+    const c = { n, ...sample(server), memory: memoryFile ? await probe(server, memoryFile) : undefined };
+    checkpoints.push(c);
+    const m = c.memory ? `; heap ${S.mb(c.memory.heapUsed / 1024)}, external ${S.mb(c.memory.external / 1024)}, anonymous ${S.mb(c.memory.smaps.Anonymous)}` : '';
+    log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)}, ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
+  };
   try {
     log(`starting handover (workers ${o.workers})`);
     await server.start();
-    log(`load: ${o.connections} keep-alive connections to 127.0.0.1:${server.port}`);
-    load = startLoad({ port: server.port, connections: o.connections, mode: 'keep-alive' });
-    const loadExited = new Promise((resolve) => load.child.once('exit', resolve));
     let loadGone = false;
-    loadExited.then(() => (loadGone = true));
+    if (o.load) {
+      log(`load: ${o.connections} keep-alive connections to 127.0.0.1:${server.port}`);
+      load = startLoad({ port: server.port, connections: o.connections, mode: 'keep-alive' });
+      load.child.once('exit', () => (loadGone = true));
+    }
     await P.sleep(1000);
-    checkpoints.push({ n: 0, ...sample(server) });
+    await checkpoint(0);
     const reloadStarted = Date.now();
     for (let n = 1; n <= o.reloads; n++) {
       P.checkAborted();
@@ -187,18 +249,14 @@ async function soak(o) {
       } catch (error) {
         if (P.isAborted()) throw error;
         failedReloads++;
-        log(`reload ${n} failed: ${error.message.split('\n')[0]}`);
+        log(`reload ${n} failed: ${error.message.split('\n').slice(0, 4).join(' | ')}`);
         if (!P.alive(server.pid)) throw new Error('the master exited');
       }
       const now = sample(server);
       for (const k of ['rss', 'fds', 'workers']) peak[k] = Math.max(peak[k], now[k]);
       if (marks.has(n)) {
         settled = await settle(server, o.workers);
-        const c = { n, ...sample(server) };
-        checkpoints.push(c);
-        log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)}, ${c.fds} open fds, ${c.workers} worker(s)${settled ? '' : ' (old generation not gone after 10 s)'}`);
-      } else if (n % 50 === 0) {
-        log(`reload ${n}/${o.reloads}: ${S.int(reloads[reloads.length - 1]?.ms)} ms, master VmRSS ${S.mb(now.rss)}, ${now.fds} open fds`);
+        await checkpoint(n);
       }
     }
     d.reloadMs = Date.now() - reloadStarted;
@@ -213,16 +271,19 @@ async function soak(o) {
     }
     log('stopping handover');
     await server.stop();
+    if (memoryFile) fs.rmSync(path.dirname(memoryFile), { recursive: true, force: true });
   }
-  if (!r) throw new Error('the load client sent no result');
+  if (o.load && !r) throw new Error('the load client sent no result');
   if (!checkpoints.some((c) => c.n === 1)) throw new Error('reload 1 did not complete; nothing to compare');
   d.loadEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
   Object.assign(d, { r, reloads, failedReloads, checkpoints, peak, settled, totalMs: Date.now() - started });
   const md = report(o, d);
-  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'soak', md));
+  if (o.write) {
+    fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'soak', md));
+    log(`wrote the soak section of ${path.relative(process.cwd(), o.out)}`);
+  }
   process.stdout.write(`${md}\n`);
-  log(`wrote the soak section of ${path.relative(process.cwd(), o.out)}`);
-  return r.failed === 0 && failedReloads === 0 ? 0 : 1;
+  return (r?.failed ?? 0) === 0 && failedReloads === 0 ? 0 : 1;
 }
 
 let cleaning;

@@ -1,9 +1,14 @@
 // The hello app under handover. ADDRESS (default 127.0.0.1:0), WORKERS (default 1),
 // KEEPALIVE_MS (the http server's keepAliveTimeout; Node's 5000 by default).
+// BENCH_HANDOVER: the handover package to load (a directory; default the one
+// this repository builds), so a run can measure another checkout's code.
+// FAULT_DIR: fault injection (apps/fault.js). MEMORY_FILE: memory probe (apps/memory.js).
+require('./fault')(process.env.HANDOVER_SLOT); // before handover takes HANDOVER_* out of process.env
 const http = require('node:http');
-const { listenAndServe } = require('handover');
+const { listenAndServe, isMaster } = require(process.env.BENCH_HANDOVER || 'handover');
 const hello = require('./handler');
 
+if (process.env.MEMORY_FILE && isMaster()) require('./memory')(process.env.MEMORY_FILE);
 let handler = hello;
 if (process.env.KEEPALIVE_MS) {
   handler = http.createServer(hello);

@@ -1,6 +1,9 @@
 // The hello app as plain Node: http.createServer(handler).listen(PORT). Also the
 // worker of the cluster and pm2 peers. A stop signal closes the server the
-// usual way (server.close(), then exit), as a typical app does.
+// usual way (server.close(), then exit), as a typical app does. FAULT_DIR:
+// fault injection (apps/fault.js), by slot: SLOT under the cluster peer,
+// NODE_APP_INSTANCE under pm2.
+require('./fault')(process.env.SLOT ?? process.env.NODE_APP_INSTANCE);
 const cluster = require('node:cluster');
 const http = require('node:http');
 const hello = require('./handler');

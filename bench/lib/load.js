@@ -7,7 +7,11 @@
 // then sends its totals to the parent and exits. Besides p50/p99 the totals
 // hold the slowest 200 (max, maxAt) and the longest pause the client saw: the
 // longest gap between two consecutive 200s across all connections (maxGap,
-// and maxGapAt, the epoch ms at which that gap ended).
+// and maxGapAt, the epoch ms at which that gap ended). With `record`, it
+// also keeps every failure as {port (the client's local port), start, end
+// (epoch ms), code}, so the caller can tell requests on connections a killed
+// process had accepted from the rest, and the time to first byte (request
+// start, connect included, to the response headers) of every 200.
 //
 // In the parent: const load = startLoad({port, connections, ...}); ... const r = await load.stop();
 const { fork } = require('node:child_process');
@@ -48,12 +52,14 @@ function pct(sorted, p) {
 /** Child side. */
 async function main(options) {
   const {
-    port, connections = 64, mode = 'keep-alive', postBytes = 0, gaps, durationMs, path = '/', timeoutMs = 30_000,
+    port, connections = 64, mode = 'keep-alive', postBytes = 0, gaps, durationMs, path = '/', timeoutMs = 30_000, record = false,
   } = options;
   const keepAlive = mode === 'keep-alive';
   const body = postBytes ? Buffer.alloc(postBytes, 'x') : undefined;
   const stats = { requests: 0, ok: 0, errors: {}, statuses: {}, pids: new Set() };
   const latencies = [];
+  const firstBytes = [];
+  const failures = [];
   const slowest = { ms: 0, at: NaN };
   const pause = { last: 0n, ms: 0, at: NaN };
   let running = true;
@@ -61,16 +67,23 @@ async function main(options) {
   if (durationMs) setTimeout(() => (running = false), durationMs);
   process.on('message', (m) => m === 'stop' && (running = false));
   process.on('disconnect', () => (running = false));
-  const fail = (code) => (stats.errors[code] = (stats.errors[code] || 0) + 1);
-
   function request(agent) {
     return new Promise((resolve) => {
       const t0 = process.hrtime.bigint();
+      const start = Date.now();
+      let localPort;
+      let firstByte;
+      const fail = (code) => {
+        stats.errors[code] = (stats.errors[code] || 0) + 1;
+        if (record) failures.push({ port: localPort ?? req.socket?.localPort, start, end: Date.now(), code });
+      };
       const req = http.request({
         host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', agent, timeout: timeoutMs,
         headers: { ...(keepAlive ? {} : { connection: 'close' }), ...(body ? { 'content-length': body.length } : {}) },
       });
+      if (record) req.on('socket', (socket) => socket.once('connect', () => (localPort = socket.localPort)));
       req.on('response', (res) => {
+        firstByte = Number(process.hrtime.bigint() - t0) / 1e6;
         res.resume();
         res.on('end', () => {
           stats.statuses[res.statusCode] = (stats.statuses[res.statusCode] || 0) + 1;
@@ -80,6 +93,7 @@ async function main(options) {
             const now = process.hrtime.bigint();
             const ms = Number(now - t0) / 1e6;
             latencies.push(ms);
+            if (record) firstBytes.push({ ms: firstByte, at: Date.now() });
             if (ms > slowest.ms) Object.assign(slowest, { ms, at: Date.now() });
             const gap = pause.last ? Number(now - pause.last) / 1e6 : 0;
             if (gap > pause.ms) Object.assign(pause, { ms: gap, at: Date.now() });
@@ -110,6 +124,7 @@ async function main(options) {
   await Promise.all(Array.from({ length: connections }, (_, i) => loop(i)));
   const seconds = (Date.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
+  firstBytes.sort((a, b) => a.ms - b.ms);
   if (!process.connected) process.exit(1);
   process.send({
     requests: stats.requests,
@@ -126,6 +141,13 @@ async function main(options) {
     maxAt: slowest.at,
     maxGap: pause.ms,
     maxGapAt: pause.at,
+    ...(record ? {
+      failures,
+      firstByte: {
+        p50: pct(firstBytes, 50)?.ms, p99: pct(firstBytes, 99)?.ms, max: firstBytes[firstBytes.length - 1]?.ms,
+        maxAt: firstBytes[firstBytes.length - 1]?.at, over1s: firstBytes.filter((f) => f.ms > 1000).length,
+      },
+    } : {}),
   }, () => process.exit(0));
 }
 

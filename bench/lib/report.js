@@ -44,6 +44,11 @@ function keepMarkedSection(text, previous, name) {
   return block === undefined ? text : replaceOrAppend(text, name, block);
 }
 
+/** The names of every marked section of `text`, in order. */
+function markedNames(text) {
+  return [...text.matchAll(/<!-- ([\w.-]+):start -->/g)].map((m) => m[1]);
+}
+
 /** Reads `file`, '' if it does not exist. */
 function readIfExists(file) {
   try {
@@ -54,4 +59,4 @@ function readIfExists(file) {
   }
 }
 
-module.exports = { hostLines, markedSection, putMarkedSection, keepMarkedSection, readIfExists };
+module.exports = { hostLines, markedSection, markedNames, putMarkedSection, keepMarkedSection, readIfExists };

@@ -22,6 +22,8 @@ class MasterServer {
     this.fdLimit = fdLimit;
     this.verbose = verbose;
     this.generation = 1;
+    /** The highest generation the master said it started (a failed reload uses a number up too). */
+    this.highest = 1;
     this.started = 0;
     this.ended = 0;
     this.failed = 0;
@@ -39,7 +41,11 @@ class MasterServer {
     P.track(this);
     this.lines = new P.Lines(this.child.stderr, { echo: this.verbose });
     this.lines.on((line) => {
-      if (STARTED.test(line)) this.started++;
+      const s = STARTED.exec(line);
+      if (s) {
+        this.started++;
+        this.highest = Math.max(this.highest, Number(s[1]));
+      }
       const m = ENDED.exec(line);
       if (!m) return;
       this.ended++;
@@ -69,7 +75,7 @@ class MasterServer {
 
   /** One reload, waited for: ms as the master logs it, wallMs from the signal to the log line read here. */
   async reload(timeoutMs = 60_000) {
-    const g = this.generation + 1;
+    const g = Math.max(this.generation, this.highest) + 1;
     const line = this.lines.waitFor(new RegExp(`reload(?:: generation ${g} ready in (\\d+) ms| to generation ${g} failed|: generation ${g} failed)`), timeoutMs);
     const t0 = process.hrtime.bigint();
     this.signal();
@@ -187,8 +193,9 @@ async function installPm2(dir, log) {
 
 /** pm2 in cluster mode with its own PM2_HOME; reload = `pm2 reload`; stop = `pm2 kill`. */
 class Pm2Server {
-  constructor({ bin, workers = 2, verbose = false }) {
+  constructor({ bin, workers = 2, env = {}, verbose = false }) {
     this.label = `pm2 reload (cluster mode, ${workers} instances)`;
+    this.extraEnv = env;
     this.inflight = new Set();
     this.adopted = new Set();
     this.bin = bin;
@@ -213,7 +220,7 @@ class Pm2Server {
     P.checkAborted();
     P.track(this);
     this.home = fs.mkdtempSync(path.join(os.tmpdir(), 'handover-bench-pm2-home-'));
-    this.env = { ...process.env, PM2_HOME: this.home, PORT: String(this.port) };
+    this.env = { ...process.env, ...this.extraEnv, PM2_HOME: this.home, PORT: String(this.port) };
     const r = await this.pm2('start', path.join(APPS, 'plain.js'), '-i', String(this.workers), '--name', 'bench-hello');
     if (this.verbose) process.stderr.write(r.stdout + r.stderr);
     this.readDaemonPid();

@@ -3,6 +3,8 @@
 // disconnect the old one (killed if still there after 30 s). Reloads during a
 // reload queue one more. SIGTERM/SIGINT: disconnect everything and exit.
 // Logs the same lines as handover's master so the bench reads both alike.
+// Each worker gets its slot as SLOT (0..WORKERS-1); a worker that dies on its
+// own is replaced at once in the same slot (the usual cluster.on('exit') fork).
 const cluster = require('node:cluster');
 const path = require('node:path');
 
@@ -19,11 +21,17 @@ let queued = false;
 let stopping = false;
 
 function startGeneration(g) {
-  return Promise.all(Array.from({ length: WORKERS }, () => new Promise((resolve, reject) => {
-    const worker = cluster.fork({ GENERATION: String(g) });
+  return Promise.all(Array.from({ length: WORKERS }, (_, slot) => new Promise((resolve, reject) => {
+    const worker = fork(g, slot);
     worker.once('listening', () => resolve(worker));
     worker.once('exit', (code, signal) => reject(new Error(`worker ${worker.process.pid} exited (${signal || code}) before listening`)));
   })));
+}
+
+function fork(g, slot) {
+  const worker = cluster.fork({ GENERATION: String(g), SLOT: String(slot) });
+  worker.slot = slot;
+  return worker;
 }
 
 function retire(workers) {
@@ -60,7 +68,7 @@ async function reload() {
 // a worker of the serving generation that dies on its own is replaced
 cluster.on('exit', (worker) => {
   if (stopping || worker.exitedAfterDisconnect || !current.includes(worker)) return;
-  const replacement = cluster.fork({ GENERATION: String(generation) });
+  const replacement = fork(generation, worker.slot);
   current = current.map((w) => (w === worker ? replacement : w));
 });
 

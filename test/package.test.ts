@@ -25,7 +25,8 @@ describe('npm pack', () => {
   it('ships the compiled JS, types, native sources, the prebuild and the examples, and no tests', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     for (const file of ['package/dist/index.js', 'package/dist/index.d.ts', 'package/binding.gyp',
-      'package/native/fdpass.cc', 'package/prebuilds/linux-x64/handover.node', 'package/examples/hello.js']) {
+      'package/native/fdpass.cc', 'package/prebuilds/linux-x64/handover.glibc.node', 'package/prebuilds/linux-arm64/handover.glibc.node',
+      'package/examples/hello.js']) {
       expect(listing, file).toContain(file);
     }
     expect(listing.filter((f) => f.startsWith('package/test/') || f.startsWith('package/src/'))).toEqual([]);
@@ -37,7 +38,7 @@ describe('npm pack', () => {
     const resolved = execFileSync(process.execPath, ['-p', `require('node-gyp-build').resolve(${JSON.stringify(installed)})`], {
       cwd: project, encoding: 'utf8',
     }).trim();
-    expect(resolved).toBe(path.join(installed, 'prebuilds', 'linux-x64', 'handover.node'));
+    expect(resolved).toBe(path.join(installed, 'prebuilds', 'linux-x64', 'handover.glibc.node'));
   });
 
   it('loads from require and from import', () => {

@@ -9,6 +9,9 @@
 //     directory survives even when its pid does not exist here (another pid
 //     namespace sharing /tmp), a directory whose lock is free is removed, a
 //     young one with no lock yet is left to the master creating it;
+//   - a second copy started by mistake, failing with EADDRINUSE, leaves the
+//     running master's pid file alone (src/platform/pidfile.ts; passes once
+//     master.ts writes and removes it through writePidFile/removePidFile).
 // test/fixtures/app.js is the app; its master prints lifecycle events on stdout.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -136,5 +139,21 @@ describe('stale control directories', () => {
     expect(fs.existsSync(path.join(parent, own!, 'control.sock'))).toBe(true);
     expect((await master.reload()).event).toBe('reloaded');
     await second.stop();
+  });
+});
+
+describe('a failed second start', () => {
+  it('leaves the running master\'s pid file alone', async () => {
+    const pidFile = path.join(scratch(), 'app.pid');
+    const first = await startMaster({ fixture: { pidFile } });
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.pid}\n`);
+    const second = await startMaster({
+      fixture: { pidFile, addresses: [`127.0.0.1:${first.port}`] },
+      waitReady: false,
+    });
+    const fatal = await second.waitFor((e) => e.event === 'fatal', 'the second copy to fail');
+    expect(fatal.code).toBe('EADDRINUSE');
+    expect((await second.exited).code).not.toBe(0);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.pid}\n`);
   });
 });

@@ -4,10 +4,18 @@
 // sent with the frame's first byte), and it is the master's first and only
 // frame before the worker speaks again, so the worker reads it with recvmsg
 // before any other reader touches the socket.
+//
+// A worker receives, for each address, the socket of every slot (one per slot
+// on Linux, a single shared one elsewhere). It accepts from its own slot's
+// socket; the others stay dormant until the master asks it to `cover` a slot
+// that has no ready worker (invariant 11). So no fd ever travels after hello.
 import { timingSafeEqual } from 'node:crypto';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+
+/** SCM_MAX_FD: the most fds one SCM_RIGHTS message can carry on Linux. */
+export const MAX_FDS_PER_MESSAGE = 253;
 
 /** What a listening fd is, so the worker knows how to serve it. */
 export interface ListenerInfo {
@@ -16,12 +24,16 @@ export interface ListenerInfo {
   /** The address as bound, e.g. '127.0.0.1:41234'. */
   bound: string;
   backlog: number;
+  /** How many fds follow for this address: one per slot, or 1 when every slot shares one socket. */
+  fds: number;
+  /** The sender created this Unix socket file (so whoever closes it last unlinks it); false for systemd's. */
+  owned?: boolean;
 }
 
 export type Message =
   /** worker -> master, first frame: who I am and which addresses my code registered. */
   | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[] }
-  /** master -> worker: one fd per address, in the order asked, attached to this frame. */
+  /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
   | { type: 'refused'; message: string }
@@ -31,7 +43,19 @@ export type Message =
   | { type: 'failed'; message: string }
   /** master -> worker: stop accepting, finish what is in flight, exit. */
   | { type: 'drain' }
-  /** worker or admin -> master: please reload; answered with reload-result of the same id. */
+  /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
+  | { type: 'closing' }
+  /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
+  | { type: 'ping' }
+  | { type: 'pong' }
+  /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
+  | { type: 'cover'; slot: number }
+  | { type: 'uncover'; slot: number }
+  /**
+   * worker or admin -> master: please reload; answered with reload-result of
+   * the same id. In single mode the predecessor sends it to its successor to
+   * pass on a reload that was requested during the handover.
+   */
   | { type: 'reload'; id: number }
   | { type: 'reload-result'; id: number; ok: boolean; message?: string }
   /** admin -> master: describe yourself; answered with status-result. */
@@ -65,6 +89,12 @@ export interface MasterStatus {
   controlSocket?: string;
   /** The last reload's outcome; absent before the first. `error`: why it failed, with the new worker's own error output. */
   lastReload?: { generation: number; startedAt: number; durationMs: number; ok: boolean; error?: string };
+  /**
+   * Each slot's truth: 'ready' (its own worker serves), 'starting',
+   * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
+   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
+   */
+  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number }[];
 }
 
 export class ProtocolError extends Error {
@@ -95,12 +125,19 @@ export function validate(value: unknown): Message {
       case 'listeners':
         return Array.isArray(m.listeners) && m.listeners.every((l: unknown) => {
           const x = l as Record<string, unknown>;
-          return typeof l === 'object' && l !== null && isString(x.address) && isString(x.bound) && isInt(x.backlog);
+          return typeof l === 'object' && l !== null && isString(x.address) && isString(x.bound) && isInt(x.backlog) &&
+            isInt(x.fds) && x.fds >= 1 && (x.owned === undefined || typeof x.owned === 'boolean');
         });
       case 'refused':
       case 'failed':
         return isString(m.message);
+      case 'cover':
+      case 'uncover':
+        return isInt(m.slot) && m.slot >= 0;
       case 'ready':
+      case 'ping':
+      case 'pong':
+      case 'closing':
       case 'drain':
       case 'count':
       case 'status':

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import type { MasterStatus, Message } from './protocol';
 import { ControlClient } from './worker/control-client';
 import { ControlServer } from './master/control-server';
+import { Generation, Reloader } from './master/lifecycle';
 import { ListenerSet } from './master/listeners';
 import { type Logger, createLogger } from './log';
 import * as native from './platform/native';
@@ -17,6 +18,7 @@ import type { ResolvedOptions } from './options';
 import { type Registration, Serving } from './worker/serving';
 import { spawnSelf } from './master/spawn-self';
 import { monotonicUsec, notify, takeActivatedSockets } from './platform/systemd';
+import { handleSignals } from './signals';
 import { WorkerProcess } from './master/worker-process';
 
 const SUCCESSOR = {
@@ -41,12 +43,15 @@ export class SingleProcess {
   private readonly startedAt = Date.now();
   private generation = Number(process.env[SUCCESSOR.generation] ?? 1);
   private control?: ControlServer;
+  /** A successor that is starting (ours to abandon). */
   private successor?: WorkerProcess;
-  private reloading?: Promise<void>;
-  private reloadAgain = false;
+  /** The successor that took over: a reload requested during the handover is passed on to it. */
+  private heir?: WorkerProcess;
+  private readonly reloader = new Reloader(() => (this.heir ? this.passOnReload(this.heir) : this.handOver()));
+  private readonly pendingResults = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private nextId = 1;
   /** Draining: after a handover, or for a stop. */
   private stopping = false;
-  private stopRequested = false;
   private stopped!: () => void;
 
   constructor(
@@ -74,8 +79,9 @@ export class SingleProcess {
       await this.options.ready?.();
       // The servers own dups; this process keeps the originals to hand over.
       await this.serving.listen(
-        listeners.map((l) => ({ address: l.key, bound: l.bound, backlog: this.options.backlog })),
-        addresses.map((a) => native.dup(this.listeners.fdFor(a, 0))),
+        listeners.map((l) => ({ address: l.key, bound: l.bound, backlog: this.options.backlog, fds: 1 })),
+        addresses.map((a) => [native.dup(this.listeners.fdFor(a, 0))]),
+        0,
       );
     } catch (error) {
       predecessor?.send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
@@ -83,11 +89,33 @@ export class SingleProcess {
       this.listeners.closeAll(!predecessor);
       throw error;
     }
-    this.installSignalHandlers();
+    handleSignals({
+      reloadSignals: this.options.reloadSignals,
+      stopSignals: this.options.stopSignals,
+      log: this.log,
+      // A process that is handing over or stopping ignores reload signals (its
+      // pidFile already names the successor); never fatal (invariant 9).
+      stopping: () => this.stopping,
+      reload: () => void this.reload().catch(() => {}), // reported by handOver
+      stop: () => void this.stop(),
+      force: () => {
+        this.log.warn('exiting now');
+        process.exit(0);
+      },
+    });
     if (predecessor) {
       // It now drains and exits; its EOF is expected. If it is stopping
-      // meanwhile, it asks us to stop too.
-      predecessor.on('message', (message: Message) => message.type === 'drain' && void this.stop());
+      // meanwhile, it asks us to stop too; a reload requested of it during the
+      // handover is ours to run.
+      predecessor.on('message', (message: Message) => {
+        if (message.type === 'drain') void this.stop();
+        if (message.type === 'reload') {
+          this.reload().then(
+            () => predecessor.send({ type: 'reload-result', id: message.id, ok: true }),
+            (error: Error) => predecessor.send({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
+          );
+        }
+      });
       predecessor.send({ type: 'ready' });
     } else {
       if (this.options.pidFile) writeAtomically(this.options.pidFile, `${process.pid}\n`);
@@ -107,7 +135,11 @@ export class SingleProcess {
     const { client, listeners, fds } = await ControlClient.connect(socketPath, {
       type: 'hello', token, pid: process.pid, slot: 0, generation: this.generation, addresses,
     }, HANDSHAKE_TIMEOUT_MS);
-    this.listeners.adopt(fds.map((fd, i) => ({ fd, bound: native.localAddress(fd), name: listeners[i].address, owned: true })));
+    // A Unix socket file our predecessor made is ours to remove at the final
+    // stop; one systemd made (socket activation) is systemd's.
+    this.listeners.adopt(fds.map(([fd], i) => ({
+      fd, bound: native.localAddress(fd), name: listeners[i].address, owned: listeners[i].owned === true,
+    })));
     return client;
   }
 
@@ -117,13 +149,18 @@ export class SingleProcess {
         const successor = this.successor;
         if (!successor || successor.pid !== pid) return void conn.destroy();
         successor.conn = conn;
-        void this.listeners.sendTo(conn, hello.addresses, 0).then((failure) => (successor.failure = failure));
+        void this.listeners.sendTo(conn, hello.addresses).then((failure) => (successor.failure = failure));
       },
       message: (pid, message) => {
-        const successor = this.successor;
-        if (successor?.pid !== pid) return;
-        if (message.type === 'ready') successor.becameReady();
-        if (message.type === 'failed') successor.failure = message.message;
+        const child = [this.successor, this.heir].find((c) => c?.pid === pid);
+        if (message.type === 'ready') child?.becameReady();
+        if (message.type === 'failed' && child) child.failure = message.message;
+        if (message.type === 'reload-result' && child === this.heir) {
+          const pending = this.pendingResults.get(message.id);
+          this.pendingResults.delete(message.id);
+          if (message.ok) pending?.resolve();
+          else pending?.reject(new Error(message.message ?? 'reload failed'));
+        }
       },
       admin: (message, reply) => this.onAdmin(message, reply),
     });
@@ -145,7 +182,7 @@ export class SingleProcess {
       pid: process.pid,
       generation: this.generation,
       uptimeMs: Date.now() - this.startedAt,
-      reloading: this.reloading !== undefined,
+      reloading: this.reloader.busy,
       addresses: this.bound,
       workers: [{
         pid: process.pid, slot: 0, generation: this.generation, state: this.stopping ? 'draining' : 'ready', connections: this.serving.connections,
@@ -153,63 +190,76 @@ export class SingleProcess {
     };
   }
 
-  /** Hands over to a successor; requests during one are passed on to the successor as one more reload. */
+  /**
+   * Hands over to a successor. Requests during a handover make exactly one
+   * more reload, which the successor runs once it serves (no signals: it may
+   * not handle any).
+   */
   reload(): Promise<void> {
-    if (this.stopping) return Promise.reject(new Error('stopping; no reload'));
-    if (this.reloading) {
-      this.reloadAgain = true;
-      return this.reloading;
-    }
-    this.reloading = this.handOver().finally(() => (this.reloading = undefined));
-    return this.reloading;
+    if (this.stopping && !this.heir) return Promise.reject(new Error('stopping; no reload'));
+    return this.reloader.request();
+  }
+
+  /** After the handover: the successor serves, so it runs the reload; resolves with its outcome. */
+  private passOnReload(heir: WorkerProcess): Promise<void> {
+    if (!heir.alive) return Promise.reject(new Error(`the successor (pid ${heir.pid}) has exited; no reload`));
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.pendingResults.set(id, { resolve, reject });
+      heir.send({ type: 'reload', id });
+      void heir.exited.then(() => reject(new Error(`the successor (pid ${heir.pid}) exited before its reload finished`)));
+    });
   }
 
   private async handOver(): Promise<void> {
-    const generation = this.generation + 1;
-    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
-    this.log.info(`reload: starting generation ${generation} (successor process)`);
-    this.events.emit('reload', { generation });
+    const number = this.generation + 1;
+    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${number}`);
+    this.log.info(`reload: starting generation ${number} (successor process)`);
+    this.events.emit('reload', { generation: number });
     const started = process.hrtime.bigint();
+    const next = new Generation(number, [0], (_slot, generation) => this.spawnSuccessor(generation));
+    const successor = next.children[0] as WorkerProcess;
+    try {
+      await next.ready();
+      if (this.stopping) {
+        next.abandon();
+        throw new Error('stop requested during the reload');
+      }
+    } catch (error) {
+      if (successor.state !== 'draining') await successor.exited;
+      this.successor = undefined;
+      const message = `reload to generation ${number} failed, generation ${this.generation} keeps serving: ${(error as Error).message}`;
+      notify('READY=1', `STATUS=generation ${this.generation} serving`);
+      this.log.error(message);
+      this.events.emit('reload-failed', { generation: number, error: new Error(message) });
+      throw new Error(message);
+    }
+    // The successor serves: tell the world its pid, then step aside.
+    if (this.options.pidFile) writeAtomically(this.options.pidFile, `${successor.pid}\n`);
+    notify(`MAINPID=${successor.pid}`, 'READY=1', `STATUS=generation ${number} serving`);
+    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+    this.log.info(`reload: generation ${number} (pid ${successor.pid}) ready in ${durationMs.toFixed(0)} ms; draining`);
+    this.events.emit('reloaded', { generation: number, durationMs, pid: successor.pid });
+    this.successor = undefined; // no longer ours to kill: it serves now
+    this.heir = successor;
+    this.retire(false);
+  }
+
+  private spawnSuccessor(generation: number): WorkerProcess {
     const token = randomBytes(32).toString('hex');
     const child = spawnSelf({
       [SUCCESSOR.socket]: this.control!.path,
       [SUCCESSOR.token]: token,
       [SUCCESSOR.generation]: String(generation),
     }, this.options.identity);
-    const successor = new WorkerProcess(child, 0, generation, this.options.startTimeout);
+    const successor = new WorkerProcess(child, 0, generation, this.options.startTimeout, this.options.stopTimeout);
     this.successor = successor;
     this.control!.expect(successor.pid, token);
-    try {
-      await successor.ready;
-      if (this.stopping) throw new Error('stop requested during the reload');
-    } catch (error) {
-      successor.abandon(this.options.stopTimeout);
-      if (successor.state !== 'draining') await successor.exited;
-      this.successor = undefined;
-      const message = `reload to generation ${generation} failed, generation ${this.generation} keeps serving: ${(error as Error).message}`;
-      notify('READY=1', `STATUS=generation ${this.generation} serving`);
-      this.log.error(message);
-      this.events.emit('reload-failed', { generation, error: new Error(message) });
-      throw new Error(message);
-    }
-    // The successor serves: tell the world its pid, then step aside.
-    if (this.options.pidFile) writeAtomically(this.options.pidFile, `${successor.pid}\n`);
-    notify(`MAINPID=${successor.pid}`, 'READY=1', `STATUS=generation ${generation} serving`);
-    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-    this.log.info(`reload: generation ${generation} (pid ${successor.pid}) ready in ${durationMs.toFixed(0)} ms; draining`);
-    this.events.emit('reloaded', { generation, durationMs, pid: successor.pid });
-    this.successor = undefined; // no longer ours to kill: it serves now
-    if (this.reloadAgain) process.kill(successor.pid, this.options.reloadSignals[0] ?? 'SIGHUP');
-    this.retire(false);
+    return successor;
   }
 
-  /** Graceful stop; a second call exits at once. */
+  /** Graceful stop; the process exits when drained. */
   stop(): Promise<void> {
-    if (this.stopRequested) {
-      this.log.warn('second stop request: exiting now');
-      process.exit(0);
-    }
-    this.stopRequested = true;
     // Already draining after a handover: the drain goes on as it is.
     if (!this.stopping) {
       notify('STOPPING=1');
@@ -218,16 +268,21 @@ export class SingleProcess {
     return new Promise(() => {}); // the process exits when drained
   }
 
-  /** Drains this process's servers and exits; `final` also removes socket files and the pidFile. */
+  /**
+   * Drains this process's servers and exits; `final` also removes socket
+   * files and the pidFile. The original sockets close first: our servers hold
+   * the only other copies, so once they stop accepting a new connection is
+   * refused at once, never left waiting in a queue nobody serves.
+   */
   private retire(final: boolean): void {
     this.stopping = true;
-    this.successor?.abandon(this.options.stopTimeout); // a successor still starting: the stop wins
+    this.successor?.abandon(); // a successor still starting: the stop wins
+    this.listeners.closeAll(final);
     this.log.info(`draining: ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
     const drained = this.serving.drain();
     this.events.emit('drain');
     const exit = () => {
       this.control?.close();
-      this.listeners.closeAll(final);
       if (final && this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
       if (final) {
         this.log.info('stopped');
@@ -244,23 +299,5 @@ export class SingleProcess {
       clearTimeout(deadline);
       exit();
     });
-  }
-
-  private installSignalHandlers(): void {
-    for (const signal of this.options.reloadSignals) {
-      process.on(signal, () => {
-        // A process that is handing over or stopping ignores it (its pidFile
-        // already names the successor); never fatal (invariant 9).
-        if (this.stopping) return this.log.info(`${signal}: ignored, this process is draining`);
-        this.log.info(`${signal}: reload requested`);
-        this.reload().catch(() => {}); // reported by handOver
-      });
-    }
-    for (const signal of this.options.stopSignals) {
-      process.on(signal, () => {
-        this.log.info(`${signal}: stop requested`);
-        void this.stop();
-      });
-    }
   }
 }

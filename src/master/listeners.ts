@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { type Address, formatBound, parseAddress } from '../platform/address';
-import { encode } from '../protocol';
+import { MAX_FDS_PER_MESSAGE, encode } from '../protocol';
 import { sendWithFds } from './control-server';
 import * as native from '../platform/native';
 import type { ActivatedSocket } from '../platform/systemd';
@@ -20,6 +20,7 @@ export interface Listener {
   /** inode of the Unix socket file we created, so we remove only our own. */
   createdInode?: number;
 }
+
 
 export interface ListenerOptions {
   slots: number;
@@ -108,7 +109,7 @@ export class ListenerSet {
     return listener;
   }
 
-  /** The fd a worker in `slot` serves for this address. */
+  /** The fd of `slot` (or the shared one) for this address. */
   fdFor(text: string, slot: number): number {
     const listener = this.listeners.get(text);
     if (!listener) throw new Error(`no listener for ${text}`);
@@ -116,18 +117,28 @@ export class ListenerSet {
   }
 
   /**
-   * Answers a hello: binds any address not bound yet and sends one fd per
-   * address (slot's socket) with the `listeners` frame. If that cannot be done
-   * (a bind failed), sends `refused` instead and returns why.
+   * Answers a hello: binds any address not bound yet and sends, per address,
+   * the socket of every slot (the worker accepts from its own and keeps the
+   * rest dormant until asked to cover a slot) with the `listeners` frame. If
+   * that cannot be done (a bind failed), sends `refused` instead and returns why.
    */
-  async sendTo(conn: net.Socket, addresses: string[], slot: number): Promise<string | undefined> {
+  async sendTo(conn: net.Socket, addresses: string[]): Promise<string | undefined> {
     try {
       const listeners = addresses.map((a) => this.ensure(a));
+      const fds = listeners.flatMap((l) => l.fds);
+      if (fds.length > MAX_FDS_PER_MESSAGE) {
+        throw new RangeError(
+          `${addresses.length} address(es) x ${this.options.slots} workers need ${fds.length} sockets in one message; ` +
+            `the kernel passes at most ${MAX_FDS_PER_MESSAGE}: use fewer workers or addresses`,
+        );
+      }
       const frame = encode({
         type: 'listeners',
-        listeners: listeners.map((l) => ({ address: l.key, bound: l.bound, backlog: this.options.backlog })),
+        listeners: listeners.map((l) => ({
+          address: l.key, bound: l.bound, backlog: this.options.backlog, fds: l.fds.length, owned: l.createdInode !== undefined,
+        })),
       });
-      await sendWithFds(conn, frame, addresses.map((a) => this.fdFor(a, slot)));
+      await sendWithFds(conn, frame, fds);
       return undefined;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);

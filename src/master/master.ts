@@ -1,32 +1,28 @@
-// The master: binds every address, spawns workers, runs reloads, respawns
-// crashed workers and stops. It keeps a stable pid for the process manager and
-// owns the listening sockets for its whole life; workers only get copies.
+// The master: binds every address, runs the worker lifecycle (lifecycle.ts)
+// with real processes, answers the control socket, and stops. It keeps a
+// stable pid for the process manager and owns the listening sockets for its
+// whole life; workers only get copies.
 //
-// Reload, top to bottom (see reload()):
-//   1. spawn generation g+1, one worker per slot, each with a fresh token
-//   2. each connects to the control socket, proves who it is, gets its fds
-//   3. each reports `ready` (listening on every fd, `ready()` hook resolved)
-//   4. only then is generation g told to drain; it exits when done or is
-//      killed at stopTimeout
-// A new worker that exits or misses startTimeout is killed, generation g keeps
-// serving, and the reload is reported failed.
+// Stop, top to bottom (shutdown()):
+//   1. stopDelay (if set): keep accepting, each response says Connection: close
+//   2. close the master's copies of the listening sockets, so that once every
+//      worker has stopped accepting a new connection is refused at once
+//      instead of waiting in a queue nobody serves (invariant 12)
+//   3. drain every worker; each is killed at stopTimeout
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import { ENV, type Hello, type MasterStatus, type Message } from '../protocol';
-import { ControlServer } from './control-server';
-import { ListenerSet } from './listeners';
+import type * as net from 'node:net';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
+import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
+import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
+import { handleSignals } from '../signals';
+import { ControlServer } from './control-server';
+import { Lifecycle } from './lifecycle';
+import { ListenerSet } from './listeners';
 import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
-import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
-
-/** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
-const RESPAWN_BASE_MS = 100;
-const RESPAWN_MAX_MS = 10_000;
-const RESPAWN_RESET_MS = 30_000;
 
 const REPORTED = Symbol('handover.reported');
 
@@ -38,20 +34,14 @@ export function reported(error: unknown): boolean {
 export class Master {
   private readonly log: Logger;
   private readonly listeners: ListenerSet;
+  private readonly lifecycle: Lifecycle;
+  /** Every live worker by pid (the lifecycle's children, as processes). */
   private readonly workers = new Map<number, WorkerProcess>();
-  /** The serving worker of each slot (current generation, or a respawn of it). */
-  private readonly slots: (WorkerProcess | undefined)[];
-  private readonly crashes: number[];
-  private readonly respawnTimers = new Set<NodeJS.Timeout>();
-  private generation = 0;
   private readonly startedAt = Date.now();
   private control?: ControlServer;
-  private reloading?: Promise<void>;
-  private queuedReload?: Promise<void>;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
-  private forced = false;
-  private readonly signalHandlers: [NodeJS.Signals, () => void][] = [];
+  private removeSignalHandlers?: () => void;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -65,8 +55,27 @@ export class Master {
       shared: options.shared,
       unixMode: options.unixSocketMode,
     });
-    this.slots = new Array(options.workers).fill(undefined);
-    this.crashes = new Array(options.workers).fill(0);
+    this.lifecycle = new Lifecycle({
+      slots: options.workers,
+      heartbeatTimeout: options.heartbeatTimeout,
+      spawn: (slot, generation) => this.spawnWorker(slot, generation),
+      log: this.log,
+      events: {
+        reload: ({ generation }) => {
+          notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
+          this.events.emit('reload', { generation });
+        },
+        reloaded: (e) => {
+          notify('READY=1', this.statusLine());
+          this.events.emit('reloaded', e);
+        },
+        reloadFailed: (e) => {
+          notify('READY=1', this.statusLine());
+          this.events.emit('reload-failed', e);
+        },
+        exit: (child) => this.onWorkerExit(child as WorkerProcess),
+      },
+    });
   }
 
   /** The bound addresses, with real ports ('127.0.0.1:41234'). */
@@ -93,12 +102,18 @@ export class Master {
         admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
       });
       if (this.options.pidFile) fs.writeFileSync(this.options.pidFile, `${process.pid}\n`);
-      this.installSignalHandlers();
-      this.generation = 1;
-      const first = this.spawnGeneration(1);
-      this.log.info(`listening on ${this.bound.join(', ')}; starting generation 1 (${first.length} worker${first.length > 1 ? 's' : ''})`);
-      await this.allReady(first);
-      first.forEach((w, slot) => (this.slots[slot] = w));
+      this.removeSignalHandlers = handleSignals({
+        reloadSignals: this.options.reloadSignals,
+        stopSignals: this.options.stopSignals,
+        log: this.log,
+        stopping: () => this.stopping !== undefined,
+        reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
+        stop: () => void this.stop(),
+        force: () => this.force(),
+      });
+      const workers = this.options.workers;
+      this.log.info(`listening on ${this.bound.join(', ')}; starting generation 1 (${workers} worker${workers > 1 ? 's' : ''})`);
+      await this.lifecycle.start();
     } catch (error) {
       if (this.stopping) return this.stopping; // a stop signal during start-up: a clean stop
       const message = error instanceof Error ? error.message : String(error);
@@ -114,86 +129,38 @@ export class Master {
   }
 
   /**
-   * Starts a reload, or joins the one queued behind the reload in progress:
-   * any number of requests during a reload make exactly one more.
+   * Starts a reload, or joins the one queued behind the reload (or start-up)
+   * in progress: any number of requests during one make exactly one more.
    */
   reload(): Promise<void> {
     if (this.stopping) return Promise.reject(new Error('the master is stopping; no reload'));
-    if (this.generation === 0) return Promise.reject(new Error('the master is not serving yet; no reload'));
-    if (!this.reloading) {
-      this.reloading = this.runReload().finally(() => (this.reloading = undefined));
-      return this.reloading;
-    }
-    if (!this.queuedReload) {
-      this.queuedReload = this.reloading
-        .catch(() => {})
-        .then(() => {
-          this.queuedReload = undefined;
-          return this.reload();
-        });
-    }
-    return this.queuedReload;
-  }
-
-  private async runReload(): Promise<void> {
-    const generation = ++this.generation;
-    const started = process.hrtime.bigint();
-    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
-    this.log.info(`reload: starting generation ${generation}`);
-    this.events.emit('reload', { generation });
-    const next = this.spawnGeneration(generation);
-    try {
-      await this.allReady(next);
-      if (this.stopping) throw new Error('stop requested during the reload');
-    } catch (error) {
-      // A sibling that is ready already accepts: it drains, so its requests finish.
-      for (const w of next) w.abandon(this.options.stopTimeout);
-      await Promise.all(next.filter((w) => w.state !== 'draining').map((w) => w.exited));
-      if (this.stopping) {
-        this.log.info(`reload to generation ${generation} cancelled: stopping`);
-        throw new Error('reload cancelled: the master is stopping');
-      }
-      const message = `reload to generation ${generation} failed, generation ${this.servingGeneration()} keeps serving: ${
-        error instanceof Error ? error.message : String(error)
-      }`;
-      notify('READY=1', this.statusLine());
-      this.log.error(message);
-      this.events.emit('reload-failed', { generation, error: new Error(message) });
-      throw new Error(message);
-    }
-    const old = this.slots.slice();
-    next.forEach((w, slot) => (this.slots[slot] = w));
-    for (const w of old) w?.drain(this.options.stopTimeout);
-    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-    notify('READY=1', this.statusLine());
-    this.log.info(`reload: generation ${generation} ready in ${durationMs.toFixed(0)} ms; draining generation ${old[0]?.generation ?? '-'}`);
-    this.events.emit('reloaded', { generation, durationMs });
+    return this.lifecycle.reload();
   }
 
   /** Graceful stop; a second call forces it (kills what is left at once). */
   stop(): Promise<void> {
     if (this.stopping) {
-      if (!this.forced) {
-        this.log.warn('second stop request: killing workers now');
-        this.forced = true;
-        for (const w of this.workers.values()) w.kill('SIGKILL');
-      }
+      this.force();
       return this.stopping;
     }
     this.stopping = this.shutdown(false).then(() => this.stopRequested?.());
     return this.stopping;
   }
 
+  private force(): void {
+    this.log.warn('forced stop: killing workers now');
+    this.lifecycle.kill();
+  }
+
   status(): MasterStatus {
     return {
       pid: process.pid,
-      generation: this.servingGeneration(),
+      generation: this.lifecycle.generation,
       uptimeMs: Date.now() - this.startedAt,
-      reloading: this.reloading !== undefined,
+      reloading: this.lifecycle.reloading,
       addresses: this.bound,
-      workers: [...this.workers.values()].map((w) => ({
-        pid: w.pid, slot: w.slot, generation: w.generation, state: w.state,
-      })),
+      workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state })),
+      slots: Array.from({ length: this.options.workers }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
   }
 
@@ -205,69 +172,33 @@ export class Master {
     return status;
   }
 
-  private servingGeneration(): number {
-    return this.slots.find((w) => w)?.generation ?? 0;
-  }
-
   private statusLine(): string {
-    const serving = this.slots.filter((w) => w?.state === 'ready').length;
-    return `STATUS=generation ${this.servingGeneration()}, ${serving}/${this.options.workers} workers serving`;
+    const serving = Array.from({ length: this.options.workers }, (_, s) => this.lifecycle.slotState(s)).filter((s) => s.state === 'ready');
+    return `STATUS=generation ${this.lifecycle.generation}, ${serving.length}/${this.options.workers} workers serving`;
   }
 
+  /** Stops (see the top of this file); `force` (a failed start) kills instead of draining. */
   private async shutdown(force: boolean): Promise<void> {
-    if (!force) {
+    if (force) {
+      this.removeSignalHandlers?.();
+      this.lifecycle.kill();
+    } else {
       notify('STOPPING=1');
+      if (this.options.stopDelay > 0) {
+        this.log.info(`stopping: still accepting for stopDelay (${this.options.stopDelay} ms)`);
+        for (const w of this.workers.values()) w.send({ type: 'closing' });
+        await new Promise((resolve) => setTimeout(resolve, this.options.stopDelay));
+      }
       this.log.info(`stopping: draining ${this.workers.size} worker(s), up to ${this.options.stopTimeout} ms`);
     }
-    if (force) this.removeSignalHandlers();
-    for (const timer of this.respawnTimers) clearTimeout(timer);
-    this.respawnTimers.clear();
-    for (const w of this.workers.values()) {
-      if (force) w.kill('SIGKILL');
-      else w.drain(this.options.stopTimeout);
-    }
-    await Promise.all([...this.workers.values()].map((w) => w.exited));
-    this.control?.close();
     this.listeners.closeAll();
+    await this.lifecycle.stop();
+    this.control?.close();
     if (this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
     if (!force) {
       this.log.info('stopped');
       this.events.emit('stop');
     }
-  }
-
-  private installSignalHandlers(): void {
-    const on = (signal: NodeJS.Signals, handler: () => void) => {
-      process.on(signal, handler);
-      this.signalHandlers.push([signal, handler]);
-    };
-    for (const signal of this.options.reloadSignals) {
-      on(signal, () => {
-        this.log.info(`${signal}: reload requested`);
-        this.reload().catch(() => {}); // reported by runReload
-      });
-    }
-    for (const signal of this.options.stopSignals) {
-      on(signal, () => {
-        this.log.info(`${signal}: stop requested`);
-        void this.stop();
-      });
-    }
-  }
-
-  /**
-   * Only for a forced shutdown. A graceful stop keeps every handler until
-   * exit: a second stop signal forces, and a reload signal is refused
-   * (reload() rejects while stopping) instead of killing the master by its
-   * default action.
-   */
-  private removeSignalHandlers(): void {
-    for (const [signal, handler] of this.signalHandlers) process.removeListener(signal, handler);
-    this.signalHandlers.length = 0;
-  }
-
-  private spawnGeneration(generation: number): WorkerProcess[] {
-    return Array.from({ length: this.options.workers }, (_, slot) => this.spawnWorker(slot, generation));
   }
 
   private spawnWorker(slot: number, generation: number): WorkerProcess {
@@ -279,12 +210,11 @@ export class Master {
       [ENV.generation]: String(generation),
       [ENV.masterPid]: String(process.pid),
     }, this.options.identity);
-    const worker = new WorkerProcess(child, slot, generation, this.options.startTimeout);
+    const worker = new WorkerProcess(child, slot, generation, this.options.startTimeout, this.options.stopTimeout);
     if (worker.pid > 0) {
       this.workers.set(worker.pid, worker);
       this.control!.expect(worker.pid, token);
     }
-    void worker.exited.then(() => this.onWorkerExit(worker));
     return worker;
   }
 
@@ -293,39 +223,15 @@ export class Master {
     this.control?.forget(worker.pid);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
-    const serving = this.slots[worker.slot] === worker;
-    if (serving && !this.stopping) {
-      // A crash (or any exit) of a serving worker outside a drain: its slot's
-      // accept queue holds new connections while a replacement starts.
-      if (Date.now() - worker.startedAt > RESPAWN_RESET_MS) this.crashes[worker.slot] = 0;
-      const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** this.crashes[worker.slot]++);
-      const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      this.log.warn(`${worker.describe()} ${how}; respawning slot ${worker.slot} in ${delay} ms`);
-      const timer = setTimeout(() => {
-        this.respawnTimers.delete(timer);
-        if (this.slots[worker.slot] !== worker || this.stopping) return; // a reload replaced it meanwhile
-        const replacement = this.spawnWorker(worker.slot, worker.generation);
-        this.slots[worker.slot] = replacement;
-        replacement.ready.then(
-          () => this.log.info(`${replacement.describe()} replaced pid ${worker.pid}`),
-          () => {}, // its own exit schedules the next respawn
-        );
-      }, delay);
-      this.respawnTimers.add(timer);
-    }
     this.releaseUnusedListeners();
   }
 
   /** Closes listeners that no live worker registered any more (a reload dropped them). */
   private releaseUnusedListeners(): void {
     const live = [...this.workers.values()];
-    if (live.length === 0 || live.some((w) => w.addresses === undefined)) return;
+    if (this.stopping || live.length === 0 || live.some((w) => w.addresses === undefined)) return;
     const inUse = new Set(live.flatMap((w) => w.addresses!));
     for (const bound of this.listeners.release(inUse)) this.log.info(`closed ${bound}: no generation serves it any more`);
-  }
-
-  private async allReady(workers: WorkerProcess[]): Promise<void> {
-    await Promise.all(workers.map((w) => w.ready));
   }
 
   private onHello(pid: number, hello: Hello, conn: net.Socket): void {
@@ -333,13 +239,27 @@ export class Master {
     if (!worker) return void conn.destroy();
     worker.conn = conn;
     worker.addresses = hello.addresses;
-    void this.listeners.sendTo(conn, hello.addresses, worker.slot).then((failure) => (worker.failure = failure));
+    // A master started as root binds for unprivileged workers only what its
+    // own program registered: a worker must not get a privileged port or an
+    // arbitrary Unix path just by asking.
+    const unregistered = this.options.identity ? hello.addresses.filter((a) => !this.addresses.includes(a)) : [];
+    if (unregistered.length > 0) {
+      worker.failure = `${worker.describe()} asked for ${unregistered.join(', ')}, which the master's program did not register; ` +
+        'with `user` set the master binds only its own registrations (register the address in the code the master runs too)';
+      this.log.error(worker.failure);
+      conn.write(encode({ type: 'refused', message: worker.failure }));
+      return;
+    }
+    void this.listeners.sendTo(conn, hello.addresses).then((failure) => (worker.failure = failure));
   }
 
   private onWorkerMessage(worker: WorkerProcess, message: Message): void {
+    worker.sawLife();
     switch (message.type) {
       case 'ready':
-        if (worker.state === 'starting') worker.becameReady();
+        worker.becameReady();
+        break;
+      case 'pong':
         break;
       case 'failed':
         worker.failure = message.message;

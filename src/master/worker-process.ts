@@ -1,19 +1,20 @@
 // What a parent (the master, or a single process handing over) knows about a
-// child it spawned: its state, readiness (with startTimeout), exit, and how to
-// tell it to drain.
+// child it spawned: its state, readiness (with startTimeout), heartbeats, exit,
+// and how to tell it to drain or to cover a sibling's slot. This is the real
+// `Child` of the lifecycle state machine (lifecycle.ts).
 import type { ChildProcess } from 'node:child_process';
 import type * as net from 'node:net';
 import { type Message, encode } from '../protocol';
+import type { Child, ChildState } from './lifecycle';
 
 /** Extra time past stopTimeout before a child that did not exit is killed. */
 const KILL_GRACE_MS = 2_000;
 
-type WorkerState = 'starting' | 'ready' | 'draining';
-
 /** One spawned child. `ready` resolves on its `ready` frame; rejects if it exits first or misses startTimeout. */
-export class WorkerProcess {
+export class WorkerProcess implements Child {
   readonly startedAt = Date.now();
-  state: WorkerState = 'starting';
+  lastSeen = Date.now();
+  state: ChildState = 'starting';
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */
   addresses?: string[];
@@ -33,6 +34,7 @@ export class WorkerProcess {
     readonly slot: number,
     readonly generation: number,
     startTimeout: number,
+    private readonly stopTimeout: number,
   ) {
     this.ready = new Promise<void>((resolve, reject) => {
       this.markReady = resolve;
@@ -73,8 +75,33 @@ export class WorkerProcess {
   }
 
   becameReady(): void {
+    if (this.state !== 'starting') return;
     this.state = 'ready';
+    this.lastSeen = Date.now();
     this.markReady();
+  }
+
+  ping(): void {
+    this.send({ type: 'ping' });
+  }
+
+  /** Any frame from it is a sign of life; `pong` exists to prompt one. */
+  sawLife(): void {
+    this.lastSeen = Date.now();
+  }
+
+  markUnresponsive(): void {
+    if (this.state !== 'ready') return;
+    this.drain();
+    this.state = 'unresponsive';
+  }
+
+  cover(slot: number): void {
+    this.send({ type: 'cover', slot });
+  }
+
+  uncover(slot: number): void {
+    this.send({ type: 'uncover', slot });
   }
 
   send(message: Message): void {
@@ -100,24 +127,24 @@ export class WorkerProcess {
   }
 
   /** Gives up on a new child: one that is ready already serves, so it drains; any other is killed. */
-  abandon(stopTimeout: number): void {
-    if (this.state === 'ready') this.drain(stopTimeout);
-    else this.kill('SIGKILL');
+  abandon(): void {
+    if (this.state === 'ready') this.drain();
+    else this.kill();
   }
 
-  kill(signal: NodeJS.Signals): void {
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     if (this.alive) this.child.kill(signal);
   }
 
   /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
-  drain(stopTimeout: number): void {
-    if (!this.alive || this.state === 'draining') return;
+  drain(): void {
+    if (!this.alive || this.state === 'draining' || this.state === 'unresponsive') return;
     const wasReady = this.state === 'ready';
     this.state = 'draining';
     // A worker that is not ready serves nothing yet and may not be reading the
     // control socket: a stop signal makes it drain just the same.
     if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain' });
     else this.kill('SIGTERM');
-    this.killTimer = setTimeout(() => this.kill('SIGKILL'), stopTimeout + KILL_GRACE_MS);
+    this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.stopTimeout + KILL_GRACE_MS);
   }
 }

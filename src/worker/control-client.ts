@@ -3,8 +3,9 @@
 // with a plain Node socket (nothing else carries fds).
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { FrameDecoder, type Hello, type ListenerInfo, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
+import { FrameDecoder, type Hello, type ListenerInfo, MAX_FDS_PER_MESSAGE, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
 import * as native from '../platform/native';
+
 
 /** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
 async function writeAll(fd: number, data: Buffer, deadline: number): Promise<void> {
@@ -51,14 +52,15 @@ export class ControlClient extends EventEmitter {
   }
 
   /**
-   * Says hello and waits (without blocking the loop) for the listeners and one
-   * fd per address. Every fd received is closed again if anything fails.
+   * Says hello and waits (without blocking the loop) for the listeners and
+   * their fds: `fds[i]` holds address i's sockets, one per slot (or a single
+   * shared one). Every fd received is closed again if anything fails.
    */
   static async connect(
     socketPath: string,
     hello: Hello,
     timeoutMs: number,
-  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[] }> {
+  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[][] }> {
     const deadline = Date.now() + timeoutMs;
     const fd = await connect(socketPath, deadline);
     const received: number[] = [];
@@ -67,18 +69,20 @@ export class ControlClient extends EventEmitter {
       await writeAll(fd, encode(hello), deadline);
       let answer: Message | undefined;
       while (!answer) {
-        const chunk = await native.recvFds(fd, MAX_FRAME_BYTES + 4, hello.addresses.length, Math.max(1, deadline - Date.now()));
+        const chunk = await native.recvFds(fd, MAX_FRAME_BYTES + 4, MAX_FDS_PER_MESSAGE, Math.max(1, deadline - Date.now()));
         received.push(...chunk.fds);
         if (chunk.data.length === 0) throw new Error(`${socketPath} closed the connection during the handshake (see its log)`);
         answer = decoder.push(chunk.data)[0];
       }
       if (answer.type === 'refused') throw new Error(answer.message);
-      const expected = hello.addresses.length;
-      if (answer.type !== 'listeners' || answer.listeners.length !== expected || received.length !== expected) {
-        throw new Error(`the hello was answered with ${answer.type} and ${received.length} fds; expected ${expected}`);
+      const expected = answer.type === 'listeners' ? answer.listeners.reduce((n, l) => n + l.fds, 0) : 0;
+      if (answer.type !== 'listeners' || answer.listeners.length !== hello.addresses.length || received.length !== expected) {
+        throw new Error(`the hello was answered with ${answer.type} and ${received.length} fds for ${hello.addresses.length} address(es)`);
       }
+      let next = 0;
+      const fds = answer.listeners.map((l) => received.slice(next, (next += l.fds)));
       const socket = new net.Socket({ fd, readable: true, writable: true });
-      return { client: new ControlClient(socket, decoder), listeners: answer.listeners, fds: received };
+      return { client: new ControlClient(socket, decoder), listeners: answer.listeners, fds };
     } catch (error) {
       received.forEach(native.closeFd);
       native.closeFd(fd);

@@ -1,6 +1,8 @@
-// The application's servers on received listening fds, and their drain.
-import type * as net from 'node:net';
+// The application's servers on received listening fds, covering a sibling's
+// slot when the master asks, and the drain.
+import * as net from 'node:net';
 import type { ListenerInfo } from '../protocol';
+import * as native from '../platform/native';
 import { ServerDrain } from './drain';
 
 /** An address and how to build the server that serves it (in serving processes only). */
@@ -9,8 +11,30 @@ export interface Registration {
   create(): net.Server;
 }
 
+/** Socket options of an application server that an extra acceptor must apply the same way. */
+function acceptorFor(app: net.Server): net.Server {
+  const options = app as net.Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number; pauseOnConnect?: boolean };
+  const acceptor = new net.Server({
+    noDelay: options.noDelay,
+    keepAlive: options.keepAlive,
+    keepAliveInitialDelay: options.keepAliveInitialDelay,
+    pauseOnConnect: options.pauseOnConnect,
+  });
+  // The application server handles it exactly as one it accepted itself.
+  acceptor.on('connection', (socket) => app.emit('connection', socket));
+  acceptor.on('error', () => {}); // a failed accept on a borrowed queue must not take the worker down
+  return acceptor;
+}
+
 export class Serving {
   private readonly drains: ServerDrain[] = [];
+  private readonly servers: net.Server[] = [];
+  /** Per registration, the sockets of the other slots (-1 at our own), unused until we cover one. */
+  private dormant: number[][] = [];
+  private readonly backlogs: number[] = [];
+  /** Covered slot -> the acceptors on its sockets. */
+  private readonly covering = new Map<number, net.Server[]>();
+  private draining = false;
   /** The addresses served, as bound ('127.0.0.1:41234'). */
   bound: string[] = [];
 
@@ -26,17 +50,29 @@ export class Serving {
     return this.drains.reduce((n, d) => n + d.connections, 0);
   }
 
+  /** Slots this process is covering now. */
+  get covered(): number[] {
+    return [...this.covering.keys()];
+  }
+
   /**
-   * Builds each registered server and listens on its fd (which it then owns).
-   * On failure, fds no server took are closed; the caller exits.
+   * Builds each registered server and listens on `slot`'s fd of its address
+   * (which the server then owns); the other slots' fds stay dormant. On
+   * failure, fds no server took are closed; the caller exits.
    */
-  async listen(listeners: ListenerInfo[], fds: number[]): Promise<void> {
+  async listen(listeners: ListenerInfo[], fds: number[][], slot: number): Promise<void> {
+    const own = fds.map((set) => (set.length === 1 ? 0 : slot));
+    this.dormant = fds.map((set, i) => set.map((fd, k) => (k === own[i] ? -1 : fd)));
     await Promise.all(this.registrations.map((registration, i) => {
       const server = registration.create();
+      this.servers[i] = server;
+      this.backlogs[i] = listeners[i].backlog;
       this.drains[i] = new ServerDrain(server);
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ fd: fds[i], backlog: listeners[i].backlog }, () => {
+        // Node's listen({fd}) ignores `backlog` in the options object and
+        // re-listens with 511; only the positional argument reaches listen(2).
+        server.listen({ fd: fds[i][own[i]] }, listeners[i].backlog, () => {
           server.removeListener('error', reject);
           resolve();
         });
@@ -45,8 +81,32 @@ export class Serving {
     this.bound = listeners.map((l) => l.bound);
   }
 
+  /** Also accepts from `slot`'s sockets (dups of the dormant ones), for the application's servers. */
+  cover(slot: number): void {
+    if (this.draining || this.covering.has(slot)) return;
+    const acceptors: net.Server[] = [];
+    this.dormant.forEach((set, i) => {
+      const fd = set[slot];
+      if (fd === undefined || fd < 0) return; // our own slot, or one shared socket for all
+      const acceptor = acceptorFor(this.servers[i]);
+      acceptor.listen({ fd: native.dup(fd) }, this.backlogs[i]);
+      acceptors.push(acceptor);
+    });
+    this.covering.set(slot, acceptors);
+  }
+
+  /** Stops accepting from `slot`'s sockets; connections taken from them go on. */
+  uncover(slot: number): void {
+    for (const acceptor of this.covering.get(slot) ?? []) acceptor.close();
+    this.covering.delete(slot);
+  }
+
   /** Drains every server; resolves when the last connection has closed. */
   drain(): Promise<void> {
+    this.draining = true;
+    for (const slot of this.covered) this.uncover(slot);
+    for (const fd of this.dormant.flat()) if (fd >= 0) native.closeFd(fd);
+    this.dormant = [];
     return Promise.all(this.drains.map((d) => d.drain())).then(() => {});
   }
 }

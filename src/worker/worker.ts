@@ -70,6 +70,9 @@ export class Worker {
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
+      if (message.type === 'ping') client.send({ type: 'pong' });
+      if (message.type === 'cover') this.cover(message.slot);
+      if (message.type === 'uncover') this.serving.uncover(message.slot);
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
@@ -85,14 +88,24 @@ export class Worker {
     });
     try {
       await this.options.ready?.();
-      await this.serving.listen(listeners, fds);
+      await this.serving.listen(listeners, fds, this.slot);
     } catch (error) {
-      if (!this.serving.started) fds.forEach((fd) => native.closeFd(fd));
+      if (!this.serving.started) fds.flat().forEach((fd) => native.closeFd(fd));
       client.send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
       throw error;
     }
     client.send({ type: 'ready' });
     await this.done;
+  }
+
+  /** The master asks us to accept a sibling slot's connections too (its worker is not ready). */
+  private cover(slot: number): void {
+    try {
+      this.serving.cover(slot);
+      this.log.info(`covering slot ${slot}: accepting its connections until its worker is ready`);
+    } catch (error) {
+      this.log.error(`cannot cover slot ${slot}: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   /** Asks the master for a reload; resolves when the new generation serves. */

@@ -1,6 +1,6 @@
 // Talking to a running master over its control socket, as the admin command does.
 import * as net from 'node:net';
-import { FrameDecoder, type MasterStatus, encode } from '../../src/control';
+import { FrameDecoder, type MasterStatus, encode } from '../../src/protocol';
 
 /** The master's status, with each worker's open connections. */
 export function adminStatus(socketPath: string): Promise<MasterStatus> {

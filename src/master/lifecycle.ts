@@ -1,0 +1,408 @@
+// The worker lifecycle, written once. Start-up, reload, crash respawn,
+// heartbeats and stop all run through this state machine; the master and
+// single-process mode only wire it to real processes (worker-process.ts), and
+// the unit tests wire it to fakes with a fake clock.
+//
+// A generation, top to bottom (Generation.ready):
+//   1. spawn one child per slot
+//   2. wait until every child has reported ready
+//   3. check that every child is *still* alive and ready (one may have died
+//      while a sibling was finishing its ready hook)
+//   4. commit: each slot's serving child is replaced, the old ones drain
+// A failure anywhere abandons the whole new generation; the old one serves on.
+//
+// Reloads are coalesced (Reloader): one runs; any number of requests during it
+// make exactly one more. Start-up is the first run, so a reload requested
+// during start-up waits for it and then runs.
+//
+// Between reloads each slot has at most one serving child. A slot whose child
+// has crashed, is backing off before its respawn, is starting, or stopped
+// answering heartbeats is *vacant*. A vacant slot's accept queue is served by
+// a healthy sibling (a cover) until the slot's own child is ready again, so no
+// accept queue is left without a process accepting from it (invariant 11).
+
+import type { Logger } from '../log';
+
+export type ChildState = 'starting' | 'ready' | 'unresponsive' | 'draining';
+
+/** What the lifecycle needs from a spawned worker process. */
+export interface Child {
+  readonly pid: number;
+  readonly slot: number;
+  readonly generation: number;
+  readonly state: ChildState;
+  readonly alive: boolean;
+  /** Clock time it was spawned. */
+  readonly startedAt: number;
+  /** Clock time of its last sign of life (ready, or a heartbeat answer). */
+  readonly lastSeen: number;
+  /** Resolves when it reports ready; rejects if it exits first or misses startTimeout. */
+  readonly ready: Promise<void>;
+  readonly exited: Promise<void>;
+  describe(): string;
+  /** Asks for a heartbeat answer (which moves `lastSeen`). */
+  ping(): void;
+  /** Takes it out of service for missing heartbeats: it drains, and is killed at stopTimeout. */
+  markUnresponsive(): void;
+  /** Stop accepting, finish in-flight work, exit; killed at stopTimeout. */
+  drain(): void;
+  /** Gives up on a new child: one that is ready already accepts, so it drains; any other is killed. */
+  abandon(): void;
+  /** Kills it at once (a forced stop). */
+  kill(): void;
+  /** Also accept from `slot`'s listening sockets (a sibling of that slot is not serving). */
+  cover(slot: number): void;
+  /** Stop accepting from `slot`'s sockets again. */
+  uncover(slot: number): void;
+}
+
+export type Spawn = (slot: number, generation: number) => Child;
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+/** Respawn backoff after a crash: 100 ms doubling to 10 s; reset after 30 s of life. */
+export const RESPAWN_BASE_MS = 100;
+export const RESPAWN_MAX_MS = 10_000;
+export const RESPAWN_RESET_MS = 30_000;
+
+/** Runs one job at a time; any number of requests during a run make exactly one more run. */
+export class Reloader<T> {
+  private running?: Promise<T>;
+  private queued?: Promise<T>;
+
+  constructor(private readonly run: () => Promise<T>) {}
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  request(): Promise<T> {
+    if (!this.running) {
+      this.running = this.run().finally(() => (this.running = undefined));
+      return this.running;
+    }
+    if (!this.queued) {
+      this.queued = this.running.catch(() => undefined).then(() => {
+        this.queued = undefined;
+        return this.request();
+      });
+    }
+    return this.queued;
+  }
+}
+
+/** One child per slot, started together, committed together or abandoned together. */
+export class Generation {
+  readonly children: Child[];
+
+  constructor(readonly number: number, slots: number[], spawn: Spawn) {
+    this.children = slots.map((slot) => spawn(slot, number));
+  }
+
+  /**
+   * Resolves once every child is ready and still alive and ready at this
+   * moment; otherwise abandons every child and rejects with the first reason.
+   */
+  async ready(): Promise<void> {
+    try {
+      await Promise.all(this.children.map((c) => c.ready));
+    } catch (error) {
+      this.abandon();
+      throw error;
+    }
+    const lost = this.children.find((c) => !c.alive || c.state !== 'ready');
+    if (lost) {
+      this.abandon();
+      const how = lost.alive ? `became ${lost.state}` : 'exited';
+      throw new Error(`${lost.describe()} ${how} after it was ready, before the generation was committed`);
+    }
+  }
+
+  abandon(): void {
+    for (const child of this.children) child.abandon();
+  }
+}
+
+export type SlotState = 'ready' | 'starting' | 'backing-off' | 'unresponsive' | 'stopped';
+
+export interface LifecycleEvents {
+  reload(e: { generation: number }): void;
+  reloaded(e: { generation: number; durationMs: number }): void;
+  reloadFailed(e: { generation: number; error: Error }): void;
+  exit(child: Child): void;
+}
+
+export interface LifecycleOptions {
+  slots: number;
+  heartbeatTimeout: number;
+  spawn: Spawn;
+  log: Logger;
+  events: LifecycleEvents;
+  clock?: Clock;
+}
+
+/** Thrown by a reload cut short by a stop: a cancellation, not a failed deploy. */
+export class ReloadCancelled extends Error {
+  readonly code = 'ERR_HANDOVER_RELOAD_CANCELLED';
+}
+
+/** The master's workers: generations, the slot table, respawns, heartbeats, covers and stop. */
+export class Lifecycle {
+  /** The committed generation (0 before start-up completes). */
+  generation = 0;
+  /** Restarts of each slot after a crash or a missed heartbeat. */
+  readonly restarts: number[];
+  private lastSpawned = 0;
+  /** Each slot's serving child: committed by a generation, or a respawn that became ready. */
+  private readonly serving: (Child | undefined)[];
+  /** Each slot's respawn that is starting. */
+  private readonly replacing: (Child | undefined)[];
+  private readonly backoff: unknown[];
+  private readonly crashes: number[];
+  /** Vacant slot -> the sibling accepting from its sockets. */
+  private readonly covers = new Map<number, Child>();
+  private readonly children = new Set<Child>();
+  private readonly reloader = new Reloader(() => this.nextGeneration());
+  private readonly clock: Clock;
+  private heartbeat?: unknown;
+  private started = false;
+  private stopping = false;
+
+  constructor(private readonly options: LifecycleOptions) {
+    this.clock = options.clock ?? realClock;
+    this.serving = new Array(options.slots).fill(undefined);
+    this.replacing = new Array(options.slots).fill(undefined);
+    this.backoff = new Array(options.slots).fill(undefined);
+    this.crashes = new Array(options.slots).fill(0);
+    this.restarts = new Array(options.slots).fill(0);
+  }
+
+  get reloading(): boolean {
+    return this.started && this.generation > 0 && this.reloader.busy;
+  }
+
+  /** Every live child, in spawn order. */
+  get all(): Child[] {
+    return [...this.children];
+  }
+
+  /** Starts generation 1; resolves once it serves. Heartbeats start with it. */
+  start(): Promise<void> {
+    if (this.started) return Promise.reject(new Error('already started'));
+    this.started = true;
+    this.scheduleHeartbeat();
+    return this.reloader.request();
+  }
+
+  /** Starts a reload, or joins the one queued behind the reload (or start-up) in progress. */
+  reload(): Promise<void> {
+    if (!this.started) return Promise.reject(new Error('not serving yet; no reload'));
+    if (this.stopping) return Promise.reject(new Error('stopping; no reload'));
+    return this.reloader.request();
+  }
+
+  /** Drains every child; resolves when all have exited (each is killed at its stopTimeout). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.clock.clearTimeout(this.heartbeat);
+    for (const timer of this.backoff) this.clock.clearTimeout(timer);
+    for (const child of this.children) child.drain();
+    await Promise.all([...this.children].map((c) => c.exited));
+  }
+
+  /** A forced stop: kills every child now. */
+  kill(): void {
+    this.stopping = true;
+    for (const child of this.children) child.kill();
+  }
+
+  /** The truth about each slot, for status. */
+  slotState(slot: number): { state: SlotState; pid?: number; coveredBy?: number; restarts: number } {
+    const serving = this.serving[slot];
+    const restarts = this.restarts[slot];
+    const coveredBy = this.covers.get(slot)?.pid;
+    if (serving?.state === 'ready') return { state: 'ready', pid: serving.pid, restarts };
+    if (this.stopping) return { state: 'stopped', restarts };
+    const replacing = this.replacing[slot];
+    if (replacing) return { state: 'starting', pid: replacing.pid, coveredBy, restarts };
+    if (this.backoff[slot] !== undefined) return { state: 'backing-off', coveredBy, restarts };
+    const unresponsive = this.all.find((c) => c.slot === slot && c.state === 'unresponsive');
+    if (unresponsive) return { state: 'unresponsive', pid: unresponsive.pid, coveredBy, restarts };
+    return { state: 'starting', coveredBy, restarts };
+  }
+
+  private spawn(slot: number, generation: number): Child {
+    const child = this.options.spawn(slot, generation);
+    this.children.add(child);
+    void child.exited.then(() => this.onExit(child));
+    return child;
+  }
+
+  private async nextGeneration(): Promise<void> {
+    if (this.stopping) throw new ReloadCancelled('stopping; no reload');
+    const first = this.generation === 0;
+    const number = ++this.lastSpawned;
+    const started = this.clock.now();
+    if (!first) {
+      this.options.log.info(`reload: starting generation ${number}`);
+      this.options.events.reload({ generation: number });
+    }
+    const slots = Array.from({ length: this.options.slots }, (_, i) => i);
+    const next = new Generation(number, slots, (slot, g) => this.spawn(slot, g));
+    try {
+      await next.ready();
+      if (this.stopping) {
+        next.abandon();
+        throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
+      }
+    } catch (error) {
+      if (first || error instanceof ReloadCancelled || this.stopping) throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      const failure = new Error(`reload to generation ${number} failed, generation ${this.generation} keeps serving: ${reason}`);
+      this.options.log.error(failure.message);
+      this.options.events.reloadFailed({ generation: number, error: failure });
+      throw failure;
+    }
+    const old = this.commit(next);
+    if (!first) {
+      const durationMs = this.clock.now() - started;
+      const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
+      this.options.log.info(`reload: generation ${number} ready in ${durationMs} ms; draining generation ${drained}`);
+      this.options.events.reloaded({ generation: number, durationMs });
+    }
+  }
+
+  /** Installs a ready generation in every slot; the children it replaces drain. Returns them. */
+  private commit(next: Generation): Child[] {
+    const old: Child[] = [];
+    for (const child of next.children) {
+      const slot = child.slot;
+      this.clock.clearTimeout(this.backoff[slot]);
+      this.backoff[slot] = undefined;
+      this.crashes[slot] = 0;
+      const replaced = [this.serving[slot], this.replacing[slot]].filter((c): c is Child => c !== undefined);
+      this.serving[slot] = child;
+      this.replacing[slot] = undefined;
+      for (const c of replaced) {
+        c.drain();
+        old.push(c);
+      }
+    }
+    this.generation = next.number;
+    this.rebalance();
+    return old;
+  }
+
+  private onExit(child: Child): void {
+    this.children.delete(child);
+    this.options.events.exit(child);
+    const slot = child.slot;
+    if (this.serving[slot] === child) {
+      this.serving[slot] = undefined;
+      if (!this.stopping) this.scheduleRespawn(child, 'exited');
+    } else if (this.replacing[slot] === child) {
+      this.replacing[slot] = undefined;
+      if (!this.stopping) this.scheduleRespawn(child, 'exited before it was ready');
+    }
+    this.rebalance();
+  }
+
+  /**
+   * A slot lost its child: respawn it after a backoff that doubles with each
+   * crash in a row (a crash loop must not spin), of the committed generation.
+   */
+  private scheduleRespawn(lost: Child, how: string): void {
+    const slot = lost.slot;
+    if (this.clock.now() - lost.startedAt > RESPAWN_RESET_MS) this.crashes[slot] = 0;
+    const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** this.crashes[slot]++);
+    this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot} in ${delay} ms`);
+    this.backoff[slot] = this.clock.setTimeout(() => {
+      this.backoff[slot] = undefined;
+      if (this.stopping || this.serving[slot] || this.replacing[slot]) return;
+      this.restarts[slot]++;
+      const child = this.spawn(slot, this.generation);
+      this.replacing[slot] = child;
+      child.ready.then(() => this.promote(child, lost.pid), () => {}); // its exit schedules the next try
+    }, delay);
+  }
+
+  /** A respawned child became ready: it serves its slot now. */
+  private promote(child: Child, replacedPid: number): void {
+    if (this.replacing[child.slot] !== child || this.stopping || !child.alive || child.state !== 'ready') return;
+    this.replacing[child.slot] = undefined;
+    this.serving[child.slot] = child;
+    this.options.log.info(`${child.describe()} replaced pid ${replacedPid}`);
+    this.rebalance();
+  }
+
+  private scheduleHeartbeat(): void {
+    const interval = Math.max(50, Math.floor(this.options.heartbeatTimeout / 4));
+    this.heartbeat = this.clock.setTimeout(() => {
+      this.checkHeartbeats();
+      if (!this.stopping) this.scheduleHeartbeat();
+    }, interval);
+  }
+
+  /** Ready children answer pings; one silent for heartbeatTimeout is taken out of service and replaced. */
+  private checkHeartbeats(): void {
+    const now = this.clock.now();
+    for (const child of this.children) {
+      if (child.state !== 'ready') continue;
+      if (now - child.lastSeen <= this.options.heartbeatTimeout) {
+        child.ping();
+        continue;
+      }
+      this.options.log.warn(
+        `${child.describe()} has not answered a heartbeat for ${now - child.lastSeen} ms ` +
+          `(heartbeatTimeout ${this.options.heartbeatTimeout} ms); taking it out of service`,
+      );
+      child.markUnresponsive();
+      const slot = child.slot;
+      if (this.serving[slot] === child) {
+        this.serving[slot] = undefined;
+        this.scheduleRespawn(child, 'is unresponsive');
+      } else if (this.replacing[slot] === child) {
+        this.replacing[slot] = undefined;
+        this.scheduleRespawn(child, 'is unresponsive');
+      }
+    }
+    this.rebalance();
+  }
+
+  /**
+   * Every vacant slot gets a cover (the healthy serving child with the fewest
+   * covers); a cover ends when the slot has its own ready child again or the
+   * covering child stops being healthy. With no healthy child at all
+   * (workers: 1), the slot's queue holds connections until one is ready.
+   */
+  private rebalance(): void {
+    if (this.stopping) return;
+    const healthy = (c: Child | undefined): c is Child =>
+      c !== undefined && c.alive && c.state === 'ready' && this.serving[c.slot] === c;
+    for (const [slot, by] of this.covers) {
+      if (healthy(this.serving[slot]) || !healthy(by)) {
+        if (by.alive) by.uncover(slot);
+        this.covers.delete(slot);
+      }
+    }
+    for (let slot = 0; slot < this.options.slots; slot++) {
+      if (healthy(this.serving[slot]) || this.covers.has(slot)) continue;
+      const load = (c: Child) => [...this.covers.values()].filter((by) => by === c).length;
+      const by = this.serving.filter(healthy).sort((a, b) => load(a) - load(b))[0];
+      if (!by) continue;
+      by.cover(slot);
+      this.covers.set(slot, by);
+      this.options.log.info(`slot ${slot} has no ready worker; ${by.describe()} accepts its connections meanwhile`);
+    }
+  }
+}

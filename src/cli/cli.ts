@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ReachError, list, reload, status, stop } from './admin';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
-import { START_OPTIONS, START_USAGE, start } from './start';
+import { isWorker } from '../server';
+import { START_OPTIONS, START_USAGE, start, startWorker } from './start';
 
 const USAGE = `usage: handover <command> [options]
 
@@ -87,7 +88,9 @@ async function main(argv: string[]): Promise<number> {
   return stop(name, parsed.options);
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+if (argv[0] === 'start' && isWorker()) startWorker(argv.slice(1));
+else main(argv).then(
   (code) => process.exit(code),
   (error: unknown) => {
     if (error instanceof UsageError || error instanceof ReachError) {

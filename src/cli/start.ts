@@ -11,8 +11,8 @@ import { configureSpawn } from '../master/spawn-self';
 import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
 import { runProgram } from '../run/worker';
-import { Server, isWorker } from '../server';
-import { type OptionSpec, type ParsedArgs, UsageError, parseCount, parseDuration } from './args';
+import { Server } from '../server';
+import { type OptionSpec, type ParsedArgs, UsageError, parseArgs, parseCount, parseDuration } from './args';
 import { watchPaths } from './watch';
 
 export const START_OPTIONS: OptionSpec[] = [
@@ -91,6 +91,18 @@ function watchList(option: string | true | undefined, script: string): string[] 
   return paths;
 }
 
+/**
+ * In a worker: runs the program. Synchronously, outside any promise, so an
+ * exception at its start-up is uncaught and printed exactly as under `node
+ * script` (message, stack, file:line), which the master puts in the failed
+ * reload's report. The master parsed this same command line, so it parses.
+ */
+export function startWorker(argv: string[]): void {
+  const parsed = parseArgs('start', argv, START_OPTIONS, true);
+  runProgram({ script: parsed.positionals[0], args: parsed.programArgs, waitReady: parsed.options.has('wait-ready'), server: serverOptions(parsed.options) });
+}
+
+/** In the master (the process the user started): serves until stopped; resolves with the exit status. */
 export async function start(parsed: ParsedArgs): Promise<number> {
   const [script] = parsed.positionals;
   if (!script) throw new UsageError(`name the program to run: handover start [options] <script> [args...]\n${START_USAGE}`);
@@ -103,12 +115,6 @@ export async function start(parsed: ParsedArgs): Promise<number> {
     output: jsonLogs ? 'json' : 'text',
   });
   const options = serverOptions(o);
-  if (isWorker()) {
-    runProgram({ script, args: parsed.programArgs, waitReady: o.has('wait-ready'), server: options });
-    return new Promise<number>(() => {}); // the program and the worker runtime own the process now
-  }
-
-  // The master.
   if (!fs.existsSync(script)) throw new UsageError(`cannot find ${script} (in ${process.cwd()}): handover start runs a Node program, e.g. handover start server.js`);
   if (typeof envFile === 'string' && !fs.existsSync(envFile)) throw new UsageError(`--env-file: ${envFile} does not exist`);
   const watch = watchList(o.get('watch'), script);

@@ -6,8 +6,10 @@
 // Ready means: the program has listened at least once and then made no
 // listen() call for SETTLE_MS (enough for a program that listens on several
 // ports in a row, or a framework that listens after a short async boot), or
-// it called `require('handover').ready()`. With --wait-ready only ready()
-// counts, for a program that warms up after listening.
+// it called `require('handover').ready()`. With --wait-ready the worker also
+// waits for ready() before it accepts anything, for a program that warms up
+// after listen(): its listen callbacks then run after ready(), so ready()
+// belongs in its start-up code, not in a listen callback.
 import Module from 'node:module';
 import * as path from 'node:path';
 import { SPAWN_ERROR_ENV } from '../master/spawn-self';
@@ -34,24 +36,31 @@ function die(message: string): never {
 }
 
 /** Resolves once the program is ready by the rules above. */
-async function programReady(interceptor: ListenInterceptor, waitReady: boolean): Promise<void> {
+/** Resolves once the program has listened and then settled (or called ready()). */
+async function programListened(interceptor: ListenInterceptor, readyCalled: Promise<void>): Promise<void> {
   const state = readyState();
-  const readyCalled = new Promise<void>((resolve) => (state.called ? resolve() : (state.onReady = resolve)));
   let warned = false;
   for (;;) {
-    if (interceptor.count > 0 && state.called) return;
-    if (!waitReady && interceptor.count > 0 && interceptor.quietFor >= SETTLE_MS) return;
+    if (interceptor.count > 0 && (state.called || interceptor.quietFor >= SETTLE_MS)) return;
     const waits: Promise<unknown>[] = [interceptor.nextListen()];
     if (!state.called) waits.push(readyCalled);
     else if (!warned) {
       warned = true;
       process.stderr.write('handover: ready() was called before the program listened on any port or Unix path; waiting for its listen()\n');
     }
-    if (!waitReady && interceptor.count > 0) {
-      waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
-    }
+    if (interceptor.count > 0) waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
     await Promise.race(waits);
   }
+}
+
+/** How long a --wait-ready worker waits for ready() before it says what it waits for. */
+const READY_HINT_MS = 5_000;
+
+function awaitReadyCall(readyCalled: Promise<void>): Promise<void> {
+  const hint = setTimeout(() => {
+    process.stderr.write('handover: --wait-ready: still waiting for require(\'handover\').ready(); listen callbacks run only after it, so call it from start-up code\n');
+  }, READY_HINT_MS);
+  return readyCalled.finally(() => clearTimeout(hint));
 }
 
 /**
@@ -73,10 +82,14 @@ export function runProgram(options: ProgramOptions): void {
   });
   // As `node script`: require.main is the program's module, ESM or CommonJS.
   (Module as unknown as { runMain(main?: string): void }).runMain(script);
+  const state = readyState();
+  const readyCalled = new Promise<void>((resolve) => (state.called ? resolve() : (state.onReady = resolve)));
   void (async () => {
-    await programReady(interceptor, options.waitReady);
+    await programListened(interceptor, readyCalled);
     const captures = await interceptor.close();
-    const server = new Server(options.server);
+    // --wait-ready: the library's ready hook, so no connection reaches this
+    // worker (and its listen callbacks do not run) before ready().
+    const server = new Server({ ...options.server, ready: options.waitReady ? () => awaitReadyCall(readyCalled) : undefined });
     for (const { address, server: app } of captures) server.register(address, app);
     await server.run();
   })().catch((error: unknown) => die(error instanceof Error ? error.message : String(error)));

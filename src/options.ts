@@ -3,6 +3,13 @@ import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
 import type { Logger } from './log';
 
+/**
+ * Options of `new Server()`, `listenAndServe()` and `listenAndServeTLS()`.
+ * Every one is checked at run time: a wrong type throws a TypeError, a value
+ * out of range a RangeError, an unknown name a TypeError that suggests the
+ * closest one. Durations are milliseconds, at most 2_147_483_647 (2^31-1, about
+ * 24.8 days: the longest a Node timer waits).
+ */
 export interface ServerOptions {
   /**
    * 'master' (default): a master process with a stable pid owns the sockets
@@ -78,55 +85,162 @@ export interface ResolvedOptions {
 
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 
-function checkSignals(name: string, signals: NodeJS.Signals[]): void {
-  for (const signal of signals) {
-    if (!(signal in os.constants.signals)) throw new TypeError(`${name}: ${signal} is not a signal name`);
+/** The largest delay Node's timers take; anything longer fires after 1 ms (TimeoutOverflowWarning). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+const DEFAULTS = {
+  mode: 'master',
+  stopTimeout: 20_000,
+  startTimeout: 30_000,
+  reloadSignals: ['SIGHUP', 'SIGUSR1'],
+  stopSignals: ['SIGTERM', 'SIGINT'],
+  workers: 1,
+  heartbeatTimeout: 5_000,
+  stopDelay: 0,
+  backlog: 1024,
+  shared: false,
+} as const;
+
+/** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
+const KNOWN = {
+  mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
+  heartbeatTimeout: true, stopDelay: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  unixSocketMode: true, controlDir: true, user: true, group: true,
+} satisfies Record<keyof ServerOptions, true>;
+
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length];
+}
+
+function checkKeys(options: object): void {
+  for (const key of Object.keys(options)) {
+    if (key in KNOWN) continue;
+    const names = Object.keys(KNOWN);
+    // a truncated name ('heartbeat') is its own kind of typo
+    const prefixed = names.find((n) => key.length >= 4 && n.toLowerCase().startsWith(key.toLowerCase()));
+    const [closest] = prefixed ? [prefixed] : [...names].sort((a, b) => distance(key, a) - distance(key, b));
+    const hint = prefixed || distance(key, closest) <= Math.max(2, Math.floor(closest.length / 3))
+      ? `did you mean \`${closest}\`?`
+      : `the options are ${names.join(', ')}`;
+    throw new TypeError(`unknown option \`${key}\`: ${hint}`);
+  }
+}
+
+/** A number of milliseconds a Node timer can wait: finite, >= min, <= MAX_DURATION_MS. */
+function checkDuration(name: string, value: unknown, min: 0 | 1): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(`${name} must be a number of milliseconds, got ${show(value)}`);
+  }
+  if (value < min) throw new RangeError(`${name} must be ${min === 1 ? '> 0' : '>= 0'} ms, got ${value}`);
+  if (value > MAX_DURATION_MS) {
+    throw new RangeError(
+      `${name} is ${value} ms, more than Node's timers can wait (${MAX_DURATION_MS} ms, about 24.8 days; ` +
+        `a longer delay would fire after 1 ms); use at most ${MAX_DURATION_MS}`,
+    );
+  }
+  return value;
+}
+
+function checkInteger(name: string, value: unknown, min: number, max: number, what = 'an integer'): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(`${name} must be ${what}, got ${show(value)}`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be ${what} from ${min} to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+function checkString(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string, got ${show(value)}`);
+  return value;
+}
+
+function checkSignals(name: string, value: unknown): NodeJS.Signals[] {
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of signal names such as ['SIGHUP'], got ${show(value)}`);
+  for (const signal of value) {
+    if (typeof signal !== 'string' || !(signal in os.constants.signals)) {
+      throw new TypeError(`${name}: ${show(signal)} is not a signal name (write it as Node does, e.g. 'SIGHUP')`);
+    }
     if (UNCATCHABLE.has(signal)) {
       throw new TypeError(`${name}: ${signal} cannot be caught, so it can never start a reload or a graceful stop; remove it`);
     }
   }
+  return value as NodeJS.Signals[];
 }
 
-function checkDuration(name: string, value: number): void {
-  if (!Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number of milliseconds, got ${value}`);
+function checkLogger(value: unknown): Logger | false | undefined {
+  if (value === undefined || value === false) return value;
+  const methods = ['info', 'warn', 'error'] as const;
+  if (typeof value !== 'object' || value === null || methods.some((m) => typeof (value as Logger)[m] !== 'function')) {
+    throw new TypeError(
+      `logger must be an object with info, warn and error methods (console, pino, winston...) or false to silence; ` +
+        `got ${show(value)}${value === true ? ' (leave the option out for the default: lines on stderr)' : ''}`,
+    );
+  }
+  return value as Logger;
 }
 
+function checkAccount(name: 'user' | 'group', value: unknown): string | number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number') return checkInteger(name, value, 0, 2 ** 32 - 2, `a ${name} name or a numeric id`);
+  return checkString(name, value);
+}
+
+/**
+ * Checks every option at run time (JavaScript callers have no type checker):
+ * a wrong type is a TypeError, a value out of range a RangeError, each naming
+ * the option; an unknown key suggests the closest known one.
+ */
 export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(`options must be an object such as { workers: 2 }, got ${show(options)}`);
+  }
+  checkKeys(options);
+  const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Record<string, unknown>;
+  if (o.mode !== 'master' && o.mode !== 'single') throw new TypeError(`mode must be 'master' or 'single', got ${show(o.mode)}`);
+  if (o.ready !== undefined && typeof o.ready !== 'function') {
+    throw new TypeError(`ready must be a function (it runs in each worker before it serves), got ${show(o.ready)}`);
+  }
+  if (typeof o.shared !== 'boolean') throw new TypeError(`shared must be true or false, got ${show(o.shared)}`);
   const resolved: ResolvedOptions = {
-    mode: options.mode ?? 'master',
-    stopTimeout: options.stopTimeout ?? 20_000,
-    startTimeout: options.startTimeout ?? 30_000,
-    reloadSignals: options.reloadSignals ?? ['SIGHUP', 'SIGUSR1'],
-    stopSignals: options.stopSignals ?? ['SIGTERM', 'SIGINT'],
-    workers: options.workers ?? 1,
-    heartbeatTimeout: options.heartbeatTimeout ?? 5_000,
-    stopDelay: options.stopDelay ?? 0,
-    ready: options.ready,
-    logger: options.logger,
-    pidFile: options.pidFile,
-    backlog: options.backlog ?? 1024,
-    shared: options.shared ?? false,
-    unixSocketMode: options.unixSocketMode,
-    controlDir: options.controlDir ?? os.tmpdir(),
-    identity: resolveIdentity(options.user, options.group),
+    mode: o.mode,
+    stopTimeout: checkDuration('stopTimeout', o.stopTimeout, 1),
+    startTimeout: checkDuration('startTimeout', o.startTimeout, 1),
+    reloadSignals: checkSignals('reloadSignals', o.reloadSignals),
+    stopSignals: checkSignals('stopSignals', o.stopSignals),
+    workers: checkInteger('workers', o.workers, 1, 1024),
+    heartbeatTimeout: checkDuration('heartbeatTimeout', o.heartbeatTimeout, 1),
+    stopDelay: checkDuration('stopDelay', o.stopDelay, 0),
+    ready: o.ready as ResolvedOptions['ready'],
+    logger: checkLogger(o.logger),
+    pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
+    backlog: checkInteger('backlog', o.backlog, 1, 2 ** 31 - 1),
+    shared: o.shared,
+    unixSocketMode: o.unixSocketMode === undefined ? undefined : checkInteger('unixSocketMode', o.unixSocketMode, 0, 0o777, 'a file mode such as 0o660'),
+    controlDir: o.controlDir === undefined ? os.tmpdir() : checkString('controlDir', o.controlDir),
+    identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
   };
-  checkDuration('stopTimeout', resolved.stopTimeout);
-  checkDuration('startTimeout', resolved.startTimeout);
-  checkDuration('heartbeatTimeout', resolved.heartbeatTimeout);
-  if (!Number.isFinite(resolved.stopDelay) || resolved.stopDelay < 0) {
-    throw new TypeError(`stopDelay must be a number of milliseconds >= 0, got ${resolved.stopDelay}`);
-  }
-  checkSignals('reloadSignals', resolved.reloadSignals);
-  checkSignals('stopSignals', resolved.stopSignals);
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
-  if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop`);
-  if (!Number.isInteger(resolved.workers) || resolved.workers < 1) {
-    throw new TypeError(`workers must be an integer >= 1, got ${resolved.workers}`);
-  }
-  if (resolved.mode !== 'master' && resolved.mode !== 'single') throw new TypeError(`mode must be 'master' or 'single', got ${resolved.mode}`);
+  if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
-  if (!Number.isInteger(resolved.backlog) || resolved.backlog < 1) {
-    throw new TypeError(`backlog must be an integer >= 1, got ${resolved.backlog}`);
-  }
   return resolved;
 }

@@ -122,8 +122,8 @@ export class Generation {
     }
     const lost = this.children.find((c) => !c.alive || c.state !== 'ready');
     if (lost) {
-      this.abandon();
       const how = lost.alive ? `became ${lost.state}` : 'exited';
+      this.abandon();
       throw new Error(`${lost.describe()} ${how} after it was ready, before the generation was committed`);
     }
   }

@@ -1,0 +1,327 @@
+// The worker lifecycle state machine (src/master/lifecycle.ts) driven by a
+// fake spawner and a fake clock: every race the process-level tests can only
+// hit by chance, each pinned down in milliseconds.
+import { describe, expect, it } from 'vitest';
+import { type Child, Lifecycle, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader } from '../src/master/lifecycle';
+import { FakeClock, FakeSpawner, quietLog, settle } from './helpers/fake-lifecycle';
+
+const HEARTBEAT_MS = 1_000;
+
+function setup(slots: number) {
+  const clock = new FakeClock();
+  const spawner = new FakeSpawner(clock);
+  const outcomes: string[] = [];
+  const lifecycle = new Lifecycle({
+    slots,
+    heartbeatTimeout: HEARTBEAT_MS,
+    spawn: spawner.spawn,
+    clock,
+    log: quietLog,
+    events: {
+      reload: ({ generation }) => outcomes.push(`reload ${generation}`),
+      reloaded: ({ generation }) => outcomes.push(`reloaded ${generation}`),
+      reloadFailed: ({ generation }) => outcomes.push(`failed ${generation}`),
+      exit: (child: Child) => outcomes.push(`exit ${child.pid}`),
+    },
+  });
+  /** Starts and makes generation 1 ready. */
+  const started = async () => {
+    const start = lifecycle.start();
+    await settle();
+    for (const c of spawner.of(1)) c.becomeReady();
+    await start;
+  };
+  const states = () => Array.from({ length: slots }, (_, s) => lifecycle.slotState(s).state);
+  return { clock, spawner, lifecycle, outcomes, started, states };
+}
+
+describe('start-up', () => {
+  it('commits generation 1 once every worker is ready', async () => {
+    const { lifecycle, spawner, started, states } = setup(3);
+    await started();
+    expect(lifecycle.generation).toBe(1);
+    expect(spawner.children).toHaveLength(3);
+    expect(states()).toEqual(['ready', 'ready', 'ready']);
+  });
+
+  it('fails and kills the rest when a worker of generation 1 exits before ready', async () => {
+    const { lifecycle, spawner } = setup(2);
+    const start = lifecycle.start();
+    await settle();
+    spawner.of(1)[0].exit();
+    await expect(start).rejects.toThrow(/exited before it was ready/);
+    expect(spawner.live).toEqual([]);
+  });
+
+  it('a reload requested during start-up waits for it, then runs once; generation 1 is drained, not orphaned', async () => {
+    const { lifecycle, spawner, outcomes } = setup(2);
+    const start = lifecycle.start();
+    await settle();
+    const early = [lifecycle.reload(), lifecycle.reload(), lifecycle.reload()];
+    expect(spawner.children).toHaveLength(2); // nothing spawned until start-up is done
+    for (const c of spawner.of(1)) c.becomeReady();
+    await start;
+    await settle();
+    expect(spawner.of(2)).toHaveLength(2);
+    for (const c of spawner.of(2)) c.becomeReady();
+    await Promise.all(early);
+    expect(outcomes.filter((o) => o.startsWith('reloaded'))).toEqual(['reloaded 2']);
+    expect(lifecycle.generation).toBe(2);
+    for (const old of spawner.of(1)) expect(old.calls).toContain('drain');
+    expect(spawner.children).toHaveLength(4);
+  });
+});
+
+describe('reload', () => {
+  it('drains the old generation only after every new worker is ready', async () => {
+    const { lifecycle, spawner, started } = setup(2);
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    await settle();
+    for (const old of spawner.of(1)) expect(old.calls).not.toContain('drain');
+    spawner.of(2)[1].becomeReady();
+    await reload;
+    for (const old of spawner.of(1)) expect(old.calls).toContain('drain');
+  });
+
+  it('a new worker that is ready and then dies before its sibling is ready fails the reload; the old generation keeps every slot', async () => {
+    const { lifecycle, spawner, started, states, outcomes } = setup(2);
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    const [a, b] = spawner.of(2);
+    a.becomeReady();
+    await settle();
+    a.exit(); // ready, then dead, while b is still in its ready hook
+    await settle();
+    b.becomeReady();
+    await expect(reload).rejects.toThrow(/exited after it was ready/);
+    expect(lifecycle.generation).toBe(1);
+    expect(states()).toEqual(['ready', 'ready']);
+    for (const old of spawner.of(1)) {
+      expect(old.alive).toBe(true);
+      expect(old.calls).not.toContain('drain');
+    }
+    expect(b.calls).toContain('abandon'); // the ready sibling drains
+    expect(outcomes).toContain('failed 2');
+  });
+
+  it('a new worker that dies after the commit is respawned like any crash', async () => {
+    const { lifecycle, spawner, started, clock, states } = setup(2);
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await reload;
+    spawner.of(2)[1].exit();
+    await settle();
+    expect(states()[1]).toBe('backing-off');
+    await clock.advance(RESPAWN_BASE_MS);
+    const respawn = spawner.latest(1);
+    expect(respawn.generation).toBe(2);
+    respawn.becomeReady();
+    await settle();
+    expect(states()).toEqual(['ready', 'ready']);
+  });
+
+  it('requests during a reload make exactly one more', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(1);
+    await started();
+    const first = lifecycle.reload();
+    await settle();
+    const queued = Array.from({ length: 10 }, () => lifecycle.reload());
+    spawner.of(2)[0].becomeReady();
+    await first;
+    await settle();
+    spawner.of(3)[0].becomeReady();
+    await Promise.all(queued);
+    await settle();
+    expect(outcomes.filter((o) => o.startsWith('reloaded'))).toEqual(['reloaded 2', 'reloaded 3']);
+    expect(spawner.of(4)).toEqual([]);
+  });
+
+  it('a stop during a reload cancels it: the new workers are abandoned, everyone drains', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(2);
+    await started();
+    const reload = lifecycle.reload().then(() => 'reloaded', (e: Error) => e.message);
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    const stopped = lifecycle.stop();
+    await settle();
+    for (const c of spawner.children) c.exit();
+    await stopped;
+    expect(await reload).toMatch(/stopping|exited/);
+    expect(outcomes.filter((o) => o.startsWith('failed'))).toEqual([]);
+    await expect(lifecycle.reload()).rejects.toThrow(/stopping/);
+  });
+
+  it('a respawn still starting when a reload commits is drained; the slot gets the new generation', async () => {
+    const { lifecycle, spawner, started, clock, states } = setup(2);
+    await started();
+    spawner.of(1)[0].exit();
+    await clock.advance(RESPAWN_BASE_MS);
+    const respawn = spawner.latest(0);
+    expect(respawn.generation).toBe(1);
+    const reload = lifecycle.reload();
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await reload;
+    expect(respawn.calls).toContain('drain');
+    expect(states()).toEqual(['ready', 'ready']);
+    expect(lifecycle.slotState(0).pid).toBe(spawner.of(2)[0].pid);
+  });
+});
+
+describe('every accept queue has an acceptor (invariant 11)', () => {
+  it('a crashed slot is covered by a sibling at once, until its respawn is ready', async () => {
+    const { spawner, started, clock, states } = setup(2);
+    await started();
+    const [a, b] = spawner.of(1);
+    b.exit();
+    await settle();
+    expect(a.covering).toEqual([1]);
+    expect(states()).toEqual(['ready', 'backing-off']);
+    await clock.advance(RESPAWN_BASE_MS);
+    expect(states()[1]).toBe('starting');
+    expect(a.covering).toEqual([1]);
+    spawner.latest(1).becomeReady();
+    await settle();
+    expect(a.covering).toEqual([]);
+    expect(states()).toEqual(['ready', 'ready']);
+  });
+
+  it('a crash-looping slot backs off exponentially (capped) and stays covered throughout', async () => {
+    const { spawner, started, clock, lifecycle } = setup(2);
+    await started();
+    const healthy = spawner.of(1)[0];
+    spawner.of(1)[1].exit();
+    let expected = RESPAWN_BASE_MS;
+    for (let i = 0; i < 10; i++) {
+      await settle();
+      expect(healthy.covering).toEqual([1]);
+      const before = spawner.children.length;
+      await clock.advance(expected - 1);
+      expect(spawner.children.length).toBe(before); // still backing off
+      await clock.advance(1);
+      expect(spawner.children.length).toBe(before + 1);
+      spawner.latest(1).exit(); // throws at start-up again
+      expected = Math.min(RESPAWN_MAX_MS, expected * 2);
+    }
+    expect(lifecycle.restarts[1]).toBe(10);
+    expect(healthy.covering).toEqual([1]);
+  });
+
+  it('covers are spread: with 3 slots and 2 down, the survivor covers both; when the coverer dies its slots move on', async () => {
+    const { spawner, started, clock } = setup(3);
+    await started();
+    const [a, b, c] = spawner.of(1);
+    b.exit();
+    await settle();
+    expect([...a.covering, ...c.covering]).toEqual([1]);
+    const coverer = a.covering.length ? a : c;
+    const other = coverer === a ? c : a;
+    coverer.exit();
+    await settle();
+    expect(other.covering.sort()).toEqual([coverer.slot, 1].sort());
+    await clock.advance(RESPAWN_BASE_MS);
+    for (const s of [1, coverer.slot]) spawner.latest(s).becomeReady();
+    await settle();
+    expect(other.covering).toEqual([]);
+  });
+
+  it('with one worker there is no sibling: the slot stays uncovered (its queue holds connections) until the respawn is ready', async () => {
+    const { spawner, started, clock, states } = setup(1);
+    await started();
+    spawner.of(1)[0].exit();
+    await clock.advance(RESPAWN_BASE_MS);
+    spawner.latest(0).becomeReady();
+    await settle();
+    expect(states()).toEqual(['ready']);
+  });
+
+  it('a worker that stops answering heartbeats is taken out of service, covered and replaced', async () => {
+    const { spawner, started, clock, states, lifecycle } = setup(2);
+    await started();
+    const [a, b] = spawner.of(1);
+    b.frozen = true;
+    await clock.advance(HEARTBEAT_MS / 2);
+    expect(states()).toEqual(['ready', 'ready']);
+    await clock.advance(HEARTBEAT_MS);
+    expect(b.calls).toContain('unresponsive');
+    expect(a.covering).toEqual([1]);
+    expect(a.calls).not.toContain('unresponsive');
+    expect(['backing-off', 'starting']).toContain(states()[1]);
+    await clock.advance(RESPAWN_BASE_MS);
+    spawner.latest(1).becomeReady();
+    await settle();
+    expect(states()).toEqual(['ready', 'ready']);
+    expect(a.covering).toEqual([]);
+    expect(lifecycle.restarts[1]).toBe(1);
+    b.exit(); // killed at stopTimeout: nothing more to do
+    await settle();
+    expect(states()).toEqual(['ready', 'ready']);
+  });
+
+  it('a new worker that freezes while its sibling starts fails the reload', async () => {
+    const { lifecycle, spawner, started, clock } = setup(2);
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    const [a, b] = spawner.of(2);
+    a.becomeReady();
+    a.frozen = true;
+    await clock.advance(HEARTBEAT_MS * 2);
+    b.becomeReady();
+    await expect(reload).rejects.toThrow(/became unresponsive after it was ready/);
+    expect(lifecycle.generation).toBe(1);
+  });
+
+  it('a stop ends every cover, respawn timer and heartbeat', async () => {
+    const { lifecycle, spawner, started, clock } = setup(2);
+    await started();
+    spawner.of(1)[1].exit();
+    await settle();
+    const stopped = lifecycle.stop();
+    spawner.of(1)[0].exit();
+    await stopped;
+    const count = spawner.children.length;
+    await clock.advance(RESPAWN_MAX_MS * 2);
+    expect(spawner.children.length).toBe(count);
+    expect(lifecycle.slotState(0).state).toBe('stopped');
+  });
+});
+
+describe('Reloader', () => {
+  it('runs one job at a time and coalesces every request during a run into one more', async () => {
+    let runs = 0;
+    const gates: (() => void)[] = [];
+    const reloader = new Reloader(() => {
+      runs++;
+      return new Promise<void>((resolve) => gates.push(resolve));
+    });
+    const first = reloader.request();
+    const more = [reloader.request(), reloader.request()];
+    expect(runs).toBe(1);
+    gates[0]();
+    await first;
+    await settle();
+    expect(runs).toBe(2);
+    gates[1]();
+    await Promise.all(more);
+    expect(runs).toBe(2);
+  });
+
+  it('a failed run still lets the queued one run', async () => {
+    let runs = 0;
+    const reloader = new Reloader(async () => {
+      if (++runs === 1) throw new Error('first fails');
+    });
+    const first = reloader.request();
+    const second = reloader.request();
+    await expect(first).rejects.toThrow('first fails');
+    await expect(second).resolves.toBeUndefined();
+    expect(runs).toBe(2);
+  });
+});

@@ -14,8 +14,14 @@
 //     closed them anyway;
 //   - HTTP/2: GOAWAY on every session (`session.close()`), streams finish;
 //   - raw net servers and upgraded (WebSocket) sockets: a 'handover:drain' event
-//     on each socket so the application can say goodbye in its own protocol.
-//     (Not 'drain': every Writable already emits that when its buffer empties.)
+//     on each socket so the application can say goodbye in its own protocol
+//     (on a tls.Server, on the TLS socket the application holds, not the raw
+//     TCP one under it). (Not 'drain': every Writable already emits that when
+//     its buffer empties.)
+// A drain is over when the server has stopped accepting and every connection
+// it saw has closed: counted by its 'connection' events, not by the server's
+// own count, which misses the sockets handed to it with
+// `server.emit('connection', socket)` from another listener.
 // The worker destroys whatever is left at stopTimeout by exiting.
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -52,6 +58,8 @@ function closeAfterThisResponse(res: http.ServerResponse): void {
 export class ServerDrain {
   readonly kind: Kind;
   private draining = false;
+  /** Called when the last tracked socket has closed during a drain. */
+  private lastClosed?: () => void;
   private readonly sockets = new Set<net.Socket>();
   private readonly upgraded = new Set<net.Socket>();
   private readonly secureSockets = new Set<tls.TLSSocket>();
@@ -59,10 +67,14 @@ export class ServerDrain {
 
   constructor(readonly server: net.Server) {
     this.kind = kindOf(server);
+    const tlsServer = server instanceof tls.Server;
     server.prependListener('connection', (socket: net.Socket) => {
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
-      if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        if (this.sockets.size === 0) this.lastClosed?.();
+      });
+      if (this.draining && this.kind === 'net' && !tlsServer) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
     });
     if (this.kind === 'http' || this.kind === 'http2') {
       // HTTP/1 requests: on http servers, and on http2 servers with allowHTTP1.
@@ -72,11 +84,13 @@ export class ServerDrain {
       });
     }
     if (this.kind === 'http') this.trackUpgrades();
-    if (server instanceof tls.Server) {
-      // HTTPS parses on the TLS socket, not the raw one 'connection' gave us.
+    if (tlsServer) {
+      // HTTPS parses on the TLS socket, and a tls.Server's application holds
+      // it: not the raw one 'connection' gave us.
       server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
         this.secureSockets.add(socket);
         socket.once('close', () => this.secureSockets.delete(socket));
+        if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
       });
     }
     if (this.kind === 'http2') {
@@ -121,21 +135,29 @@ export class ServerDrain {
     return this.sockets.size;
   }
 
-  /** Starts the drain; resolves when the server's last connection has closed. */
+  /**
+   * Starts the drain; resolves when the server has stopped accepting and the
+   * last connection it saw (its own or one handed to it) has closed.
+   */
   drain(): Promise<void> {
     this.draining = true;
-    const closed = new Promise<void>((resolve) => {
+    const stoppedAccepting = new Promise<void>((resolve) => {
       // net.Server's close, not http's: stop accepting, keep connections.
+      // (Its callback's ERR_SERVER_NOT_RUNNING just means it never listened.)
       net.Server.prototype.close.call(this.server, () => resolve());
     });
+
     // A request in flight: its response is the socket's current message.
     for (const socket of [...this.sockets, ...this.secureSockets]) {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
       if (res instanceof http.ServerResponse) closeAfterThisResponse(res);
     }
     for (const session of this.sessions) session.close();
-    const told = this.kind === 'net' ? this.sockets : this.upgraded;
+    const told = this.kind !== 'net' ? this.upgraded : this.server instanceof tls.Server ? this.secureSockets : this.sockets;
     for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);
-    return closed;
+    return stoppedAccepting.then(() => new Promise<void>((resolve) => {
+      if (this.sockets.size === 0) resolve();
+      else this.lastClosed = resolve;
+    }));
   }
 }

@@ -11,8 +11,10 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Master, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
@@ -35,10 +37,14 @@ interface Run {
   stderr: string;
 }
 
+/** This file's own registry of masters, so masters other tests run are not found here. */
+const RUNTIME = fs.mkdtempSync(path.join(os.tmpdir(), 'handover-cli-runtime-'));
+afterAll(() => fs.rmSync(RUNTIME, { recursive: true, force: true }));
+
 /** Runs `node dist/cli.js ...args` (asynchronously: the master's pipes keep flowing). */
 function cli(...args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 60_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 60_000, env: { ...process.env, XDG_RUNTIME_DIR: RUNTIME } }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -69,7 +75,7 @@ function parseStatus(stdout: string): Status {
   const listening = /^listening on (.+)$/.exec(lines[1]);
   expect(listening, `second line of status: ${lines[1]}`).not.toBeNull();
   const workers = lines.slice(2).map((line) => {
-    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\)$/.exec(line);
+    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\) {2}up (?:\d+[dhms] ?)+ {2}rss \d+\.\d MB {2}(?:\d+|\?) restart\(s\)$/.exec(line);
     expect(m, `worker line of status: ${line}`).not.toBeNull();
     return { pid: Number(m![1]), slot: Number(m![2]), generation: Number(m![3]), state: m![4], connections: m![5] };
   });
@@ -228,9 +234,154 @@ describe('handover status|reload|stop', () => {
     expect(run.stderr).toMatch(new RegExp(`^handover: cannot reach the master at ${controlDir}/handover-${master.pid}-\\w+/control\\.sock: .*ECONNREFUSED`));
   });
 
-  it('without --pid or --socket it exits 2 and prints the usage', async () => {
-    const run = await cli('status');
-    expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/^handover: give --pid PID or --socket PATH\nusage: handover <status\|reload\|stop>/);
+  it('without NAME, --pid or --socket, and no master running, it says so and how to start or find one', async () => {
+    for (const command of ['status', 'reload', 'stop']) {
+      const run = await cli(command);
+      expect(run.code, command).toBe(2);
+      expect(run.stderr).toBe('handover: no master is running as this user (start one with `handover start app.js`; ' +
+        'a master started from code is found with --pid PID or --socket PATH)\n');
+    }
+  });
+});
+
+describe('command-line forms and messages (issue 12)', () => {
+  it('--pid=N, -p N, --control-dir=DIR and -s PATH all find the master', async () => {
+    const { master, controlDir } = await start();
+    const [entry] = fs.readdirSync(controlDir).filter((name) => name.startsWith(`handover-${master.pid}-`));
+    for (const args of [
+      [`--pid=${master.pid}`, `--control-dir=${controlDir}`],
+      ['-p', String(master.pid), '--control-dir', controlDir],
+      ['-s', path.join(controlDir, entry, 'control.sock')],
+    ]) {
+      const run = await cli('status', ...args);
+      expect(run.stderr, args.join(' ')).toBe('');
+      expect(parseStatus(run.stdout).pid).toBe(master.pid);
+    }
+  });
+
+  it('--version and -v print the version; --help prints the usage', async () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    expect(await cli('--version')).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    expect(await cli('-v')).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    const help = await cli('--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^usage: handover <command> \[options\]\n/);
+    const startHelp = await cli('start', '--help');
+    expect(startHelp.stdout).toMatch(/^usage: handover start \[options\]/);
+  });
+
+  it('an unknown command or option is named, with the closest known one', async () => {
+    expect(await cli('stauts')).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'handover: unknown command stauts; did you mean `handover status`?; commands: start, list, status, reload, stop (handover --help)\n',
+    });
+    const flagFirst = await cli('--pid', '123', 'status');
+    expect(flagFirst.code).toBe(2);
+    expect(flagFirst.stderr).toMatch(/^handover: --pid is not a command; commands: start, list, status, reload, stop/);
+    const option = await cli('status', '--jsno');
+    expect(option.code).toBe(2);
+    expect(option.stderr).toBe('handover: unknown option --jsno for `handover status`; did you mean --json? (handover status --help lists them)\n');
+    const value = await cli('status', '--pid');
+    expect(value.stderr).toBe('handover: --pid needs a value: --pid VALUE\n');
+    const start = await cli('start', '--workers', 'two', 'app.js');
+    expect(start.stderr).toBe('handover: --workers must be a whole number >= 1 (got "two")\n');
+  });
+
+  it('--control-dir on a missing directory: one line naming it and what to give, no stack trace', async () => {
+    const missing = path.join(scratch(), 'nope');
+    const run = await cli('status', '--pid', '123', '--control-dir', missing);
+    expect(run).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `handover: cannot read the control directory ${missing} (ENOENT); give the directory the master was started with (its controlDir option) to --control-dir\n`,
+    });
+  });
+
+  it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and how to ask as that user, instead of "closed the connection"', async () => {
+    // A socket that listens, owned by nobody: the uid check happens before any request is sent.
+    const dir = scratch();
+    const socket = path.join(dir, 'control.sock');
+    const server = net.createServer((conn) => conn.destroy());
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    cleanups.push(() => server.close());
+    fs.chownSync(socket, 65534, 65534);
+    const nobody = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === '65534')!.split(':')[0];
+    const run = await cli('status', '--socket', socket);
+    expect(run).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `handover: the master at ${socket} runs as ${nobody}, and answers only its own user (you are root); ` +
+        `run the command as that user, e.g. sudo -u ${nobody} handover ...\n`,
+    });
+  });
+});
+
+describe('masters found by name (handover start registers them)', () => {
+  const HTTP_APP = path.join(ROOT, 'test/fixtures/unmodified/http.js');
+
+  async function startNamed(name: string): Promise<Master> {
+    const master = await startMaster({
+      script: 'dist/cli/cli.js',
+      args: ['start', '--name', name, HTTP_APP],
+      env: { XDG_RUNTIME_DIR: RUNTIME },
+      waitReady: false,
+    });
+    await pollUntil(async () => (await cli('status', name)).code === 0, `master ${name} to register`, 60_000);
+    return master;
+  }
+
+  it('list shows each master; status/reload/stop take a NAME; without one they refuse to guess between two', async () => {
+    const api = await startNamed('api');
+    const admin = await startNamed('admin');
+    const list = await cli('list');
+    expect(list.code).toBe(0);
+    const rows = list.stdout.trimEnd().split('\n');
+    expect(rows[0]).toMatch(/^NAME +PID +GENERATION +WORKERS +UPTIME +ADDRESSES +DIRECTORY$/);
+    expect(rows.slice(1).map((r) => r.split(/ +/).slice(0, 4))).toEqual([
+      ['api', String(api.pid), '1', '1/1'],
+      ['admin', String(admin.pid), '1', '1/1'],
+    ]);
+
+    const guess = await cli('status');
+    expect(guess.code).toBe(2);
+    expect(guess.stderr).toBe(`handover: 2 masters are running: api (pid ${api.pid}, in ${ROOT}), admin (pid ${admin.pid}, in ${ROOT}); ` +
+      'name one (handover status NAME) or give --pid PID\n');
+
+    const status = JSON.parse((await cli('status', 'api', '--json')).stdout);
+    expect(status).toMatchObject({ pid: api.pid, name: 'api', generation: 1 });
+    expect(status.workers).toHaveLength(1);
+    expect(status.workers[0].rssBytes).toBeGreaterThan(1 << 20);
+    expect(status.workers[0].uptimeMs).toBeGreaterThanOrEqual(0);
+
+    expect(await cli('reload', 'admin')).toMatchObject({ code: 0, stdout: 'reloaded\n' });
+    expect(JSON.parse((await cli('status', 'admin', '--json')).stdout).generation).toBe(2);
+    expect(JSON.parse((await cli('status', 'api', '--json')).stdout).generation).toBe(1);
+
+    const missing = await cli('reload', 'nosuch');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^handover: no master named nosuch is running as this user; running: api \(pid \d+, in .*\), admin/);
+
+    expect(await cli('stop', 'api')).toMatchObject({ code: 0, stdout: 'stopped\n' });
+    expect((await api.exited).code).toBe(0);
+    // one left: it is the default
+    expect(parseStatus((await cli('status')).stdout).pid).toBe(admin.pid);
+    const second = await startMaster({ script: 'dist/cli/cli.js', args: ['start', '--name', 'admin', HTTP_APP], env: { XDG_RUNTIME_DIR: RUNTIME }, waitReady: false });
+    expect((await second.exited).code).toBe(2);
+    expect(second.stderr).toContain(`a master named admin is already running (pid ${admin.pid}, in ${ROOT}); give this one another --name, or \`handover stop admin\` first`);
+  });
+
+  it('an entry whose master was SIGKILLed is proven stale (its socket refuses) and removed; a live one is kept', async () => {
+    const gone = await startNamed('gone');
+    const kept = await startNamed('kept');
+    gone.proc.kill('SIGKILL');
+    await gone.exited;
+    const list = await cli('list');
+    expect(list.stdout).not.toMatch(/^gone /m);
+    expect(list.stdout).toMatch(new RegExp(`^kept +${kept.pid} `, 'm'));
+    const dir = path.join(RUNTIME, 'handover');
+    const entries = fs.readdirSync(dir).map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')).name);
+    expect(entries).toEqual(['kept']);
+    expect((fs.statSync(dir).mode & 0o777).toString(8)).toBe('700');
   });
 });

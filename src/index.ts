@@ -1,6 +1,9 @@
-// Public API only.
-export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker } from './server';
-export type { Handler } from './server';
+// Public API only. The reference keeps Node's types (http.RequestListener,
+// NodeJS.Signals) resolvable in a project whose tsconfig lists no `types`
+// (the default since TypeScript 5.9's `tsc --init`).
+/// <reference types="node" preserve="true" />
+export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker, isServing } from './server';
+export type { Handler, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';
 export type { MasterStatus } from './protocol';

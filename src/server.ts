@@ -1,11 +1,12 @@
 // The public API: a Server that is the master in the process you start and a
 // worker in every process the master spawns, plus the one-line helpers.
+import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
-import { parseAddress } from './platform/address';
+import { type Address, parseAddress } from './platform/address';
 import type { MasterStatus } from './protocol';
 import { createLogger } from './log';
 import { Master, reported } from './master/master';
@@ -17,20 +18,153 @@ import { Worker, isWorkerProcess } from './worker/worker';
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
 export type Handler = http.RequestListener | net.Server;
 
+/** The events a Server emits and their payloads: `server.on('reloaded', (e) => e.durationMs)`. */
+export interface ServerEvents {
+  /** Master or single process: every address is bound and generation 1 serves. */
+  ready: [event: { generation: number; addresses: string[] }];
+  /** A reload began: generation `generation` is starting. */
+  reload: [event: { generation: number }];
+  /** The new generation serves and the old one drains. `pid`: single mode's successor. */
+  reloaded: [event: { generation: number; durationMs: number; pid?: number }];
+  /** The new generation did not become ready; the old one keeps serving. */
+  'reload-failed': [event: { generation: number; error: Error }];
+  /** Master: a worker process exited. */
+  'worker-exit': [event: { pid: number; slot: number; generation: number; code: number | null; signal: NodeJS.Signals | null }];
+  /** Master or single process: the stop is complete. */
+  stop: [];
+  /** Worker or single process: this process drains; close your own resources (db pools, timers). */
+  drain: [];
+}
+
 /** True in the process you started (the master); false in the workers it spawns. */
 export function isMaster(): boolean {
   return !isWorkerProcess();
 }
 
-/** True in a worker process; put heavy start-up (db pools, caches) behind this. */
+/**
+ * True in a worker process spawned by a master. In single mode there are no
+ * workers: there use isServing(), or better the `ready` option.
+ */
 export function isWorker(): boolean {
   return isWorkerProcess();
 }
 
+/** Set once a `mode: 'single'` Server exists in this process: it serves itself. */
+let singleMode = false;
+
+/**
+ * True in a process that serves requests: a worker, or a single-mode process
+ * (once its `new Server({ mode: 'single' })` exists). False in a master, which
+ * only holds the sockets. Heavy start-up (db pools, caches) belongs here, or in
+ * the `ready` option, which runs in exactly these processes before they serve.
+ *
+ * ```ts
+ * const server = new Server({ mode: 'single' });
+ * const db = isServing() ? await connect() : undefined;
+ * ```
+ */
+export function isServing(): boolean {
+  return isWorkerProcess() || singleMode;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value === 'string' ? JSON.stringify(value) : String(value);
+  return `an object (${value.constructor?.name ?? 'no constructor'})`;
+}
+
+/**
+ * The handler check, in the master at register() so a mistake stops the start
+ * with the fix rather than failing in each worker. Fastify and Koa instances
+ * are the usual mistakes: they are objects, not request listeners.
+ */
+function checkHandler(address: string, handler: unknown, tlsOnly = false): void {
+  if (typeof handler === 'function' || (!tlsOnly && handler instanceof net.Server)) return;
+  const wanted = tlsOnly ? 'a request listener (req, res) => void' : 'a request listener (req, res) => void or a net.Server';
+  let hint = 'Express: pass `app`; Koa: `app.callback()`; Fastify: `app.server` (or `app.routing`) with the option `ready: () => app.ready()`';
+  if (typeof handler === 'object' && handler !== null) {
+    const o = handler as Record<string, unknown>;
+    if (o.server instanceof net.Server && typeof o.routing === 'function') {
+      hint = tlsOnly
+        ? 'this is a Fastify instance: pass `app.routing` (create the app with { https } for TLS of its own) with the option `ready: () => app.ready()`'
+        : 'this is a Fastify instance: pass `app.server` (or `app.routing`) and the option `ready: () => app.ready()` so each worker boots the app before it serves';
+    } else if (typeof o.callback === 'function' && typeof o.use === 'function') {
+      hint = 'this is a Koa app: pass `app.callback()`';
+    }
+  }
+  throw new TypeError(`handler for ${address} must be ${wanted}, got ${describe(handler)}; ${hint}`);
+}
+
 function toServer(handler: Handler): net.Server {
-  if (handler instanceof net.Server) return handler;
-  if (typeof handler === 'function') return http.createServer(handler);
-  throw new TypeError('handler must be a request listener (req, res) => void or a net.Server');
+  return handler instanceof net.Server ? handler : http.createServer(handler);
+}
+
+/** Where two addresses of one program would bind the same port twice. */
+function overlaps(a: Address, b: Address): boolean {
+  if (a.kind !== 'tcp' || b.kind !== 'tcp' || a.port === 0 || a.port !== b.port) return false;
+  const covers = (wide: Address & { kind: 'tcp' }, other: Address & { kind: 'tcp' }) =>
+    wide.anyHost || (wide.host === '0.0.0.0' && net.isIPv4(other.host)) || (wide.host === '::' && net.isIPv6(other.host));
+  return a.host === b.host || covers(a, b) || covers(b, a);
+}
+
+/**
+ * Reads and parses a TLS certificate and key, so a bad file is named: the
+ * master checks them at registerTLS(), each worker again when it starts (a
+ * reload picks up a renewed certificate).
+ */
+function readTLS(address: string, certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const read = (file: string, what: string) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      throw Object.assign(new Error(`cannot read TLS ${what} file ${file} for ${address} (${code}); check the path and permissions`), { code });
+    }
+  };
+  const cert = read(certFile, 'certificate');
+  const key = read(keyFile, 'key');
+  const parse = (file: string, what: string, pem: string, check: () => void) => {
+    try {
+      check();
+    } catch (error) {
+      throw Object.assign(
+        new Error(`TLS ${what} file ${file} for ${address} is not a PEM ${what} (${(error as Error).message}); ` +
+          `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`),
+        { code: 'ERR_HANDOVER_TLS_FILE' },
+      );
+    }
+  };
+  parse(certFile, 'certificate', 'CERTIFICATE', () => new crypto.X509Certificate(cert));
+  parse(keyFile, 'key', 'PRIVATE KEY', () => crypto.createPrivateKey(key));
+  if (!new crypto.X509Certificate(cert).checkPrivateKey(crypto.createPrivateKey(key))) {
+    throw Object.assign(new Error(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`), {
+      code: 'ERR_HANDOVER_TLS_FILE',
+    });
+  }
+  return { cert, key };
+}
+
+/** The Server whose run() was called in this process: handover runs one per program. */
+let running: Server | undefined;
+
+const ONE_SERVER_FIX =
+  'serve every address from one Server: `const server = new Server(); server.register(\':8080\', api); ' +
+  'server.register(\':9090\', metrics); server.run();`';
+
+/** Typed listeners: an unknown event name or a wrong payload is a type error. */
+type Listener<E extends keyof ServerEvents> = (...args: ServerEvents[E]) => void;
+
+// Declaration merging narrows EventEmitter's string-keyed methods to ServerEvents.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export interface Server {
+  on<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  once<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  off<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  addListener<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  prependListener<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  prependOnceListener<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  removeListener<E extends keyof ServerEvents>(event: E, listener: Listener<E>): this;
+  emit<E extends keyof ServerEvents>(event: E, ...args: ServerEvents[E]): boolean;
 }
 
 /**
@@ -43,8 +177,8 @@ function toServer(handler: Handler): net.Server {
  * await server.run();
  * ```
  *
- * Events in the master: `ready`, `reload`, `reloaded`, `reload-failed`,
- * `worker-exit`, `stop`. In a worker: `drain`.
+ * Events (typed in ServerEvents) in the master: `ready`, `reload`,
+ * `reloaded`, `reload-failed`, `worker-exit`, `stop`. In a worker: `drain`.
  */
 export class Server extends EventEmitter {
   private readonly options: ResolvedOptions;
@@ -54,11 +188,14 @@ export class Server extends EventEmitter {
   constructor(options: ServerOptions = {}) {
     super();
     this.options = resolveOptions(options);
+    if (this.options.mode === 'single') singleMode = true;
   }
 
   /** Serves `handler` on `address` (':9222', '127.0.0.1:0', '[::1]:443', 'unix:/path'). */
   register(address: string | number, handler: Handler): this {
-    this.registrations.push({ address: this.key(address), create: () => toServer(handler) });
+    const key = this.key(address);
+    checkHandler(key, handler);
+    this.registrations.push({ address: key, create: () => toServer(handler) });
     return this;
   }
 
@@ -68,13 +205,23 @@ export class Server extends EventEmitter {
    */
   private key(address: string | number): string {
     const parsed = parseAddress(address);
+    const clash = this.registrations.find((r) => overlaps(parseAddress(r.address.replace(/#\d+$/, '')), parsed));
+    if (clash && clash.address !== parsed.text) {
+      throw Object.assign(
+        new Error(
+          `'${clash.address}' and '${parsed.text}' are both registered in this program and overlap: both would listen ` +
+            `on port ${(parsed as { port: number }).port} of the same address. Register one of them; ':PORT' alone listens on every address`,
+        ),
+        { code: 'ERR_HANDOVER_ADDRESS_OVERLAP' },
+      );
+    }
     const taken = (k: string) => this.registrations.some((r) => r.address === k);
     if (parsed.kind === 'tcp' && parsed.port === 0) {
       let n = 0;
       while (taken(`${parsed.text}#${n}`)) n++;
       return `${parsed.text}#${n}`;
     }
-    if (taken(parsed.text)) throw new Error(`${parsed.text} is registered twice`);
+    if (taken(parsed.text)) throw new Error(`${parsed.text} is registered twice in this program; register each address once`);
     return parsed.text;
   }
 
@@ -89,20 +236,9 @@ export class Server extends EventEmitter {
    */
   registerTLS(address: string | number, certFile: string, keyFile: string, handler: http.RequestListener): this {
     const text = this.key(address);
-    if (isMaster()) {
-      for (const file of [certFile, keyFile]) {
-        try {
-          fs.accessSync(file, fs.constants.R_OK);
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          throw Object.assign(new Error(`cannot read TLS file ${file} for ${text} (${code}); check the path and permissions`), { code });
-        }
-      }
-    }
-    this.registrations.push({
-      address: text,
-      create: () => https.createServer({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) }, handler),
-    });
+    checkHandler(text, handler, true);
+    if (isMaster()) readTLS(text, certFile, keyFile);
+    this.registrations.push({ address: text, create: () => https.createServer(readTLS(text, certFile, keyFile), handler) });
     return this;
   }
 
@@ -113,6 +249,13 @@ export class Server extends EventEmitter {
    */
   run(): Promise<void> {
     if (this.runtime) return Promise.reject(new Error('run() was already called'));
+    if (running && running !== this) {
+      return Promise.reject(Object.assign(
+        new Error(`a second Server was started in this program; handover runs one per program (one master, one control directory): ${ONE_SERVER_FIX}`),
+        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      ));
+    }
+    running = this;
     if (isWorkerProcess()) {
       this.runtime = new Worker(this.options, this.registrations, this);
     } else if (this.options.mode === 'single') {
@@ -147,14 +290,30 @@ export class Server extends EventEmitter {
   }
 }
 
+/** listenAndServe/listenAndServeTLS calls so far in this program; more than one is a mistake. */
+let helperCalls = 0;
+
 /**
  * Builds and runs a Server. In the master, a failure to start is logged as one
  * line (naming the address, errno and fix) and the process exits 1, like Go's
  * log.Fatal(http.ListenAndServe(...)). In a worker, the error propagates.
+ * The run waits one turn of the event loop, so that a program calling the
+ * helper twice (an API port and a metrics port) is told so before either
+ * starts, with nothing bound and no control directory left behind.
  */
 async function serveOrExit(options: ServerOptions | undefined, build: (server: Server) => Server): Promise<void> {
+  const call = ++helperCalls;
   try {
-    await build(new Server(options)).run();
+    const server = build(new Server(options));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (helperCalls > 1) {
+      if (call > 1) return new Promise<void>(() => {}); // the first call reports it, once
+      throw Object.assign(
+        new Error(`listenAndServe()/listenAndServeTLS() was called ${helperCalls} times in this program; each call would start its own master. Instead, ${ONE_SERVER_FIX}`),
+        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      );
+    }
+    await server.run();
   } catch (error) {
     if (!isMaster()) throw error;
     if (!reported(error)) createLogger(options?.logger, 'master').error(error instanceof Error ? error.message : String(error));
@@ -167,9 +326,11 @@ async function serveOrExit(options: ServerOptions | undefined, build: (server: S
  * SIGHUP/SIGUSR1 and a graceful stop on SIGTERM/SIGINT.
  *
  * ```ts
- * await listenAndServe(':9222', (req, res) => res.end('hello'));
+ * listenAndServe(':9222', (req, res) => res.end('hello'));
  * ```
  * If the master cannot start (port in use, ...), it logs why and exits 1.
+ * One call per program: for several addresses, use one Server with a
+ * register() call each.
  */
 export function listenAndServe(address: string | number, handler: Handler, options?: ServerOptions): Promise<void> {
   return serveOrExit(options, (server) => server.register(address, handler));
@@ -179,7 +340,7 @@ export function listenAndServe(address: string | number, handler: Handler, optio
  * HTTPS version of listenAndServe; each worker reads cert and key at start.
  *
  * ```ts
- * await listenAndServeTLS(':9443', 'cert.pem', 'key.pem', (req, res) => res.end('hello'));
+ * listenAndServeTLS(':9443', 'cert.pem', 'key.pem', (req, res) => res.end('hello'));
  * ```
  */
 export function listenAndServeTLS(

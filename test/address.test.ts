@@ -77,6 +77,14 @@ describe('parseAddress: invalid forms', () => {
     });
   }
 
+  it('whitespace in an address is named as the cause, with the address it should be', () => {
+    for (const [input, where, fixed] of [[':9222 ', 'ends with', ':9222'], [' 127.0.0.1:80', 'starts with', '127.0.0.1:80'],
+      ['127.0.0.1: 80', 'contains', '127.0.0.1:80'], ['unix:/run/app.sock\n', 'ends with', 'unix:/run/app.sock']]) {
+      expect(() => parseAddress(input)).toThrow(AddressError);
+      expect(() => parseAddress(input)).toThrow(`invalid address ${JSON.stringify(input)}: it ${where} whitespace; remove it (${JSON.stringify(fixed)})`);
+    }
+  });
+
   it('an invalid port number throws too', () => {
     expect(() => parseAddress(99999)).toThrow(AddressError);
     expect(() => parseAddress(-1)).toThrow(AddressError);

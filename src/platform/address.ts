@@ -32,6 +32,12 @@ function parsePort(text: string, original: string): number {
 export function parseAddress(input: string | number): Address {
   if (typeof input === 'number') return parseAddress(`:${input}`);
   const text = String(input);
+  // a Unix path may hold spaces inside; nothing else may, and no address starts or ends with one
+  if (text.trim() !== text || (!text.startsWith('unix:') && /\s/.test(text))) {
+    const where = /^\s/.test(text) ? 'starts with' : /\s$/.test(text) ? 'ends with' : 'contains';
+    const fixed = text.trim().startsWith('unix:') ? text.trim() : text.replace(/\s+/g, '');
+    throw new AddressError(`invalid address ${JSON.stringify(text)}: it ${where} whitespace; remove it (${JSON.stringify(fixed)})`);
+  }
   if (text.startsWith('unix:')) {
     const path = text.slice('unix:'.length);
     if (path === '') throw new AddressError(`invalid address ${JSON.stringify(text)}: empty Unix path (${FORMS})`);

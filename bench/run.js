@@ -142,7 +142,8 @@ const TITLES = {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (o.help) return void console.log(HELP);
-  const command = `node bench/run.js${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+  const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+  const command = `node bench/run.js${process.argv.length > 2 ? ` ${process.argv.slice(2).map(quote).join(' ')}` : ''}`;
   const ctx = { o, log };
   if (o.wrk === false) disableWrk();
   if (!haveWrk()) log(`${o.wrk === false ? 'wrk not used (--no-wrk)' : 'wrk not found (looked in /usr/bin, /usr/local/bin)'}: the Node load client stands in for it, and the report says so`);
@@ -211,7 +212,7 @@ async function main() {
 /** The last commit touching src/master/ in the handover checkout at `root`. */
 async function masterCommit(root) {
   const r = await P.run('git', ['-C', root, 'log', '-1', '--format=%h %s', '--', 'src/master/']);
-  return r.code === 0 && r.stdout.trim() ? r.stdout.trim() : 'unknown (not a git checkout)';
+  return r.code === 0 && r.stdout.trim() ? r.stdout.trim() : 'unknown (not a git checkout: say which commit in --label)';
 }
 
 /** `node bench/run.js faults`: the faults scenario alone, into its own marked section of the results file. */
@@ -228,7 +229,7 @@ async function runFaults(ctx, command, wrk) {
   const md = [
     `## Faults under load — ${label}`,
     '',
-    `Command: \`${command}\`${o.handover ? '' : ` (the same as \`npm run bench -- ${process.argv.slice(2).join(' ')}\`, which builds first)`}, ` +
+    `Command: \`${command}\`${o.handover ? '' : ` (the same as \`npm run bench -- ${command.replace(/^node bench\/run\.js /, '')}\`, which builds first)`}, ` +
       `${((Date.now() - started) / 60000).toFixed(1)} min, all traffic on 127.0.0.1.`,
     '',
     ...R.hostLines(),

@@ -132,12 +132,12 @@ function report(o, d) {
     [`master open fds flat, reload 1 → ${last.n}`, `${first.fds} → ${last.fds}: ${signed(fdChange)}`, ok(fdChange === 0)],
     ['no worker left behind', `${last.workers} live worker(s) after the last reload settled (expected ${o.workers})`, ok(settled && last.workers === o.workers)],
   ];
-  const memoryHeader = o.memory ? ['heap used after GC', 'external', 'arrayBuffers', 'anonymous (smaps)', 'live handles'] : [];
+  const memoryHeader = o.memory ? ['heap used after GC', 'heap total', 'external', 'arrayBuffers', 'anonymous (smaps)', 'live handles'] : [];
   const memoryCells = (m) => {
     if (!o.memory) return [];
-    if (!m) return ['no answer', '', '', '', ''];
+    if (!m) return ['no answer', '', '', '', '', ''];
     const handles = Object.entries(m.handles).map(([k, n]) => `${k} ${n}`).join(', ');
-    return [S.mb(m.heapUsed / 1024), S.mb(m.external / 1024), S.mb(m.arrayBuffers / 1024), S.mb(m.smaps.Anonymous), handles];
+    return [S.mb(m.heapUsed / 1024), S.mb(m.heapTotal / 1024), S.mb(m.external / 1024), S.mb(m.arrayBuffers / 1024), S.mb(m.smaps.Anonymous), handles];
   };
   const rows = checkpoints.map((c) => [
     c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), c.fds, c.workers, ...memoryCells(c.memory),
@@ -224,7 +224,7 @@ async function soak(o) {
   const checkpoint = async (n) => {
     const c = { n, ...sample(server), memory: memoryFile ? await probe(server, memoryFile) : undefined };
     checkpoints.push(c);
-    const m = c.memory ? `; heap ${S.mb(c.memory.heapUsed / 1024)}, external ${S.mb(c.memory.external / 1024)}, anonymous ${S.mb(c.memory.smaps.Anonymous)}` : '';
+    const m = c.memory ? `; heap ${S.mb(c.memory.heapUsed / 1024)} of ${S.mb(c.memory.heapTotal / 1024)}, external ${S.mb(c.memory.external / 1024)}, anonymous ${S.mb(c.memory.smaps.Anonymous)}` : '';
     log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)}, ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
   };
   try {
@@ -271,7 +271,7 @@ async function soak(o) {
     }
     log('stopping handover');
     await server.stop();
-    if (memoryFile) fs.rmSync(path.dirname(memoryFile), { recursive: true, force: true });
+    if (memoryFile) log(`the master's memory probes (one JSON line per checkpoint) are in ${memoryFile}`);
   }
   if (o.load && !r) throw new Error('the load client sent no result');
   if (!checkpoints.some((c) => c.n === 1)) throw new Error('reload 1 did not complete; nothing to compare');

@@ -1,6 +1,7 @@
 // Memory probe for the master (bench/soak.js --memory): on SIGUSR2 (which
 // handover does not use) it runs a full GC and appends one JSON line to
-// `file`: process.memoryUsage(), the live libuv handles by type and
+// `file`: process.memoryUsage(), V8's physical size per heap space, the live
+// libuv handles by type and
 // /proc/self/smaps_rollup, so a soak can tell JS heap, Buffers (external,
 // arrayBuffers), handles and native/allocator memory apart.
 const fs = require('node:fs');
@@ -23,7 +24,11 @@ module.exports = function memoryProbe(file) {
     gc();
     const handles = {};
     for (const h of process._getActiveHandles()) handles[h.constructor.name] = (handles[h.constructor.name] || 0) + 1;
-    const line = { at: Date.now(), ...process.memoryUsage(), handles, requests: process._getActiveRequests().length, smaps: smapsRollup() };
+    const spaces = {};
+    for (const sp of v8.getHeapSpaceStatistics()) spaces[sp.space_name] = sp.physical_space_size;
+    const line = {
+      at: Date.now(), ...process.memoryUsage(), spaces, handles, requests: process._getActiveRequests().length, smaps: smapsRollup(),
+    };
     fs.appendFileSync(file, `${JSON.stringify(line)}\n`);
   });
 };

@@ -70,7 +70,7 @@ interface Status {
 /** Parses the status command's output; fails the test if a line is not as documented. */
 function parseStatus(stdout: string): Status {
   const lines = stdout.trimEnd().split('\n');
-  const head = /^master pid (\d+), generation (\d+)(?: \(reloading\))?, up (?:\d+[dhms] ?)+$/.exec(lines[0]);
+  const head = /^master pid (\d+)(?: \([\w.-]+\))?, generation (\d+)(?: \(reloading\))?, up (?:\d+[dhms] ?)+$/.exec(lines[0]);
   expect(head, `first line of status: ${lines[0]}`).not.toBeNull();
   const listening = /^listening on (.+)$/.exec(lines[1]);
   expect(listening, `second line of status: ${lines[1]}`).not.toBeNull();

@@ -19,18 +19,40 @@
 //     listening fd and the result comparison fails;
 //   - the admin gate accepting the workers' uid: the fake process's status
 //     request gets an answer.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Master, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
-const SCRIPT = 'test/fixtures/eco-privileged.js';
-const NOBODY = 65534;
 const isRoot = process.getuid!() === 0;
+
+/**
+ * The fixture and the package it loads, copied into a world-readable temp
+ * directory: workers run as `nobody`, and a checkout under /root or in a
+ * mkdtemp directory (0700) is not readable by `nobody`.
+ */
+function worldReadableCopy(): string {
+  const dir = tempDir('handover-priv-pkg-');
+  const copy = (from: string) => {
+    if (fs.existsSync(path.join(ROOT, from))) fs.cpSync(path.join(ROOT, from), path.join(dir, from), { recursive: true });
+  };
+  for (const entry of ['package.json', 'dist', 'prebuilds', 'build/Release/handover.node', 'node_modules/node-gyp-build',
+    'test/fixtures/eco-privileged.js', 'test/fixtures/report.js']) copy(entry);
+  // mkdtemp makes it 0700 and the copies keep the checkout's modes
+  execFileSync('chmod', ['-R', 'a+rX', dir]);
+  return dir;
+}
+const PACKAGE = isRoot ? worldReadableCopy() : ROOT;
+afterAll(() => {
+  if (PACKAGE !== ROOT) fs.rmSync(PACKAGE, { recursive: true, force: true });
+});
+/** startMaster takes a path relative to the checkout. */
+const SCRIPT = path.relative(ROOT, path.join(PACKAGE, 'test', 'fixtures', 'eco-privileged.js'));
+const NOBODY = 65534;
 if (!isRoot) console.log('skipping the privilege separation tests: they need root (the master binds a port < 1024 and setuids its workers)');
 
 const cleanups: (() => void)[] = [];
@@ -127,8 +149,8 @@ function runAs(user: string[], code: string, args: string[]): Promise<{ pid: num
 // (native, like a worker), send one frame, then wait for the master's answer
 // with recvFds: the bytes and any fds it carried, or EOF.
 const PROBE = `
-const native = require(${JSON.stringify(path.join(ROOT, 'dist/platform/native.js'))});
-const { encode } = require(${JSON.stringify(path.join(ROOT, 'dist/protocol.js'))});
+const native = require(${JSON.stringify(path.join(PACKAGE, 'dist/platform/native.js'))});
+const { encode } = require(${JSON.stringify(path.join(PACKAGE, 'dist/protocol.js'))});
 const [socketPath, port, workerPid] = process.argv.slice(1);
 async function attempt(frame) {
   let fd;

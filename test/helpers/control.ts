@@ -1,21 +1,34 @@
 // Talking to a running master over its control socket, as the admin command does.
 import * as net from 'node:net';
-import { FrameDecoder, type MasterStatus, encode } from '../../src/protocol';
+import { FrameDecoder, type MasterStatus, type Message, encode } from '../../src/protocol';
 
-/** The master's status, with each worker's open connections. */
-export function adminStatus(socketPath: string): Promise<MasterStatus> {
+/** Sends one admin request and resolves with the first answer. */
+function ask(socketPath: string, request: Message): Promise<Message> {
   return new Promise((resolve, reject) => {
     const decoder = new FrameDecoder();
-    const socket = net.connect(socketPath, () => socket.write(encode({ type: 'status' })));
+    const socket = net.connect(socketPath, () => socket.write(encode(request)));
     socket.on('data', (chunk) => {
-      for (const message of decoder.push(chunk)) {
-        if (message.type === 'status-result') {
-          socket.destroy();
-          resolve(message.status);
-        }
+      const [answer] = decoder.push(chunk);
+      if (answer) {
+        socket.destroy();
+        resolve(answer);
       }
     });
     socket.on('error', reject);
-    socket.on('close', () => reject(new Error('the master closed the control connection without a status')));
+    socket.on('close', () => reject(new Error(`the master closed the control connection without answering ${request.type}`)));
   });
+}
+
+/** The master's status, with each worker's open connections. */
+export async function adminStatus(socketPath: string): Promise<MasterStatus> {
+  const answer = await ask(socketPath, { type: 'status' });
+  if (answer.type !== 'status-result') throw new Error(`status was answered with ${answer.type}`);
+  return answer.status;
+}
+
+/** Asks for a reload as `handover reload` does; resolves with its outcome. */
+export async function adminReload(socketPath: string): Promise<{ ok: boolean; message?: string }> {
+  const answer = await ask(socketPath, { type: 'reload', id: 1 });
+  if (answer.type !== 'reload-result') throw new Error(`reload was answered with ${answer.type}`);
+  return { ok: answer.ok, message: answer.message };
 }

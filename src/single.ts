@@ -279,7 +279,8 @@ export class SingleProcess {
     this.successor?.abandon(); // a successor still starting: the stop wins
     this.listeners.closeAll(final);
     this.log.info(`draining: ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
-    const drained = this.serving.drain();
+    // A reload passed on to the successor is answered through us: stay for it.
+    const drained = Promise.all([this.serving.drain(), this.reloader.idle()]);
     this.events.emit('drain');
     const exit = () => {
       this.control?.close();

@@ -26,6 +26,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { adminReload, adminStatus } from './helpers/control';
 import { Load } from './helpers/load';
 import { type Master, type MasterEvent, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
@@ -273,6 +274,33 @@ describe('single-process mode', () => {
       expect([...stats.pids.keys()].sort()).toEqual([first.pid, to].sort());
     });
   }
+
+  it('with reloadSignals: [] a reload requested during a handover is run by the successor (no signal): both calls succeed, zero failed requests', async () => {
+    const dir = scratch();
+    const behaviourFile = path.join(dir, 'behaviour.json');
+    const gateFile = path.join(dir, 'gate');
+    fs.writeFileSync(behaviourFile, JSON.stringify({ gateFile }));
+    fs.writeFileSync(gateFile, '');
+    const first = await startMaster({ script: APP, fixture: { reloadSignals: [], behaviourFile, controlDir: dir } });
+    const control = path.join(dir, fs.readdirSync(dir).find((n) => n.startsWith(`handover-${first.pid}-`))!, 'control.sock');
+    const load = new Load({ port: first.port, connections: 8 });
+    await load.servedBy(first.pid);
+    fs.rmSync(gateFile);
+    const firstReload = adminReload(control);
+    await waitEvent(first, (e) => e.event === 'reload' && e.self === first.pid, 'the handover to start');
+    const secondReload = adminReload(control);
+    await adminStatus(control); // answered after the second request was read
+    fs.writeFileSync(gateFile, '');
+    expect(await firstReload).toEqual({ ok: true });
+    expect(await secondReload).toEqual({ ok: true });
+    const third = await waitEvent(first, (e) => e.event === 'ready' && e.generation === 3, 'generation 3 to serve');
+    await pollUntil(() => ourProcesses().length === 1, 'generations 1 and 2 to exit', 30_000);
+    expect(ourProcesses()).toEqual([third.self]);
+    await load.servedBy(third.self);
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
+    expect(events(first).filter((e) => e.event === 'reloaded').map((e) => e.generation)).toEqual([2, 3]);
+  });
 
   it('SIGTERM to the current pid drains it (an in-flight request completes) and leaves no process and no pidFile', async () => {
     const dir = scratch();

@@ -86,6 +86,12 @@ export class Reloader<T> {
     return this.running !== undefined;
   }
 
+  /** Resolves once nothing runs and nothing is queued. */
+  idle(): Promise<void> {
+    const pending = this.queued ?? this.running;
+    return pending ? pending.then(() => this.idle(), () => this.idle()) : Promise.resolve();
+  }
+
   request(): Promise<T> {
     if (!this.running) {
       this.running = this.run().finally(() => (this.running = undefined));

@@ -3,6 +3,7 @@
 // (the default since TypeScript 5.9's `tsc --init`).
 /// <reference types="node" preserve="true" />
 export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker, isServing } from './server';
+export { ready } from './run/ready';
 export type { Handler, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';

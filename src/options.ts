@@ -61,6 +61,11 @@ export interface ServerOptions {
   user?: string | number;
   /** Group for the workers (name or gid). Default: the `user`'s primary group. */
   group?: string | number;
+  /**
+   * @internal For `handover start`: the master registers nothing itself and
+   * binds the addresses its workers' programs listen on (each hello names them).
+   */
+  dynamicAddresses?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -81,6 +86,7 @@ export interface ResolvedOptions {
   controlDir: string;
   /** Who workers run as; undefined: the master's own identity. */
   identity?: Identity;
+  dynamicAddresses: boolean;
 }
 
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
@@ -105,7 +111,7 @@ const DEFAULTS = {
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
   heartbeatTimeout: true, stopDelay: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
-  unixSocketMode: true, controlDir: true, user: true, group: true,
+  unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 function show(value: unknown): string {
@@ -238,6 +244,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     unixSocketMode: o.unixSocketMode === undefined ? undefined : checkInteger('unixSocketMode', o.unixSocketMode, 0, 0o777, 'a file mode such as 0o660'),
     controlDir: o.controlDir === undefined ? os.tmpdir() : checkString('controlDir', o.controlDir),
     identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
+    dynamicAddresses: o.dynamicAddresses === true,
   };
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);

@@ -42,6 +42,8 @@ export class Master {
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
   private removeSignalHandlers?: () => void;
+  private reloadStartedAt?: number;
+  private lastReload?: MasterStatus['lastReload'];
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -62,14 +64,18 @@ export class Master {
       log: this.log,
       events: {
         reload: ({ generation }) => {
+          this.reloadStartedAt = Date.now();
           notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
           this.events.emit('reload', { generation });
         },
         reloaded: (e) => {
+          this.lastReload = { generation: e.generation, startedAt: Date.now() - e.durationMs, durationMs: e.durationMs, ok: true };
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
         },
         reloadFailed: (e) => {
+          const startedAt = this.reloadStartedAt ?? Date.now();
+          this.lastReload = { generation: e.generation, startedAt, durationMs: Date.now() - startedAt, ok: false, error: e.error.message };
           notify('READY=1', this.statusLine());
           this.events.emit('reload-failed', e);
         },
@@ -87,7 +93,9 @@ export class Master {
   async run(): Promise<void> {
     const stopped = new Promise<void>((resolve) => (this.stopRequested = resolve));
     try {
-      if (this.addresses.length === 0) throw new Error('nothing to serve: register at least one address before run()');
+      if (this.addresses.length === 0 && !this.options.dynamicAddresses) {
+        throw new Error('nothing to serve: register at least one address before run()');
+      }
       this.listeners.adopt(takeActivatedSockets());
       for (const address of this.addresses) this.listeners.ensure(address);
       for (const socket of this.listeners.unclaimed) {
@@ -112,7 +120,8 @@ export class Master {
         force: () => this.force(),
       });
       const workers = this.options.workers;
-      this.log.info(`listening on ${this.bound.join(', ')}; starting generation 1 (${workers} worker${workers > 1 ? 's' : ''})`);
+      const listening = this.bound.length > 0 ? `listening on ${this.bound.join(', ')}; ` : '';
+      this.log.info(`${listening}starting generation 1 (${workers} worker${workers > 1 ? 's' : ''})`);
       await this.lifecycle.start();
     } catch (error) {
       if (this.stopping) return this.stopping; // a stop signal during start-up: a clean stop
@@ -159,7 +168,9 @@ export class Master {
       uptimeMs: Date.now() - this.startedAt,
       reloading: this.lifecycle.reloading,
       addresses: this.bound,
-      workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state })),
+      controlSocket: this.control?.path,
+      lastReload: this.lastReload,
+      workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
       slots: Array.from({ length: this.options.workers }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
   }
@@ -242,7 +253,8 @@ export class Master {
     // A master started as root binds for unprivileged workers only what its
     // own program registered: a worker must not get a privileged port or an
     // arbitrary Unix path just by asking.
-    const unregistered = this.options.identity ? hello.addresses.filter((a) => !this.addresses.includes(a)) : [];
+    const restricted = this.options.identity !== undefined && !this.options.dynamicAddresses;
+    const unregistered = restricted ? hello.addresses.filter((a) => !this.addresses.includes(a)) : [];
     if (unregistered.length > 0) {
       worker.failure = `${worker.describe()} asked for ${unregistered.join(', ')}, which the master's program did not register; ` +
         'with `user` set the master binds only its own registrations (register the address in the code the master runs too)';

@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import type * as net from 'node:net';
 import { type Message, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
+import { stderrTail } from './spawn-self';
 
 /** Extra time past stopTimeout before a child that did not exit is killed. */
 const KILL_GRACE_MS = 2_000;
@@ -52,9 +53,15 @@ export class WorkerProcess implements Child {
         clearTimeout(timer);
         clearTimeout(this.killTimer);
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-        this.markFailed(new Error(`${this.describe()} ${how} before it was ready${this.failure ? `: ${this.failure}` : ''}`));
         this.conn?.destroy();
         resolve();
+        // A start-up failure is reported with what the worker itself said: its
+        // `failed` frame, and the last lines of its stderr when they pass
+        // through the master (the exception and stack, a SyntaxError's file:line).
+        void stderrTail(child).then((tail) => this.markFailed(new Error(
+          `${this.describe()} ${how} before it was ready${this.failure ? `: ${this.failure}` : ''}` +
+            `${tail ? `; its last output:\n${tail}` : ''}`,
+        )));
       };
       child.once('exit', onExit);
       child.once('error', () => onExit(null, null));

@@ -23,12 +23,12 @@ export function readyState(): ReadyState {
  * once its program has listened and then made no listen() call for 200 ms;
  * with it, only when the program calls ready(). Outside `handover start` it
  * does nothing, so the same program also runs under plain `node`.
+ * Call it from start-up code, not from a listen() callback: with
+ * `--wait-ready` those run only once the worker is ready.
  *
  * ```js
- * app.listen(3000, async () => {
- *   await cache.warm();
- *   require('handover').ready();
- * });
+ * app.listen(3000);
+ * cache.warm().then(() => require('handover').ready());
  * ```
  */
 export function ready(): void {

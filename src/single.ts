@@ -6,7 +6,6 @@
 // atomically and systemd is told MAINPID=.
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
-import * as fs from 'node:fs';
 import type { MasterStatus, Message } from './protocol';
 import { ControlClient } from './worker/control-client';
 import { ControlServer } from './master/control-server';
@@ -17,6 +16,7 @@ import * as native from './platform/native';
 import type { ResolvedOptions } from './options';
 import { type Registration, Serving } from './worker/serving';
 import { spawnSelf } from './master/spawn-self';
+import { adoptPidFile, removePidFile, writePidFile } from './platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from './platform/systemd';
 import { handleSignals } from './signals';
 import { WorkerProcess } from './master/worker-process';
@@ -29,12 +29,6 @@ const SUCCESSOR = {
 
 /** How long a successor waits for its predecessor's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-
-function writeAtomically(file: string, content: string): void {
-  const temp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(temp, content);
-  fs.renameSync(temp, file);
-}
 
 export class SingleProcess {
   private readonly log: Logger;
@@ -118,7 +112,7 @@ export class SingleProcess {
       });
       predecessor.send({ type: 'ready' });
     } else {
-      if (this.options.pidFile) writeAtomically(this.options.pidFile, `${process.pid}\n`);
+      if (this.options.pidFile) writePidFile(this.options.pidFile);
       notify('READY=1', `STATUS=generation ${this.generation} serving`);
     }
     this.log.info(`ready: generation ${this.generation} serving on ${this.bound.join(', ')} (single process)`);
@@ -235,7 +229,7 @@ export class SingleProcess {
       throw new Error(message);
     }
     // The successor serves: tell the world its pid, then step aside.
-    if (this.options.pidFile) writeAtomically(this.options.pidFile, `${successor.pid}\n`);
+    if (this.options.pidFile) writePidFile(this.options.pidFile, successor.pid);
     notify(`MAINPID=${successor.pid}`, 'READY=1', `STATUS=generation ${number} serving`);
     const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
     this.log.info(`reload: generation ${number} (pid ${successor.pid}) ready in ${durationMs.toFixed(0)} ms; draining`);
@@ -284,7 +278,10 @@ export class SingleProcess {
     this.events.emit('drain');
     const exit = () => {
       this.control?.close();
-      if (final && this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
+      if (final && this.options.pidFile) {
+        adoptPidFile(this.options.pidFile); // a successor's was written by its predecessor: ours once it names us
+        removePidFile(this.options.pidFile);
+      }
       if (final) {
         this.log.info('stopped');
         this.events.emit('stop');

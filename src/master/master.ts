@@ -11,10 +11,10 @@
 //   3. drain every worker; each is killed at stopTimeout
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
-import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
+import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
 import { handleSignals } from '../signals';
@@ -109,7 +109,7 @@ export class Master {
         },
         admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
       });
-      if (this.options.pidFile) fs.writeFileSync(this.options.pidFile, `${process.pid}\n`);
+      if (this.options.pidFile) writePidFile(this.options.pidFile);
       this.removeSignalHandlers = handleSignals({
         reloadSignals: this.options.reloadSignals,
         stopSignals: this.options.stopSignals,
@@ -205,7 +205,7 @@ export class Master {
     this.listeners.closeAll();
     await this.lifecycle.stop();
     this.control?.close();
-    if (this.options.pidFile) fs.rmSync(this.options.pidFile, { force: true });
+    if (this.options.pidFile) removePidFile(this.options.pidFile);
     if (!force) {
       this.log.info('stopped');
       this.events.emit('stop');

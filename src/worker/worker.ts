@@ -2,8 +2,8 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import * as os from 'node:os';
 import { ENV } from '../protocol';
+import { guardAgainstOrphaning } from './orphan';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
@@ -57,7 +57,7 @@ export class Worker {
 
   /** Serves until drained; then the process exits. Rejects if start-up fails. */
   async run(): Promise<void> {
-    this.guardAgainstOrphaning();
+    guardAgainstOrphaning(this.masterPid, this.options.stopSignals[0], this.options.stopTimeout, this.log);
     this.installSignalHandlers();
     const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
@@ -117,15 +117,6 @@ export class Worker {
       this.pendingReloads.set(id, { resolve, reject });
       control.send({ type: 'reload', id });
     });
-  }
-
-  /** Linux: the kernel sends SIGTERM (a drain) if the master dies; a late start checks it is not already gone. */
-  private guardAgainstOrphaning(): void {
-    native.setParentDeathSignal(os.constants.signals.SIGTERM);
-    if (process.ppid !== this.masterPid) {
-      this.log.error(`master pid ${this.masterPid} is gone before this worker started; exiting`);
-      process.exit(1);
-    }
   }
 
   /** Reload signals are the master's business; stop signals drain (invariant 9). */

@@ -1,0 +1,122 @@
+// A stop strands no connection (invariant 12), and the same stop delivered
+// twice is one stop (invariant 9): real masters, real signals, real clients.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+
+const APP = 'test/fixtures/fault-app.js';
+/** Far beyond any answer or refusal; only a connection left in a queue nobody serves gets here. */
+const CLIENT_TIMEOUT_MS = 20_000;
+
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  await reapAll();
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+function scratch(): string {
+  const dir = tempDir('handover-stop-');
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface Outcome {
+  status?: number;
+  error?: string;
+  connection?: string;
+  body?: string;
+}
+
+/** One request on a fresh connection; resolves with what happened to it. */
+function request(port: number, urlPath = '/'): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: CLIENT_TIMEOUT_MS }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({
+        status: res.statusCode, body, connection: String(res.headers.connection),
+        error: res.complete ? undefined : 'cut short',
+      }));
+      res.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    req.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+    req.end();
+  });
+}
+
+/** A request whose headers arrive before it ends: `started` resolves once it is in flight. */
+function inFlight(port: number, urlPath: string): { started: Promise<void>; done: Promise<Outcome> } {
+  let onStarted!: () => void;
+  const started = new Promise<void>((resolve) => (onStarted = resolve));
+  const done = new Promise<Outcome>((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.once('data', onStarted);
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode, body, error: res.complete ? undefined : 'cut short' }));
+      res.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+      res.on('aborted', () => resolve({ error: 'aborted' }));
+    });
+    req.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+    req.end();
+  });
+  return { started, done };
+}
+
+describe('stop', () => {
+  it('the same stop signal twice at once (process-group delivery) is one stop: the request in flight completes', async () => {
+    const dir = scratch();
+    const gate = path.join(dir, 'finish');
+    const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 60_000 } });
+    const long = inFlight(master.port, `/flush?until=${encodeURIComponent(gate)}`);
+    await long.started;
+    master.proc.kill('SIGTERM');
+    master.proc.kill('SIGTERM');
+    await pollUntil(() => /one stop/.test(master.stderr), 'the master to see the second SIGTERM', 30_000);
+    fs.writeFileSync(gate, '');
+    expect(await long.done).toEqual({ status: 200, body: 'started done', error: undefined });
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+    expect(master.stderr).not.toMatch(/killing workers|stopping now/);
+  });
+
+  it('after a stop begins, a new connection is served or refused at once, never left waiting and then reset', async () => {
+    const dir = scratch();
+    const gate = path.join(dir, 'finish');
+    const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 60_000 } });
+    const port = master.port;
+    // a long request keeps one worker (and so the master) alive while we knock
+    const long = inFlight(port, `/flush?until=${encodeURIComponent(gate)}`);
+    await long.started;
+    master.proc.kill('SIGTERM');
+    await pollUntil(() => /stopping: draining/.test(master.stderr), 'the stop to begin', 30_000);
+    const knocks = await Promise.all(Array.from({ length: 24 }, () => request(port)));
+    for (const knock of knocks) {
+      expect(knock.status === 200 || knock.error === 'ECONNREFUSED', JSON.stringify(knock)).toBe(true);
+    }
+    fs.writeFileSync(gate, '');
+    expect((await long.done).body).toBe('started done');
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('a reload signal during a stop is ignored and says so', async () => {
+    const dir = scratch();
+    const gate = path.join(dir, 'finish');
+    const master = await startMaster({ script: APP, fixture: { stopTimeout: 60_000 } });
+    const long = inFlight(master.port, `/flush?until=${encodeURIComponent(gate)}`);
+    await long.started;
+    master.proc.kill('SIGTERM');
+    await pollUntil(() => /stop requested/.test(master.stderr), 'the stop to begin', 30_000);
+    master.proc.kill('SIGHUP');
+    await pollUntil(() => /SIGHUP: reload ignored, stopping/.test(master.stderr), 'the SIGHUP to be reported as ignored', 30_000);
+    fs.writeFileSync(gate, '');
+    expect((await long.done).body).toBe('started done');
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+    expect(master.count('reload')).toBe(0);
+    expect(ourProcesses()).toEqual([]);
+  });
+});

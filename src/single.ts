@@ -216,11 +216,10 @@ export class SingleProcess {
     try {
       await next.ready();
       if (this.stopping) {
-        next.abandon();
+        await next.abandon();
         throw new Error('stop requested during the reload');
       }
     } catch (error) {
-      if (successor.state !== 'draining') await successor.exited;
       this.successor = undefined;
       const message = `reload to generation ${number} failed, generation ${this.generation} keeps serving: ${(error as Error).message}`;
       notify('READY=1', `STATUS=generation ${this.generation} serving`);

@@ -17,7 +17,13 @@ const fuzz = require('./fixtures/auth-fuzz-frames.js');
 
 const samples: Message[] = [
   { type: 'hello', token: 'ab'.repeat(32), pid: 1234, slot: 0, generation: 7, addresses: ['127.0.0.1:0#0', 'unix:/tmp/é €.sock'] },
-  { type: 'listeners', listeners: [{ address: ':9222', bound: '[::]:9222', backlog: 1024 }] },
+  { type: 'listeners', listeners: [{ address: ':9222', bound: '[::]:9222', backlog: 1024, fds: 2 }] },
+  { type: 'listeners', listeners: [{ address: 'unix:/run/a.sock', bound: 'unix:/run/a.sock', backlog: 8, fds: 1, owned: false }] },
+  { type: 'ping' },
+  { type: 'pong' },
+  { type: 'cover', slot: 1 },
+  { type: 'uncover', slot: 0 },
+  { type: 'closing' },
   { type: 'refused', message: 'bind failed: 😀' },
   { type: 'ready' },
   { type: 'failed', message: '' },
@@ -161,7 +167,11 @@ describe('encode / FrameDecoder', () => {
       { type: 'listeners', listeners: [null] },
       { type: 'listeners', listeners: [[]] },
       { type: 'listeners', listeners: [{ address: 'a', bound: 'b' }] },
-      { type: 'listeners', listeners: [{ address: 'a', bound: 1, backlog: 1 }] },
+      { type: 'listeners', listeners: [{ address: 'a', bound: 1, backlog: 1, fds: 1 }] },
+      { type: 'listeners', listeners: [{ address: 'a', bound: 'b', backlog: 1, fds: 0 }] },
+      { type: 'listeners', listeners: [{ address: 'a', bound: 'b', backlog: 1 }] },
+      { type: 'cover', slot: -1 },
+      { type: 'uncover' },
       { type: 'listeners', listeners: {} },
       { type: 'refused' },
       { type: 'failed', message: {} },
@@ -220,7 +230,15 @@ function conforms(m: unknown): boolean {
       return str(o.token) && int(o.pid) && int(o.slot) && int(o.generation) && Array.isArray(o.addresses) && o.addresses.every(str);
     case 'listeners':
       return Array.isArray(o.listeners) && o.listeners.every((l) =>
-        typeof l === 'object' && l !== null && !Array.isArray(l) && str(l.address) && str(l.bound) && int(l.backlog));
+        typeof l === 'object' && l !== null && !Array.isArray(l) && str(l.address) && str(l.bound) && int(l.backlog) &&
+        int(l.fds) && l.fds >= 1 && (l.owned === undefined || typeof l.owned === 'boolean'));
+    case 'cover':
+    case 'uncover':
+      return int(o.slot) && (o.slot as number) >= 0;
+    case 'ping':
+    case 'pong':
+    case 'closing':
+      return true;
     case 'refused':
     case 'failed':
       return str(o.message);

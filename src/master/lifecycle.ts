@@ -117,25 +117,28 @@ export class Generation {
 
   /**
    * Resolves once every child is ready and still alive and ready at this
-   * moment; otherwise abandons every child and rejects with the first reason.
+   * moment; otherwise abandons every child and rejects with the first reason
+   * once the killed ones are gone (ready ones drain, their requests finish).
    */
   async ready(): Promise<void> {
     try {
       await Promise.all(this.children.map((c) => c.ready));
     } catch (error) {
-      this.abandon();
+      await this.abandon();
       throw error;
     }
     const lost = this.children.find((c) => !c.alive || c.state !== 'ready');
     if (lost) {
       const how = lost.alive ? `became ${lost.state}` : 'exited';
-      this.abandon();
+      await this.abandon();
       throw new Error(`${lost.describe()} ${how} after it was ready, before the generation was committed`);
     }
   }
 
-  abandon(): void {
+  /** Gives up on every child; resolves when the ones that were killed (not drained) have exited. */
+  async abandon(): Promise<void> {
     for (const child of this.children) child.abandon();
+    await Promise.all(this.children.filter((c) => c.state !== 'draining').map((c) => c.exited));
   }
 }
 
@@ -268,7 +271,7 @@ export class Lifecycle {
     try {
       await next.ready();
       if (this.stopping) {
-        next.abandon();
+        void next.abandon();
         throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
       }
     } catch (error) {

@@ -63,8 +63,23 @@ interface Binding {
   markCloseOnExec(minFd: number): number;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const binding: Binding = require('node-gyp-build')(path.join(__dirname, '..', '..'));
+const binding: Binding = loadBinding();
+
+/** The prebuild for this platform, or build/ from a source build; an error that says how to get one. */
+function loadBinding(): Binding {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('node-gyp-build')(path.join(__dirname, '..', '..'));
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw Object.assign(new Error(
+      `handover's native addon did not load for ${process.platform}-${process.arch} (${reason}). ` +
+        'No prebuild matched, so it must be built from source: approve the install script ' +
+        '(`npm install-scripts approve handover && npm rebuild handover`; needs python3, make and a C++ compiler; ' +
+        'on Alpine `apk add python3 make g++ linux-headers`)',
+    ), { code: 'ERR_HANDOVER_NO_ADDON', cause: error });
+  }
+}
 
 /** A system error as thrown by the binding and by Node itself. */
 export interface SystemError extends Error {

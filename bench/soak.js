@@ -71,7 +71,8 @@ const log = (message) => process.stderr.write(`[soak ${new Date().toISOString().
 
 /** The master's VmRSS (kB), open fds and live children (its workers). */
 function sample(server) {
-  return { rss: P.rssKb(server.pid), fds: P.fdCount(server.pid), workers: server.workerPids().length };
+  const parts = P.rssPartsKb(server.pid);
+  return { rss: P.rssKb(server.pid), anon: parts.anon, file: parts.file, fds: P.fdCount(server.pid), workers: server.workerPids().length };
 }
 
 /**
@@ -129,6 +130,9 @@ function report(o, d) {
       ? [`master RSS flat, reload 100 → ${last.n} (within 5%)`, `${S.mb(hundred.rss)} → ${S.mb(last.rss)}: ratio ${ratio.toFixed(3)}, ${change(hundred.rss, last.rss)}`, ok(Math.abs(ratio - 1) <= 0.05)]
       : ['master RSS flat, reload 100 → last (within 5%)', 'fewer than 101 reloads', 'not run'],
     [`master RSS, reload 1 → ${last.n}`, `${S.mb(first.rss)} → ${S.mb(last.rss)}: ${change(first.rss, last.rss)}`, '–'],
+    ...(ratio !== undefined ? [[`its parts, reload 100 → ${last.n}: anonymous (V8 heap, malloc) and file-backed (node's code)`,
+      `anon ${S.mb(hundred.anon)} → ${S.mb(last.anon)} (ratio ${(last.anon / hundred.anon).toFixed(3)}); ` +
+        `file ${S.mb(hundred.file)} → ${S.mb(last.file)} (ratio ${(last.file / hundred.file).toFixed(3)})`, '–']] : []),
     [`master open fds flat, reload 1 → ${last.n}`, `${first.fds} → ${last.fds}: ${signed(fdChange)}`, ok(fdChange === 0)],
     ['no worker left behind', `${last.workers} live worker(s) after the last reload settled (expected ${o.workers})`, ok(settled && last.workers === o.workers)],
   ];
@@ -140,10 +144,10 @@ function report(o, d) {
     return [S.mb(m.heapUsed / 1024), S.mb(m.heapTotal / 1024), S.mb(m.external / 1024), S.mb(m.arrayBuffers / 1024), S.mb(m.smaps.Anonymous), handles];
   };
   const rows = checkpoints.map((c) => [
-    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), c.fds, c.workers, ...memoryCells(c.memory),
+    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), S.mb(c.anon), S.mb(c.file), c.fds, c.workers, ...memoryCells(c.memory),
   ]);
   rows.push([`peak over all ${reloads.length} reloads, sampled as each became ready (old generation still draining)`,
-    S.mb(peak.rss), S.int(peak.rss), peak.fds, peak.workers, ...memoryHeader.map(() => '')]);
+    S.mb(peak.rss), S.int(peak.rss), '', '', peak.fds, peak.workers, ...memoryHeader.map(() => '')]);
   const env = Object.entries(o.env).map(([k, v]) => `${k}=${v}`).join(' ');
   return [
     '## Soak',
@@ -181,12 +185,14 @@ function report(o, d) {
     ] : []),
     '### Master process',
     '',
-    'VmRSS from /proc/<pid>/status and open fds from /proc/<pid>/fd. At each checkpoint the sample is taken once the old ' +
+    'VmRSS, and its parts RssAnon (anonymous memory: the V8 heap, malloc, stacks) and RssFile (pages of mapped files, ' +
+      'mostly the node binary\'s own code, shared with every node process through the page cache), from /proc/<pid>/status; ' +
+      'open fds from /proc/<pid>/fd. At each checkpoint the sample is taken once the old ' +
       'generation has exited, so that every row counts one generation.' +
       (o.memory ? ' The memory columns come from the master itself (apps/memory.js, on SIGUSR2): `process.memoryUsage()` right after ' +
         'a full GC, `Anonymous` from /proc/self/smaps_rollup, and the live libuv handles by type.' : ''),
     '',
-    S.table(['when', 'master VmRSS', 'kB', 'open fds', 'live workers', ...memoryHeader], rows),
+    S.table(['when', 'master VmRSS', 'kB', 'RssAnon', 'RssFile', 'open fds', 'live workers', ...memoryHeader], rows),
     '',
     `Change from reload 1 to reload ${last.n}: RSS ${change(first.rss, last.rss)}, open fds ${signed(fdChange)}` +
       (ratio !== undefined ? `; from reload 100 to ${last.n}: ${change(hundred.rss, last.rss)}, ratio **${ratio.toFixed(3)}** (${perReload} kB per reload).` : '.'),
@@ -225,7 +231,7 @@ async function soak(o) {
     const c = { n, ...sample(server), memory: memoryFile ? await probe(server, memoryFile) : undefined };
     checkpoints.push(c);
     const m = c.memory ? `; heap ${S.mb(c.memory.heapUsed / 1024)} of ${S.mb(c.memory.heapTotal / 1024)}, external ${S.mb(c.memory.external / 1024)}, anonymous ${S.mb(c.memory.smaps.Anonymous)}` : '';
-    log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)}, ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
+    log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)} (anon ${S.mb(c.anon)}, file ${S.mb(c.file)}), ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
   };
   try {
     log(`starting handover (workers ${o.workers})`);

@@ -201,6 +201,13 @@ function rssKb(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
+/** VmRSS split as /proc/<pid>/status gives it: {anon, file, shmem} in kB (file: mapped files, e.g. node's own text). */
+function rssPartsKb(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+  return { anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
+}
+
 /** How many fds a pid has open (entries of /proc/<pid>/fd). */
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
@@ -231,5 +238,5 @@ function withFdLimit(nodeArgs) {
 
 module.exports = {
   sleep, abort, isAborted, checkAborted, adoptPid, releasePid, adoptGroup, releaseGroup, track, untrack, stopAll, spawnGroup, stopGroup, reapGroup, killGroup, Lines, freePort,
-  childrenOf, alive, rssKb, fdCount, fdLimit, run, withFdLimit,
+  childrenOf, alive, rssKb, rssPartsKb, fdCount, fdLimit, run, withFdLimit,
 };

@@ -12,7 +12,10 @@
 //     `Connection: close`, and Node then ends the socket with a FIN;
 //   - leaves idle connections to Node's keep-alive timeout, which would have
 //     closed them anyway;
-//   - HTTP/2: GOAWAY on every session (`session.close()`), streams finish;
+//   - HTTP/2: a two-phase GOAWAY on every session (RFC 9113 §6.8, as Envoy,
+//     h2o and nghttp2's shutdown notice do), so no stream is refused: a single
+//     GOAWAY carrying the last stream id received refuses (REFUSED_STREAM)
+//     every stream the client opened meanwhile;
 //   - raw net servers and upgraded (WebSocket) sockets: a 'handover:drain' event
 //     on each socket so the application can say goodbye in its own protocol
 //     (on a tls.Server, on the TLS socket the application holds, not the raw
@@ -46,6 +49,57 @@ function isHttp2Server(server: net.Server): boolean {
 function kindOf(server: net.Server): Kind {
   if (server instanceof http.Server || server instanceof https.Server) return 'http';
   return isHttp2Server(server) ? 'http2' : 'net';
+}
+
+/** The largest stream id: a GOAWAY announcing it refuses no stream. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+
+/** How long the PING round trips between the two GOAWAYs may take in all. */
+const GOAWAY_GRACE_MS = 5_000;
+
+/**
+ * Phase one: GOAWAY with the largest stream id, which tells the client to open
+ * no more streams but refuses none (Node 20 sends the id as given). Phase two,
+ * once every stream the client opened before it saw phase one has arrived:
+ * `close()`, whose GOAWAY names the last stream received; open streams finish.
+ *
+ * Two things would refuse streams early, both seen with Node's own client:
+ *   - its HTTP/2 library (nghttp2) sends control frames (PING ACK, its own
+ *     GOAWAY) ahead of request HEADERS it had already queued, so one PING
+ *     round trip proves nothing: phase two waits for a round trip that starts
+ *     after the first ACK and during which no new stream arrives (a few in
+ *     all; GOAWAY_GRACE_MS at most);
+ *   - Node closes a session at once when the peer sends GOAWAY (its client
+ *     answers ours with one), and that close's GOAWAY refuses the streams
+ *     still behind it: until phase two, that close is deferred.
+ */
+function closeSession(session: http2.Http2Session): void {
+  if (session.closed || session.destroyed) return;
+  const deferred = session as http2.Http2Session & { close: http2.Http2Session['close'] };
+  deferred.close = (callback?: () => void) => {
+    if (callback) session.once('close', callback);
+  };
+  session.goaway(http2.constants.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
+  let opened = 0;
+  const count = () => opened++;
+  session.on('stream', count);
+  const close = () => {
+    clearTimeout(deadline);
+    session.off('stream', count);
+    delete (deferred as { close?: unknown }).close; // Node's own again
+    session.close();
+  };
+  const deadline = setTimeout(close, GOAWAY_GRACE_MS);
+  const roundTrip = (first: boolean) => {
+    const before = opened;
+    const sent = session.ping((error) => {
+      if (error || session.destroyed) return close();
+      if (first || opened !== before) roundTrip(false);
+      else close();
+    });
+    if (!sent) close(); // too many PINGs in flight: close at once
+  };
+  roundTrip(true);
 }
 
 function closeAfterThisResponse(res: http.ServerResponse): void {
@@ -95,7 +149,7 @@ export class ServerDrain {
     }
     if (this.kind === 'http2') {
       server.prependListener('session', (session: http2.Http2Session) => {
-        if (this.draining) return void process.nextTick(() => session.close());
+        if (this.draining) return void process.nextTick(() => closeSession(session));
         this.sessions.add(session);
         session.once('close', () => this.sessions.delete(session));
       });
@@ -152,7 +206,7 @@ export class ServerDrain {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
       if (res instanceof http.ServerResponse) closeAfterThisResponse(res);
     }
-    for (const session of this.sessions) session.close();
+    for (const session of this.sessions) closeSession(session);
     const told = this.kind !== 'net' ? this.upgraded : this.server instanceof tls.Server ? this.secureSockets : this.sockets;
     for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);
     return stoppedAccepting.then(() => new Promise<void>((resolve) => {

@@ -40,6 +40,28 @@ export interface ServerOptions {
    * (Kubernetes endpoints). Default 0.
    */
   stopDelay?: number;
+  /**
+   * How a reload replaces the workers. 'parallel' (default): start a whole new
+   * generation, and drain the old one once every new worker is ready (2N
+   * workers for a moment). 'phased': one slot at a time, start its new worker,
+   * and once it is ready drain that slot's old one: at most N+1 workers, never
+   * fewer than N serving. A failure stops the rollout; see the README.
+   */
+  rollout?: 'parallel' | 'phased';
+  /**
+   * Recycle a worker whose resident memory (RSS, bytes) exceeds this: a
+   * replacement starts, and once it is ready the old worker drains. Sampled
+   * with each heartbeat (at least every second). Default: never.
+   */
+  maxMemory?: number;
+  /**
+   * Recycle a worker after it has served this many requests (connections, for
+   * a plain net server), plus a random extra of up to 10% so that slots do not
+   * recycle together. Default: never.
+   */
+  maxRequests?: number;
+  /** Recycle a worker after it has been ready this many ms (plus up to 10% at random). Default: never. */
+  maxLifetime?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -77,6 +99,10 @@ export interface ResolvedOptions {
   workers: number;
   heartbeatTimeout: number;
   stopDelay: number;
+  rollout: 'parallel' | 'phased';
+  maxMemory?: number;
+  maxRequests?: number;
+  maxLifetime?: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -103,6 +129,7 @@ const DEFAULTS = {
   workers: 1,
   heartbeatTimeout: 5_000,
   stopDelay: 0,
+  rollout: 'parallel',
   backlog: 1024,
   shared: false,
 } as const;
@@ -110,7 +137,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -193,6 +220,11 @@ function checkSignals(name: string, value: unknown): NodeJS.Signals[] {
   return value as NodeJS.Signals[];
 }
 
+function checkRollout(value: unknown): 'parallel' | 'phased' {
+  if (value !== 'parallel' && value !== 'phased') throw new TypeError(`rollout must be 'parallel' or 'phased', got ${show(value)}`);
+  return value;
+}
+
 function checkLogger(value: unknown): Logger | false | undefined {
   if (value === undefined || value === false) return value;
   const methods = ['info', 'warn', 'error'] as const;
@@ -236,6 +268,10 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     workers: checkInteger('workers', o.workers, 1, 1024),
     heartbeatTimeout: checkDuration('heartbeatTimeout', o.heartbeatTimeout, 1),
     stopDelay: checkDuration('stopDelay', o.stopDelay, 0),
+    rollout: checkRollout(o.rollout),
+    maxMemory: o.maxMemory === undefined ? undefined : checkInteger('maxMemory', o.maxMemory, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes'),
+    maxRequests: o.maxRequests === undefined ? undefined : checkInteger('maxRequests', o.maxRequests, 1, Number.MAX_SAFE_INTEGER),
+    maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
     ready: o.ready as ResolvedOptions['ready'],
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
@@ -249,5 +285,11 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
+  if (resolved.mode === 'single') {
+    const recycling = (['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined);
+    if (recycling.length > 0) {
+      throw new TypeError(`${recycling.join(', ')}: recycling replaces a master's workers; mode: 'single' has none (use the default mode)`);
+    }
+  }
   return resolved;
 }

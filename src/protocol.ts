@@ -47,7 +47,8 @@ export type Message =
   | { type: 'closing' }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
-  | { type: 'pong' }
+  /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
+  | { type: 'pong'; requests?: number; rss?: number }
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -94,7 +95,7 @@ export interface MasterStatus {
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
    * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
    */
-  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number }[];
+  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
 }
 
 export class ProtocolError extends Error {
@@ -135,8 +136,9 @@ export function validate(value: unknown): Message {
       case 'uncover':
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
-      case 'ping':
       case 'pong':
+        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
+      case 'ping':
       case 'closing':
       case 'drain':
       case 'count':

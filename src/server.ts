@@ -30,6 +30,11 @@ export interface ServerEvents {
   'reload-failed': [event: { generation: number; error: Error }];
   /** Master: a worker process exited. */
   'worker-exit': [event: { pid: number; slot: number; generation: number; code: number | null; signal: NodeJS.Signals | null }];
+  /**
+   * Master: a worker crossed maxMemory, maxRequests or maxLifetime, and its
+   * replacement (`replacedBy`) is ready; the old one (`pid`) drains.
+   */
+  recycled: [event: { slot: number; pid: number; replacedBy: number; reason: string }];
   /** Master or single process: the stop is complete. */
   stop: [];
   /** Worker or single process: this process drains; close your own resources (db pools, timers). */

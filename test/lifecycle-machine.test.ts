@@ -2,12 +2,12 @@
 // fake spawner and a fake clock: every race the process-level tests can only
 // hit by chance, each pinned down in milliseconds.
 import { describe, expect, it } from 'vitest';
-import { type Child, Lifecycle, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader } from '../src/master/lifecycle';
+import { type Child, Lifecycle, type LifecycleOptions, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader } from '../src/master/lifecycle';
 import { FakeClock, FakeSpawner, quietLog, settle } from './helpers/fake-lifecycle';
 
 const HEARTBEAT_MS = 1_000;
 
-function setup(slots: number) {
+function setup(slots: number, more: Partial<LifecycleOptions> = {}) {
   const clock = new FakeClock();
   const spawner = new FakeSpawner(clock);
   const outcomes: string[] = [];
@@ -17,11 +17,14 @@ function setup(slots: number) {
     spawn: spawner.spawn,
     clock,
     log: quietLog,
+    random: () => 0,
+    ...more,
     events: {
       reload: ({ generation }) => outcomes.push(`reload ${generation}`),
       reloaded: ({ generation }) => outcomes.push(`reloaded ${generation}`),
       reloadFailed: ({ generation }) => outcomes.push(`failed ${generation}`),
       exit: (child: Child) => outcomes.push(`exit ${child.pid}`),
+      recycled: ({ slot, reason }) => outcomes.push(`recycled ${slot}: ${reason}`),
     },
   });
   /** Starts and makes generation 1 ready. */
@@ -290,6 +293,118 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
     await clock.advance(RESPAWN_MAX_MS * 2);
     expect(spawner.children.length).toBe(count);
     expect(lifecycle.slotState(0).state).toBe('stopped');
+  });
+});
+
+describe('phased rollout', () => {
+  /** Live workers that are not on their way out, and the serving (ready, committed) ones. */
+  function census(spawner: FakeSpawner, lifecycle: Lifecycle, slots: number) {
+    const live = spawner.live.filter((c) => c.state !== 'draining').length;
+    const serving = Array.from({ length: slots }, (_, s) => lifecycle.slotState(s)).filter((s) => s.state === 'ready').length;
+    return { live, serving };
+  }
+
+  it('replaces one slot at a time: never more than N+1 workers, never fewer than N serving', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(3, { rollout: 'phased' });
+    await started();
+    const reload = lifecycle.reload();
+    for (let slot = 0; slot < 3; slot++) {
+      await settle();
+      const fresh = spawner.of(2);
+      expect(fresh.map((c) => c.slot)).toEqual(Array.from({ length: slot + 1 }, (_, i) => i));
+      expect(census(spawner, lifecycle, 3)).toEqual({ live: 4, serving: 3 });
+      expect(spawner.of(1)[slot].calls).not.toContain('drain');
+      fresh[slot].becomeReady();
+      await settle();
+      expect(spawner.of(1)[slot].calls).toContain('drain');
+      expect(census(spawner, lifecycle, 3).serving).toBe(3);
+    }
+    await reload;
+    expect(lifecycle.generation).toBe(2);
+    expect(outcomes).toContain('reloaded 2');
+  });
+
+  it('a failure at the first slot leaves everything on the old generation', async () => {
+    const { lifecycle, spawner, started } = setup(2, { rollout: 'phased' });
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    spawner.of(2)[0].exit();
+    await expect(reload).rejects.toThrow(/generation 1 keeps serving/);
+    expect(spawner.of(2)).toHaveLength(1); // slot 1 was never touched
+    for (const old of spawner.of(1)) expect(old.calls).not.toContain('drain');
+  });
+
+  it('a failure later stops the rollout and says which slots serve which generation', async () => {
+    const { lifecycle, spawner, started, states } = setup(3, { rollout: 'phased' });
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    await settle();
+    spawner.of(2)[1].exit();
+    await expect(reload).rejects.toThrow(/stopped at slot 1: slots 0-0 serve generation 2, slots 1-2 generation 1/);
+    expect(states()).toEqual(['ready', 'ready', 'ready']);
+    expect(lifecycle.slotState(0).pid).toBe(spawner.of(2)[0].pid);
+    expect(lifecycle.slotState(1).pid).toBe(spawner.of(1)[1].pid);
+    expect(spawner.of(2)).toHaveLength(2);
+  });
+});
+
+describe('recycling', () => {
+  it('maxRequests: a fresh worker of the same generation replaces the slot; the old one drains only once it is ready', async () => {
+    const { lifecycle, spawner, started, clock, outcomes } = setup(2, { recycle: { maxRequests: 100 } });
+    await started();
+    const [a] = spawner.of(1);
+    a.requests = 100;
+    await clock.advance(HEARTBEAT_MS);
+    const fresh = spawner.latest(0);
+    expect(fresh).not.toBe(a);
+    expect(fresh.generation).toBe(1);
+    expect(a.calls).not.toContain('drain');
+    fresh.becomeReady();
+    await settle();
+    expect(a.calls).toContain('drain');
+    expect(lifecycle.slotState(0)).toMatchObject({ state: 'ready', pid: fresh.pid, recycles: 1 });
+    expect(outcomes.some((o) => /^recycled 0: served 100 requests/.test(o))).toBe(true);
+  });
+
+  it('one at a time: a second worker over its limit waits for the first recycle', async () => {
+    const { spawner, started, clock } = setup(2, { recycle: { maxMemory: 1 << 20 } });
+    await started();
+    for (const c of spawner.of(1)) c.rss = 2 << 20;
+    await clock.advance(HEARTBEAT_MS);
+    expect(spawner.children).toHaveLength(3);
+    await clock.advance(HEARTBEAT_MS * 3);
+    expect(spawner.children).toHaveLength(3);
+    spawner.latest(0).becomeReady();
+    await clock.advance(HEARTBEAT_MS);
+    expect(spawner.children).toHaveLength(4);
+    expect(spawner.latest(1).slot).toBe(1);
+  });
+
+  it('a replacement that fails to start leaves the old worker serving', async () => {
+    const { lifecycle, spawner, started, clock } = setup(1, { recycle: { maxLifetime: 5_000 } });
+    await started();
+    const [a] = spawner.of(1);
+    await clock.advance(6_000);
+    const fresh = spawner.latest(0);
+    expect(fresh).not.toBe(a);
+    fresh.exit();
+    await settle();
+    expect(a.calls).not.toContain('drain');
+    expect(lifecycle.slotState(0)).toMatchObject({ state: 'ready', pid: a.pid, recycles: 0 });
+  });
+
+  it('never during a reload: the reload replaces everyone', async () => {
+    const { lifecycle, spawner, started, clock } = setup(1, { recycle: { maxRequests: 10 } });
+    await started();
+    const reload = lifecycle.reload();
+    spawner.of(1)[0].requests = 50;
+    await clock.advance(HEARTBEAT_MS);
+    expect(spawner.children).toHaveLength(2); // generation 2's worker only
+    spawner.of(2)[0].becomeReady();
+    await reload;
   });
 });
 

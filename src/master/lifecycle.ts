@@ -36,6 +36,9 @@ export interface Child {
   readonly startedAt: number;
   /** Clock time of its last sign of life (ready, or a heartbeat answer). */
   readonly lastSeen: number;
+  /** Requests served and resident memory (bytes), as of its last heartbeat answer. */
+  readonly requests: number;
+  readonly rss: number;
   /** Resolves when it reports ready; rejects if it exits first or misses startTimeout. */
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
@@ -149,6 +152,14 @@ export interface LifecycleEvents {
   reloaded(e: { generation: number; durationMs: number }): void;
   reloadFailed(e: { generation: number; error: Error }): void;
   exit(child: Child): void;
+  recycled(e: { slot: number; pid: number; replacedBy: number; reason: string }): void;
+}
+
+/** When a worker is replaced, one at a time, by a fresh one of its generation (recycling). */
+export interface RecycleLimits {
+  maxMemory?: number;
+  maxRequests?: number;
+  maxLifetime?: number;
 }
 
 export interface LifecycleOptions {
@@ -157,7 +168,11 @@ export interface LifecycleOptions {
   spawn: Spawn;
   log: Logger;
   events: LifecycleEvents;
+  rollout?: 'parallel' | 'phased';
+  recycle?: RecycleLimits;
   clock?: Clock;
+  /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
+  random?: () => number;
 }
 
 /** Thrown by a reload cut short by a stop: a cancellation, not a failed deploy. */
@@ -171,6 +186,12 @@ export class Lifecycle {
   generation = 0;
   /** Restarts of each slot after a crash or a missed heartbeat. */
   readonly restarts: number[];
+  /** Recycles of each slot (maxMemory, maxRequests, maxLifetime). */
+  readonly recycles: number[];
+  /** The worker being recycled now: one at a time. */
+  private recycling?: Child;
+  /** Each child's share of up to 10% added to maxRequests and maxLifetime. */
+  private readonly jitter = new WeakMap<Child, number>();
   private lastSpawned = 0;
   /** Each slot's serving child: committed by a generation, or a respawn that became ready. */
   private readonly serving: (Child | undefined)[];
@@ -194,6 +215,7 @@ export class Lifecycle {
     this.backoff = new Array(options.slots).fill(undefined);
     this.crashes = new Array(options.slots).fill(0);
     this.restarts = new Array(options.slots).fill(0);
+    this.recycles = new Array(options.slots).fill(0);
   }
 
   get reloading(): boolean {
@@ -236,18 +258,18 @@ export class Lifecycle {
   }
 
   /** The truth about each slot, for status. */
-  slotState(slot: number): { state: SlotState; pid?: number; coveredBy?: number; restarts: number } {
+  slotState(slot: number): { state: SlotState; pid?: number; coveredBy?: number; restarts: number; recycles: number } {
     const serving = this.serving[slot];
-    const restarts = this.restarts[slot];
+    const counts = { restarts: this.restarts[slot], recycles: this.recycles[slot] };
     const coveredBy = this.covers.get(slot)?.pid;
-    if (serving?.state === 'ready') return { state: 'ready', pid: serving.pid, restarts };
-    if (this.stopping) return { state: 'stopped', restarts };
+    if (serving?.state === 'ready') return { state: 'ready', pid: serving.pid, ...counts };
+    if (this.stopping) return { state: 'stopped', ...counts };
     const replacing = this.replacing[slot];
-    if (replacing) return { state: 'starting', pid: replacing.pid, coveredBy, restarts };
-    if (this.backoff[slot] !== undefined) return { state: 'backing-off', coveredBy, restarts };
+    if (replacing) return { state: 'starting', pid: replacing.pid, coveredBy, ...counts };
+    if (this.backoff[slot] !== undefined) return { state: 'backing-off', coveredBy, ...counts };
     const unresponsive = this.all.find((c) => c.slot === slot && c.state === 'unresponsive');
-    if (unresponsive) return { state: 'unresponsive', pid: unresponsive.pid, coveredBy, restarts };
-    return { state: 'starting', coveredBy, restarts };
+    if (unresponsive) return { state: 'unresponsive', pid: unresponsive.pid, coveredBy, ...counts };
+    return { state: 'starting', coveredBy, ...counts };
   }
 
   private spawn(slot: number, generation: number): Child {
@@ -267,22 +289,35 @@ export class Lifecycle {
       this.options.events.reload({ generation: number });
     }
     const slots = Array.from({ length: this.options.slots }, (_, i) => i);
-    const next = new Generation(number, slots, (slot, g) => this.spawn(slot, g));
+    const phased = !first && this.options.rollout === 'phased';
+    let old: Child[] = [];
+    let switched = 0;
     try {
-      await next.ready();
-      if (this.stopping) {
-        void next.abandon();
-        throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
+      // parallel: one generation of every slot; phased: one slot at a time
+      for (const step of phased ? slots.map((slot) => [slot]) : [slots]) {
+        const next = new Generation(number, step, (slot, g) => this.spawn(slot, g));
+        await next.ready();
+        if (this.stopping) {
+          void next.abandon();
+          throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
+        }
+        old = old.concat(next.children.flatMap((child) => this.commitSlot(child)));
+        switched += step.length;
       }
     } catch (error) {
       if (first || error instanceof ReloadCancelled || this.stopping) throw error;
       const reason = error instanceof Error ? error.message : String(error);
-      const failure = new Error(`reload to generation ${number} failed, generation ${this.generation} keeps serving: ${reason}`);
+      const serving = switched === 0
+        ? `generation ${this.generation} keeps serving`
+        : `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
+          `slots ${switched}-${slots.length - 1} generation ${this.generation}`;
+      const failure = new Error(`reload to generation ${number} failed, ${serving}: ${reason}`);
       this.options.log.error(failure.message);
       this.options.events.reloadFailed({ generation: number, error: failure });
       throw failure;
     }
-    const old = this.commit(next);
+    this.generation = number;
+    this.rebalance();
     if (!first) {
       const durationMs = this.clock.now() - started;
       const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
@@ -291,25 +326,18 @@ export class Lifecycle {
     }
   }
 
-  /** Installs a ready generation in every slot; the children it replaces drain. Returns them. */
-  private commit(next: Generation): Child[] {
-    const old: Child[] = [];
-    for (const child of next.children) {
-      const slot = child.slot;
-      this.clock.clearTimeout(this.backoff[slot]);
-      this.backoff[slot] = undefined;
-      this.crashes[slot] = 0;
-      const replaced = [this.serving[slot], this.replacing[slot]].filter((c): c is Child => c !== undefined);
-      this.serving[slot] = child;
-      this.replacing[slot] = undefined;
-      for (const c of replaced) {
-        c.drain();
-        old.push(c);
-      }
-    }
-    this.generation = next.number;
+  /** Installs a ready child in its slot; the children it replaces drain. Returns them. */
+  private commitSlot(child: Child): Child[] {
+    const slot = child.slot;
+    this.clock.clearTimeout(this.backoff[slot]);
+    this.backoff[slot] = undefined;
+    this.crashes[slot] = 0;
+    const replaced = [this.serving[slot], this.replacing[slot]].filter((c): c is Child => c !== undefined);
+    this.serving[slot] = child;
+    this.replacing[slot] = undefined;
+    for (const c of replaced) c.drain();
     this.rebalance();
-    return old;
+    return replaced;
   }
 
   private onExit(child: Child): void {
@@ -355,7 +383,8 @@ export class Lifecycle {
   }
 
   private scheduleHeartbeat(): void {
-    const interval = Math.max(50, Math.floor(this.options.heartbeatTimeout / 4));
+    // at least every second: maxMemory samples RSS with each answer
+    const interval = Math.max(50, Math.min(1_000, Math.floor(this.options.heartbeatTimeout / 4)));
     this.heartbeat = this.clock.setTimeout(() => {
       this.checkHeartbeats();
       if (!this.stopping) this.scheduleHeartbeat();
@@ -386,6 +415,60 @@ export class Lifecycle {
       }
     }
     this.rebalance();
+    this.recycleOne(now);
+  }
+
+  /** Why `child` should be recycled now, if it should. */
+  private recycleReason(child: Child, now: number): string | undefined {
+    const { maxMemory, maxRequests, maxLifetime } = this.options.recycle ?? {};
+    let jitter = this.jitter.get(child);
+    if (jitter === undefined) this.jitter.set(child, (jitter = 1 + (this.options.random ?? Math.random)() * 0.1));
+    const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+    if (maxMemory !== undefined && child.rss > maxMemory) return `RSS ${mb(child.rss)} is above maxMemory (${mb(maxMemory)})`;
+    if (maxRequests !== undefined && child.requests >= Math.round(maxRequests * jitter)) {
+      return `served ${child.requests} requests (maxRequests ${maxRequests}, plus jitter)`;
+    }
+    if (maxLifetime !== undefined && now - child.startedAt >= maxLifetime * jitter) {
+      return `up ${now - child.startedAt} ms (maxLifetime ${maxLifetime} ms, plus jitter)`;
+    }
+    return undefined;
+  }
+
+  /**
+   * Replaces one worker that crossed a recycling limit, as a phased reload
+   * replaces a slot: a fresh worker of the same generation starts, and only
+   * once it is ready does the old one drain. One at a time, never during a
+   * reload (which replaces everyone anyway).
+   */
+  private recycleOne(now: number): void {
+    if (this.recycling || this.reloader.busy || this.stopping || !this.options.recycle) return;
+    for (const old of this.serving) {
+      if (old?.state !== 'ready') continue;
+      const reason = this.recycleReason(old, now);
+      if (reason) return void this.recycle(old, reason);
+    }
+  }
+
+  private async recycle(old: Child, reason: string): Promise<void> {
+    this.recycling = old;
+    this.options.log.info(`recycling ${old.describe()}: ${reason}`);
+    const next = new Generation(old.generation, [old.slot], (slot, g) => this.spawn(slot, g));
+    try {
+      await next.ready();
+      if (this.serving[old.slot] !== old || this.stopping) {
+        void next.abandon(); // a reload or a crash replaced it meanwhile
+        return;
+      }
+      const fresh = next.children[0];
+      this.commitSlot(fresh);
+      this.recycles[old.slot]++;
+      this.options.log.info(`recycled slot ${old.slot}: ${fresh.describe()} serves; pid ${old.pid} drains`);
+      this.options.events.recycled({ slot: old.slot, pid: old.pid, replacedBy: fresh.pid, reason });
+    } catch (error) {
+      this.options.log.warn(`recycling ${old.describe()} failed, it keeps serving: ${error instanceof Error ? error.message : String(error)}`);
+    } finally {
+      this.recycling = undefined;
+    }
   }
 
   /**

@@ -80,7 +80,12 @@ export class Master {
           this.events.emit('reload-failed', e);
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
+        recycled: (e) => this.events.emit('recycled', e),
       },
+      rollout: options.rollout,
+      recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
+        ? { maxMemory: options.maxMemory, maxRequests: options.maxRequests, maxLifetime: options.maxLifetime }
+        : undefined,
     });
   }
 
@@ -272,6 +277,8 @@ export class Master {
         worker.becameReady();
         break;
       case 'pong':
+        if (message.requests !== undefined) worker.requests = message.requests;
+        if (message.rss !== undefined) worker.rss = message.rss;
         break;
       case 'failed':
         worker.failure = message.message;

@@ -15,6 +15,8 @@ const KILL_GRACE_MS = 2_000;
 export class WorkerProcess implements Child {
   readonly startedAt = Date.now();
   lastSeen = Date.now();
+  requests = 0;
+  rss = 0;
   state: ChildState = 'starting';
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */

@@ -37,6 +37,8 @@ export class Serving {
   private draining = false;
   /** The addresses served, as bound ('127.0.0.1:41234'). */
   bound: string[] = [];
+  /** Requests served (connections, on a plain net server): what maxRequests counts. */
+  requests = 0;
 
   constructor(private readonly registrations: Registration[]) {}
 
@@ -68,6 +70,7 @@ export class Serving {
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
       this.drains[i] = new ServerDrain(server);
+      server.on(this.drains[i].kind === 'net' ? 'connection' : 'request', () => this.requests++);
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // Node's listen({fd}) ignores `backlog` in the options object and

@@ -70,7 +70,7 @@ export class Worker {
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
-      if (message.type === 'ping') client.send({ type: 'pong' });
+      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });

@@ -52,6 +52,8 @@ export class FakeChild implements Child {
   state: ChildState = 'starting';
   alive = true;
   lastSeen: number;
+  requests = 0;
+  rss = 0;
   readonly startedAt: number;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;

@@ -297,9 +297,9 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
 });
 
 describe('phased rollout', () => {
-  /** Live workers that are not on their way out, and the serving (ready, committed) ones. */
+  /** Live worker processes (draining ones too), and the serving (ready, committed) ones. */
   function census(spawner: FakeSpawner, lifecycle: Lifecycle, slots: number) {
-    const live = spawner.live.filter((c) => c.state !== 'draining').length;
+    const live = spawner.live.length;
     const serving = Array.from({ length: slots }, (_, s) => lifecycle.slotState(s)).filter((s) => s.state === 'ready').length;
     return { live, serving };
   }
@@ -317,7 +317,9 @@ describe('phased rollout', () => {
       fresh[slot].becomeReady();
       await settle();
       expect(spawner.of(1)[slot].calls).toContain('drain');
-      expect(census(spawner, lifecycle, 3).serving).toBe(3);
+      expect(census(spawner, lifecycle, 3)).toEqual({ live: 4, serving: 3 });
+      expect(spawner.of(2)).toHaveLength(slot + 1); // the next slot waits for the old worker to exit
+      spawner.of(1)[slot].exit(); // drained
     }
     await reload;
     expect(lifecycle.generation).toBe(2);
@@ -341,6 +343,8 @@ describe('phased rollout', () => {
     const reload = lifecycle.reload();
     await settle();
     spawner.of(2)[0].becomeReady();
+    await settle();
+    spawner.of(1)[0].exit(); // drained
     await settle();
     spawner.of(2)[1].exit();
     await expect(reload).rejects.toThrow(/stopped at slot 1: slots 0-0 serve generation 2, slots 1-2 generation 1/);
@@ -378,6 +382,9 @@ describe('recycling', () => {
     await clock.advance(HEARTBEAT_MS * 3);
     expect(spawner.children).toHaveLength(3);
     spawner.latest(0).becomeReady();
+    await clock.advance(HEARTBEAT_MS);
+    expect(spawner.children).toHaveLength(3); // the old one still drains
+    spawner.of(1)[0].exit();
     await clock.advance(HEARTBEAT_MS);
     expect(spawner.children).toHaveLength(4);
     expect(spawner.latest(1).slot).toBe(1);

@@ -1,8 +1,11 @@
 // The listening side of the control socket: a private directory (0700, socket
 // 0600), and a gate every connection passes before anything else (invariant 6):
 // the kernel's peer credentials (the expected uid, a pid we spawned) and that
-// process's one-time token. Anything else is refused, logged once with its pid,
+// process's one-time token. Anything else is refused, logged with its pid (at
+// most one line a second, the rest counted: a flood must not fill the log),
 // and only that connection is closed; garbage never reaches the handlers.
+// Same-uid admin connections (the `handover` command) are capped in number and
+// closed once idle, so a pile of idle ones cannot grow the master.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -13,6 +16,42 @@ import * as native from '../platform/native';
 
 /** How long a control connection may stay silent before its first frame. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
+
+/** How long an admin connection may stay silent with no request of its pending. */
+const ADMIN_IDLE_TIMEOUT_MS = 30_000;
+
+/** Admin connections open at once; more are refused. */
+const MAX_ADMIN_CONNECTIONS = 64;
+
+/** Refused connections are logged at most once per this interval; the rest are counted. */
+const REFUSAL_LOG_INTERVAL_MS = 1_000;
+
+/** One line per refusal, at most one per interval; the next line says how many were left out. */
+class RefusalLog {
+  private windowEnds = 0;
+  private suppressed = 0;
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly log: Logger) {}
+
+  refused(line: string): void {
+    const now = Date.now();
+    if (now < this.windowEnds) {
+      this.suppressed++;
+      return;
+    }
+    this.log.warn(line);
+    this.windowEnds = now + REFUSAL_LOG_INTERVAL_MS;
+    this.timer = setTimeout(() => this.flush(), REFUSAL_LOG_INTERVAL_MS).unref();
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    if (this.suppressed === 0) return;
+    this.log.warn(`control: refused ${this.suppressed} more connection(s) in the last second (not logged one by one)`);
+    this.suppressed = 0;
+  }
+}
 
 export interface ControlHandlers {
   /** A process we spawned proved who it is; `conn` is now its connection. */
@@ -116,14 +155,18 @@ function lockDirectory(dir: string): number {
 export class ControlServer {
   /** One-time tokens of the processes we spawned and have not heard from yet. */
   private readonly expected = new Map<number, string>();
+  private adminConnections = 0;
+  private readonly refusals: RefusalLog;
 
   private constructor(
     readonly dir: string,
     private readonly lock: number,
     private readonly server: net.Server,
     private readonly peerUid: number,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    this.refusals = new RefusalLog(log);
+  }
 
   /** Makes the private directory under `parentDir` and listens there. */
   static async open(parentDir: string, identity: Identity | undefined, log: Logger, handlers: ControlHandlers): Promise<ControlServer> {
@@ -179,6 +222,7 @@ export class ControlServer {
   }
 
   close(): void {
+    this.refusals.flush();
     this.server.close();
     fs.rmSync(this.dir, { recursive: true, force: true });
     native.closeFd(this.lock); // after the removal: nobody else may sweep it meanwhile
@@ -194,7 +238,7 @@ export class ControlServer {
       return;
     }
     const refuse = (why: string) => {
-      this.log.warn(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
+      this.refusals.refused(`control: refused pid ${peer.pid} (uid ${peer.uid}): ${why}`);
       socket.destroy();
     };
     const ownUid = process.getuid!();
@@ -203,6 +247,21 @@ export class ControlServer {
     socket.once('close', () => clearTimeout(handshake));
     const decoder = new FrameDecoder();
     let known = false;
+    // Admin: requests awaiting their answer, and the idle timer that runs while there are none.
+    let admin = false;
+    let pending = 0;
+    let idle: NodeJS.Timeout | undefined;
+    socket.once('close', () => clearTimeout(idle));
+    const answerOnce = () => {
+      let answered = false;
+      return (reply: Message) => {
+        if (!answered) {
+          answered = true;
+          if (--pending === 0) idle = setTimeout(() => socket.destroy(), ADMIN_IDLE_TIMEOUT_MS);
+        }
+        if (!socket.destroyed) socket.write(encode(reply));
+      };
+    };
     socket.on('data', (chunk) => {
       let messages: Message[];
       try {
@@ -217,7 +276,17 @@ export class ControlServer {
           handlers.message(peer.pid, message);
         } else if (message.type !== 'hello') {
           if (peer.uid !== ownUid) return refuse('admin requests come from the master\'s own uid only');
-          handlers.admin(message, (answer) => void (!socket.destroyed && socket.write(encode(answer))), socket);
+          if (!admin) {
+            if (this.adminConnections >= MAX_ADMIN_CONNECTIONS) {
+              return refuse(`${MAX_ADMIN_CONNECTIONS} admin connections are open already`);
+            }
+            admin = true;
+            this.adminConnections++;
+            socket.once('close', () => this.adminConnections--);
+          }
+          pending++;
+          clearTimeout(idle);
+          handlers.admin(message, answerOnce(), socket);
         } else {
           if (peer.uid !== this.peerUid) return refuse('not the workers\' uid');
           const token = this.expected.get(peer.pid);

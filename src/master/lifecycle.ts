@@ -301,8 +301,12 @@ export class Lifecycle {
           void next.abandon();
           throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
         }
-        old = old.concat(next.children.flatMap((child) => this.commitSlot(child)));
+        const replaced = next.children.flatMap((child) => this.commitSlot(child));
+        old = old.concat(replaced);
         switched += step.length;
+        // phased: the next slot starts once this one's old worker is gone, so
+        // at most N+1 worker processes exist at any moment
+        if (phased) await Promise.all(replaced.map((c) => c.exited));
       }
     } catch (error) {
       if (first || error instanceof ReloadCancelled || this.stopping) throw error;
@@ -437,8 +441,9 @@ export class Lifecycle {
   /**
    * Replaces one worker that crossed a recycling limit, as a phased reload
    * replaces a slot: a fresh worker of the same generation starts, and only
-   * once it is ready does the old one drain. One at a time, never during a
-   * reload (which replaces everyone anyway).
+   * once it is ready does the old one drain. One at a time (the next waits
+   * until the old worker has exited), never during a reload (which replaces
+   * everyone anyway).
    */
   private recycleOne(now: number): void {
     if (this.recycling || this.reloader.busy || this.stopping || !this.options.recycle) return;
@@ -464,6 +469,7 @@ export class Lifecycle {
       this.recycles[old.slot]++;
       this.options.log.info(`recycled slot ${old.slot}: ${fresh.describe()} serves; pid ${old.pid} drains`);
       this.options.events.recycled({ slot: old.slot, pid: old.pid, replacedBy: fresh.pid, reason });
+      await old.exited; // the next recycle waits: at most N+1 workers
     } catch (error) {
       this.options.log.warn(`recycling ${old.describe()} failed, it keeps serving: ${error instanceof Error ? error.message : String(error)}`);
     } finally {

@@ -1,0 +1,136 @@
+// Rollouts the way Puma, uWSGI and gunicorn do them, with real processes
+// under load: phased reloads (one slot at a time) and graceful recycling
+// (maxMemory, maxRequests), each with zero failed requests.
+// test/lifecycle-machine.test.ts pins the orderings down with fakes.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MasterStatus } from '../src/protocol';
+import { adminStatus } from './helpers/control';
+import { Load } from './helpers/load';
+import { type Master, isAlive, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+
+const APP = 'test/fixtures/fault-app.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  await reapAll();
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+function scratch(): string {
+  const dir = tempDir('handover-rollout-');
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The master's live children, from /proc. */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    const text = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    if (text) children.push(...text.split(/\s+/).map(Number));
+  }
+  return children.filter(isAlive);
+}
+
+function controlSocket(master: Master): string {
+  const environ = fs.readFileSync(`/proc/${childrenOf(master.pid)[0]}/environ`, 'utf8').split('\0');
+  return environ.find((kv) => kv.startsWith('HANDOVER_CONTROL_SOCKET='))!.split('=')[1];
+}
+
+function setBehaviour(file: string, behaviour: object): void {
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(behaviour));
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+async function start(fixture: Record<string, unknown>) {
+  const dir = scratch();
+  const behaviour = path.join(dir, 'behaviour.json');
+  setBehaviour(behaviour, {});
+  const master = await startMaster({ script: APP, fixture: { behaviourFile: behaviour, stopTimeout: 5_000, ...fixture } });
+  return { master, behaviour, control: controlSocket(master) };
+}
+
+const readySlots = (status: MasterStatus) => status.slots!.filter((s) => s.state === 'ready').length;
+
+describe('rollout: phased', () => {
+  it('a phased reload of 3 workers under load: never more than 4 worker processes, never fewer than 3 ready, zero failed requests', async () => {
+    const { master, control } = await start({ workers: 3, rollout: 'phased' });
+    const load = new Load({ port: master.port, connections: 12 });
+    const closing = new Load({ port: master.port, connections: 4, mode: 'close' });
+    let most = 0;
+    let fewestReady = Infinity;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        most = Math.max(most, childrenOf(master.pid).length);
+        fewestReady = Math.min(fewestReady, readySlots(await adminStatus(control)));
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })();
+    for (let i = 0; i < 2; i++) expect((await master.reload()).event).toBe('reloaded');
+    sampling = false;
+    await sampler;
+    const [keepAlive, close] = await Promise.all([load.stop(), closing.stop()]);
+    expect(keepAlive.errors).toEqual({});
+    expect(close.errors).toEqual({});
+    expect(most).toBeLessThanOrEqual(4);
+    expect(most).toBe(4); // the sampler did see a rollout step
+    expect(fewestReady).toBe(3);
+    const status = await adminStatus(control);
+    expect(status.generation).toBe(3);
+    expect(status.workers.map((w) => w.generation)).toEqual([3, 3, 3]);
+  });
+
+  it('a phased reload whose second slot fails to start stops there: every slot keeps a ready worker, zero failed requests', async () => {
+    const { master, behaviour, control } = await start({ workers: 3, rollout: 'phased' });
+    const load = new Load({ port: master.port, connections: 8 });
+    setBehaviour(behaviour, { crashSlots: [1] });
+    const outcome = await master.reload();
+    expect(outcome.event).toBe('reload-failed');
+    expect(outcome.error).toMatch(/stopped at slot 1: slots 0-0 serve generation 2, slots 1-2 generation 1/);
+    expect(outcome.error).toMatch(/slot 1, generation 2\) exited with code 1 before it was ready/);
+    const status = await pollUntil(async () => {
+      const s = await adminStatus(control);
+      return readySlots(s) === 3 && s.workers.length === 3 ? s : undefined;
+    }, 'three ready workers');
+    expect(status.workers.map((w) => w.generation).sort()).toEqual([1, 1, 2]);
+    // fixed, the next reload brings every slot to the newest generation
+    setBehaviour(behaviour, {});
+    expect((await master.reload()).event).toBe('reloaded');
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
+  });
+});
+
+describe('recycling', () => {
+  it('maxMemory: a worker that leaks on every request is replaced before it crashes, with zero failed requests', async () => {
+    const { master, control } = await start({ workers: 2, maxMemory: 160 * 2 ** 20 });
+    const load = new Load({ port: master.port, connections: 4, path: '/leak' });
+    await master.waitFor((e) => e.event === 'recycled', 'a recycle', 120_000);
+    await pollUntil(() => master.count('recycled') >= 2, 'a second recycle', 120_000);
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
+    const recycled = master.events.find((e) => e.event === 'recycled') as { reason?: string };
+    expect(recycled.reason).toMatch(/above maxMemory/);
+    // every worker that exited was drained, none crashed
+    for (const exit of master.events.filter((e) => e.event === 'worker-exit') as { code?: number; signal?: string }[]) {
+      expect(exit).toMatchObject({ code: 0, signal: null });
+    }
+    const status = await adminStatus(control);
+    expect(status.slots!.reduce((n, s) => n + s.recycles, 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('maxRequests: workers are recycled one at a time under load, zero failed requests', async () => {
+    const { master, control } = await start({ workers: 2, maxRequests: 300 });
+    const load = new Load({ port: master.port, connections: 8 });
+    await pollUntil(() => master.count('recycled') >= 3, 'three recycles', 120_000);
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
+    expect(stats.failed).toBe(0);
+    const reasons = master.events.filter((e) => e.event === 'recycled').map((e) => (e as { reason?: string }).reason);
+    for (const reason of reasons) expect(reason).toMatch(/served \d+ requests \(maxRequests 300/);
+    await pollUntil(async () => readySlots(await adminStatus(control)) === 2, 'both slots ready');
+  });
+});

@@ -62,6 +62,12 @@ export interface ServerOptions {
   maxRequests?: number;
   /** Recycle a worker after it has been ready this many ms (plus up to 10% at random). Default: never. */
   maxLifetime?: number;
+  /**
+   * Old generations that may be draining at once. Reloads faster than
+   * requests finish pile them up; past this bound the oldest one's workers
+   * are closed at once (and that is logged). Default 2.
+   */
+  maxDraining?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -103,6 +109,7 @@ export interface ResolvedOptions {
   maxMemory?: number;
   maxRequests?: number;
   maxLifetime?: number;
+  maxDraining: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -130,6 +137,7 @@ const DEFAULTS = {
   heartbeatTimeout: 5_000,
   stopDelay: 0,
   rollout: 'parallel',
+  maxDraining: 2,
   backlog: 1024,
   shared: false,
 } as const;
@@ -137,7 +145,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -168,7 +176,7 @@ function distance(a: string, b: string): number {
 function checkKeys(options: object): void {
   for (const key of Object.keys(options)) {
     if (key in KNOWN) continue;
-    const names = Object.keys(KNOWN);
+    const names = Object.keys(KNOWN).filter((name) => name !== 'dynamicAddresses'); // internal: never suggested
     // a truncated name ('heartbeat') is its own kind of typo
     const prefixed = names.find((n) => key.length >= 4 && n.toLowerCase().startsWith(key.toLowerCase()));
     const [closest] = prefixed ? [prefixed] : [...names].sort((a, b) => distance(key, a) - distance(key, b));
@@ -272,6 +280,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     maxMemory: o.maxMemory === undefined ? undefined : checkInteger('maxMemory', o.maxMemory, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes'),
     maxRequests: o.maxRequests === undefined ? undefined : checkInteger('maxRequests', o.maxRequests, 1, Number.MAX_SAFE_INTEGER),
     maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
+    maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
     ready: o.ready as ResolvedOptions['ready'],
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),

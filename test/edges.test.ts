@@ -9,6 +9,10 @@
 //     directory survives even when its pid does not exist here (another pid
 //     namespace sharing /tmp), a directory whose lock is free is removed, a
 //     young one with no lock yet is left to the master creating it;
+//   - 1,000 same-uid admin connections that ask for a status and then stay
+//     idle do not pile up: beyond 64 open at once they are refused, the rest
+//     are closed once idle for 30 s, and the refusals are logged at most once
+//     a second with a count of the lines left out;
 //   - a second copy started by mistake, failing with EADDRINUSE, leaves the
 //     running master's pid file alone (src/platform/pidfile.ts; passes once
 //     master.ts writes and removes it through writePidFile/removePidFile).
@@ -17,11 +21,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_PENDING_LOG_BYTES, streamLogger } from '../src/log';
-import { isAlive, reapAll, startMaster, tempDir } from './helpers/processes';
+import { FrameDecoder, encode } from '../src/protocol';
+import { isAlive, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const cleanups: (() => void)[] = [];
 afterEach(async () => {
@@ -155,5 +161,53 @@ describe('a failed second start', () => {
     expect(fatal.code).toBe('EADDRINUSE');
     expect((await second.exited).code).not.toBe(0);
     expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.pid}\n`);
+  });
+});
+
+describe('idle admin connections', () => {
+  /** Asks for a status on a new connection; resolves once answered (or closed by the master), leaving it open. */
+  function askStatus(socketPath: string): Promise<{ socket: net.Socket; answered: boolean }> {
+    return new Promise((resolve) => {
+      const decoder = new FrameDecoder();
+      const socket = net.connect(socketPath, () => socket.write(encode({ type: 'status' })));
+      socket.on('data', (chunk) => {
+        if (decoder.push(chunk).some((m) => m.type === 'status-result')) resolve({ socket, answered: true });
+      });
+      socket.on('error', () => {});
+      socket.on('close', () => resolve({ socket, answered: false }));
+    });
+  }
+
+  it('1,000 of them are capped, closed once idle, and their refusals logged at most once a second', async () => {
+    const parent = scratch();
+    const master = await startMaster({ fixture: { controlDir: parent } });
+    const dir = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`))!;
+    const socketPath = path.join(parent, dir, 'control.sock');
+    const sockets: net.Socket[] = [];
+    cleanups.push(() => sockets.forEach((s) => s.destroy()));
+    let answered = 0;
+    for (let batch = 0; batch < 10; batch++) {
+      const results = await Promise.all(Array.from({ length: 100 }, () => askStatus(socketPath)));
+      for (const r of results) {
+        sockets.push(r.socket);
+        if (r.answered) answered++;
+      }
+    }
+    expect(answered).toBe(64); // the cap: the rest were refused
+    const open = () => sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
+    await pollUntil(() => open() <= 64, 'the refused connections to be closed');
+    // Idle with nothing pending: closed after 30 s (the deadline only ends a broken run).
+    await pollUntil(() => open() === 0, 'the idle admin connections to be closed', 90_000);
+    // 936 refusals: logged at most once a second, every one accounted for.
+    const tally = () => {
+      const lines = master.stderr.split('\n');
+      const logged = lines.filter((l) => l.includes('control: refused pid')).length;
+      const counted = lines.reduce((n, l) => n + Number(/refused (\d+) more connection/.exec(l)?.[1] ?? 0), 0);
+      return { logged, counted };
+    };
+    await pollUntil(() => tally().logged + tally().counted >= 936, 'every refusal to be logged or counted');
+    expect(tally().logged + tally().counted).toBe(936);
+    expect(tally().logged).toBeLessThan(100);
+    expect((await master.reload()).event).toBe('reloaded'); // and the master serves on
   });
 });

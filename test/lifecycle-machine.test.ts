@@ -415,6 +415,25 @@ describe('recycling', () => {
   });
 });
 
+describe('maxDraining', () => {
+  it('past the bound, the oldest draining generation is closed at once', async () => {
+    const { lifecycle, spawner, started } = setup(1, { maxDraining: 1 });
+    await started();
+    for (const generation of [2, 3]) {
+      const reload = lifecycle.reload();
+      await settle();
+      spawner.of(generation)[0].becomeReady();
+      await reload;
+    }
+    // generation 1's worker never finished draining: generation 2's started too
+    const [first] = spawner.of(1);
+    expect(first.calls).toEqual(expect.arrayContaining(['drain', 'kill']));
+    expect(first.alive).toBe(false);
+    expect(spawner.of(2)[0].calls).toEqual(['drain']);
+    expect(spawner.of(2)[0].alive).toBe(true);
+  });
+});
+
 describe('Reloader', () => {
   it('runs one job at a time and coalesces every request during a run into one more', async () => {
     let runs = 0;

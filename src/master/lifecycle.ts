@@ -170,6 +170,8 @@ export interface LifecycleOptions {
   events: LifecycleEvents;
   rollout?: 'parallel' | 'phased';
   recycle?: RecycleLimits;
+  /** Old generations that may drain at once; past it the oldest is closed. Default: no bound. */
+  maxDraining?: number;
   clock?: Clock;
   /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
   random?: () => number;
@@ -322,6 +324,7 @@ export class Lifecycle {
     }
     this.generation = number;
     this.rebalance();
+    this.boundDraining();
     if (!first) {
       const durationMs = this.clock.now() - started;
       const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
@@ -342,6 +345,21 @@ export class Lifecycle {
     for (const c of replaced) c.drain();
     this.rebalance();
     return replaced;
+  }
+
+  /** At most maxDraining old generations drain at once: past it, the oldest one's workers are closed now. */
+  private boundDraining(): void {
+    const max = this.options.maxDraining;
+    if (max === undefined) return;
+    const draining = this.all.filter((c) => c.state === 'draining' || c.state === 'unresponsive');
+    const generations = [...new Set(draining.map((c) => c.generation))].sort((a, b) => a - b);
+    for (const generation of generations.slice(0, Math.max(0, generations.length - max))) {
+      const workers = draining.filter((c) => c.generation === generation);
+      this.options.log.warn(
+        `maxDraining (${max}): generation ${generation} still has ${workers.length} worker(s) draining; closing them now`,
+      );
+      for (const c of workers) c.kill();
+    }
   }
 
   private onExit(child: Child): void {

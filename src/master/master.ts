@@ -83,6 +83,7 @@ export class Master {
         recycled: (e) => this.events.emit('recycled', e),
       },
       rollout: options.rollout,
+      maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
         ? { maxMemory: options.maxMemory, maxRequests: options.maxRequests, maxLifetime: options.maxLifetime }
         : undefined,

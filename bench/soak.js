@@ -28,13 +28,14 @@ const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
   --env NAME=VALUE   extra environment for the master (and so its workers), e.g. MALLOC_ARENA_MAX=2; repeatable
   --handover DIR     the handover package to run (another checkout, built); default this repository
   --out FILE         the results file whose soak section is replaced (default bench/RESULTS.md)
+  --section NAME     the marked section of the results file to write (default soak)
   --no-write         print the report only; leave the results file alone
   --verbose          stream the master's log`;
 
 function parseArgs(argv) {
   const o = {
     reloads: 500, every: 100, connections: 32, load: true, workers: 1, memory: false, env: {}, handover: undefined,
-    out: path.join(__dirname, 'RESULTS.md'), write: true, verbose: false,
+    out: path.join(__dirname, 'RESULTS.md'), section: 'soak', write: true, verbose: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -60,6 +61,7 @@ function parseArgs(argv) {
       o.env[m[1]] = m[2];
     } else if (a === '--handover') o.handover = path.resolve(value());
     else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--section') o.section = value();
     else if (a === '--no-write') o.write = false;
     else if (a === '--verbose') o.verbose = true;
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
@@ -285,8 +287,8 @@ async function soak(o) {
   Object.assign(d, { r, reloads, failedReloads, checkpoints, peak, settled, totalMs: Date.now() - started });
   const md = report(o, d);
   if (o.write) {
-    fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'soak', md));
-    log(`wrote the soak section of ${path.relative(process.cwd(), o.out)}`);
+    fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), o.section, md));
+    log(`wrote the ${o.section} section of ${path.relative(process.cwd(), o.out)}`);
   }
   process.stdout.write(`${md}\n`);
   return (r?.failed ?? 0) === 0 && failedReloads === 0 ? 0 : 1;

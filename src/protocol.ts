@@ -59,6 +59,9 @@ export type Message =
    */
   | { type: 'reload'; id: number }
   | { type: 'reload-result'; id: number; ok: boolean; message?: string }
+  /** admin -> master: run `workers` workers from now on; answered with scale-result of the same id. */
+  | { type: 'scale'; id: number; workers: number }
+  | { type: 'scale-result'; id: number; ok: boolean; message?: string }
   /** admin -> master: describe yourself; answered with status-result. */
   | { type: 'status' }
   /** master -> worker: how many connections are open? answered with connections. */
@@ -149,7 +152,10 @@ export function validate(value: unknown): Message {
         return isInt(m.id);
       case 'connections':
         return isInt(m.count);
+      case 'scale':
+        return isInt(m.id) && isInt(m.workers);
       case 'reload-result':
+      case 'scale-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;

@@ -35,6 +35,8 @@ export interface ServerEvents {
    * replacement (`replacedBy`) is ready; the old one (`pid`) drains.
    */
   recycled: [event: { slot: number; pid: number; replacedBy: number; reason: string }];
+  /** Master: the number of workers changed (scale(), SIGTTIN/SIGTTOU, `handover scale`). */
+  scaled: [event: { workers: number; from: number }];
   /** Master or single process: the stop is complete. */
   stop: [];
   /** Worker or single process: this process drains; close your own resources (db pools, timers). */
@@ -275,6 +277,20 @@ export class Server extends EventEmitter {
   reload(): Promise<void> {
     if (!this.runtime) return Promise.reject(new Error('call run() before reload()'));
     return this.runtime.reload();
+  }
+
+  /**
+   * Master only: run `workers` workers from now on (SIGTTIN/SIGTTOU add or
+   * remove one). New workers start one at a time, each ready before the next;
+   * removed ones drain. Resolves once the change is done.
+   *
+   * ```ts
+   * await server.scale(4);
+   * ```
+   */
+  scale(workers: number): Promise<void> {
+    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('scale() is for the master (mode: \'master\'), after run()'));
+    return this.runtime.scale(workers);
   }
 
   /** Master only: a graceful stop, as a stop signal does. */

@@ -18,6 +18,8 @@ export interface SignalActions {
   reload(): void;
   stop(): void;
   force(): void;
+  /** Master only: SIGTTIN adds a worker, SIGTTOU removes one (as gunicorn and Unicorn do). */
+  scale?(delta: 1 | -1): void;
 }
 
 /** Installs the handlers; returns a function that removes them. */
@@ -32,6 +34,17 @@ export function handleSignals(actions: SignalActions, now: () => number = Date.n
       if (actions.stopping()) return actions.log.info(`${signal}: reload ignored, stopping`);
       actions.log.info(`${signal}: reload requested`);
       actions.reload();
+    });
+  }
+  if (actions.scale) {
+    const scale = actions.scale;
+    on('SIGTTIN', () => {
+      actions.log.info('SIGTTIN: one more worker');
+      if (!actions.stopping()) scale(1);
+    });
+    on('SIGTTOU', () => {
+      actions.log.info('SIGTTOU: one worker fewer');
+      if (!actions.stopping()) scale(-1);
     });
   }
   let firstStop: number | undefined;

@@ -25,6 +25,7 @@ function setup(slots: number, more: Partial<LifecycleOptions> = {}) {
       reloadFailed: ({ generation }) => outcomes.push(`failed ${generation}`),
       exit: (child: Child) => outcomes.push(`exit ${child.pid}`),
       recycled: ({ slot, reason }) => outcomes.push(`recycled ${slot}: ${reason}`),
+      scaled: ({ workers }) => outcomes.push(`scaled ${workers}`),
     },
   });
   /** Starts and makes generation 1 ready. */
@@ -412,6 +413,71 @@ describe('recycling', () => {
     expect(spawner.children).toHaveLength(2); // generation 2's worker only
     spawner.of(2)[0].becomeReady();
     await reload;
+  });
+});
+
+describe('scale', () => {
+  it('up: new slots start one at a time, each ready before the next; their sockets are made first', async () => {
+    const added: number[] = [];
+    const { lifecycle, spawner, started } = setup(1, { addSlot: (slot) => added.push(slot) });
+    await started();
+    const scaled = lifecycle.scale(3);
+    await settle();
+    expect(added).toEqual([1, 2]);
+    expect(spawner.children.map((c) => c.slot)).toEqual([0, 1]);
+    spawner.latest(1).becomeReady();
+    await settle();
+    expect(spawner.children.map((c) => c.slot)).toEqual([0, 1, 2]);
+    spawner.latest(2).becomeReady();
+    await scaled;
+    expect([0, 1, 2].map((slot) => lifecycle.slotState(slot).state)).toEqual(['ready', 'ready', 'ready']);
+    expect(lifecycle.workers).toBe(3);
+  });
+
+  it('down: the highest slots drain and stay covered by a sibling (their sockets stay in the group); up again reuses them', async () => {
+    const added: number[] = [];
+    const { lifecycle, spawner, started, clock } = setup(3, { addSlot: (slot) => added.push(slot) });
+    await started();
+    const [a, b, c] = spawner.of(1);
+    await lifecycle.scale(1);
+    expect(b.calls).toContain('drain');
+    expect(c.calls).toContain('drain');
+    expect(a.covering.sort()).toEqual([1, 2]);
+    expect(lifecycle.slotState(2)).toMatchObject({ state: 'retired', coveredBy: a.pid });
+    b.exit();
+    c.exit();
+    await clock.advance(RESPAWN_MAX_MS); // retired slots are never respawned
+    expect(spawner.children).toHaveLength(3);
+    const up = lifecycle.scale(2);
+    await settle();
+    spawner.latest(1).becomeReady();
+    await up;
+    expect(added).toEqual([]);
+    expect(a.covering).toEqual([2]);
+    expect(lifecycle.slotState(1).state).toBe('ready');
+  });
+
+  it('a reload after scaling runs the new number of workers', async () => {
+    const { lifecycle, spawner, started } = setup(2);
+    await started();
+    await lifecycle.scale(1);
+    const reload = lifecycle.reload();
+    await settle();
+    expect(spawner.of(2)).toHaveLength(1);
+    spawner.of(2)[0].becomeReady();
+    await reload;
+  });
+
+  it('a worker that started before a slot was added does not cover it (it has not got its sockets)', async () => {
+    const { lifecycle, spawner, started } = setup(1, { addSlot: () => {} });
+    await started();
+    const up = lifecycle.scale(2);
+    await settle();
+    spawner.latest(1).becomeReady();
+    await up;
+    spawner.latest(1).exit();
+    await settle();
+    expect(spawner.of(1)[0].covering).toEqual([]);
   });
 });
 

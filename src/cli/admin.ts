@@ -182,6 +182,18 @@ export async function reload(name: string | undefined, options: Map<string, stri
   return 1;
 }
 
+export async function scale(name: string | undefined, workers: number, options: Map<string, string | true>): Promise<number> {
+  const { socket } = await locate(name, options);
+  const answer = await ask(socket, { type: 'scale', id: 1, workers });
+  if (answer?.type !== 'scale-result') throw noAnswer(socket);
+  if (answer.ok) {
+    process.stdout.write(`scaled to ${workers} worker(s)\n`);
+    return 0;
+  }
+  process.stdout.write(`scaling failed: ${answer.message ?? 'no reason given'}\n`);
+  return 1;
+}
+
 export async function stop(name: string | undefined, options: Map<string, string | true>): Promise<number> {
   const { socket } = await locate(name, options);
   // The master closes the connection once it has stopped.

@@ -4,7 +4,7 @@
 // `status`, `reload` and `stop` talk to running masters, found by name.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ReachError, list, reload, status, stop } from './admin';
+import { ReachError, list, reload, scale, status, stop } from './admin';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
 import { START_OPTIONS, START_USAGE, start, startWorker } from './start';
@@ -18,6 +18,8 @@ const USAGE = `usage: handover <command> [options]
   reload [NAME]                        start a reload and wait for its outcome (exit 0: the new
                                        generation serves; exit 1: it failed, the old one keeps
                                        serving, and why is printed)
+  scale [NAME] N                       run N workers: new ones start one at a time, each ready
+                                       before the next; removed ones drain (SIGTTIN/SIGTTOU: one)
   stop [NAME]                          drain and stop; returns once the master has stopped
 
 NAME is what \`handover start --name\` gave (default: the script's name). Without
@@ -37,7 +39,7 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-const COMMANDS = ['start', 'list', 'status', 'reload', 'stop'];
+const COMMANDS = ['start', 'list', 'status', 'reload', 'scale', 'stop'];
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
@@ -80,6 +82,13 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'list') {
     if (parsed.positionals.length > 0) throw new UsageError(`handover list takes no NAME (got ${parsed.positionals[0]}); handover status NAME describes one`);
     return list(parsed.options);
+  }
+  if (command === 'scale') {
+    const count = parsed.positionals.at(-1);
+    if (parsed.positionals.length > 2 || !count || !/^[1-9]\d*$/.test(count)) {
+      throw new UsageError(`handover scale takes [NAME] and a number of workers >= 1 (got ${parsed.positionals.join(' ') || 'nothing'})`);
+    }
+    return scale(parsed.positionals.length === 2 ? parsed.positionals[0] : undefined, Number(count), parsed.options);
   }
   if (parsed.positionals.length > 1) throw new UsageError(`handover ${command} takes one NAME (got ${parsed.positionals.join(' ')})`);
   const name = parsed.positionals[0];

@@ -145,7 +145,8 @@ export class Generation {
   }
 }
 
-export type SlotState = 'ready' | 'starting' | 'backing-off' | 'unresponsive' | 'stopped';
+/** 'retired': removed by scale(); its socket stays in the group, served by a sibling. */
+export type SlotState = 'ready' | 'starting' | 'backing-off' | 'unresponsive' | 'retired' | 'stopped';
 
 export interface LifecycleEvents {
   reload(e: { generation: number }): void;
@@ -153,6 +154,7 @@ export interface LifecycleEvents {
   reloadFailed(e: { generation: number; error: Error }): void;
   exit(child: Child): void;
   recycled(e: { slot: number; pid: number; replacedBy: number; reason: string }): void;
+  scaled(e: { workers: number; from: number }): void;
 }
 
 /** When a worker is replaced, one at a time, by a fresh one of its generation (recycling). */
@@ -172,6 +174,8 @@ export interface LifecycleOptions {
   recycle?: RecycleLimits;
   /** Old generations that may drain at once; past it the oldest is closed. Default: no bound. */
   maxDraining?: number;
+  /** scale() grows past every slot so far: make that slot's sockets (the group never shrinks). */
+  addSlot?: (slot: number) => void;
   clock?: Clock;
   /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
   random?: () => number;
@@ -195,6 +199,12 @@ export class Lifecycle {
   /** Each child's share of up to 10% added to maxRequests and maxLifetime. */
   private readonly jitter = new WeakMap<Child, number>();
   private lastSpawned = 0;
+  /** Slots in service; slots from here to the table's end are retired (scaled down). */
+  private active: number;
+  /** How many slots' sockets each child received (it can cover only those). */
+  private readonly knownSlots = new WeakMap<Child, number>();
+  /** Reloads, scaling and recycles change the slot table one at a time. */
+  private exclusive: Promise<unknown> = Promise.resolve();
   /** Each slot's serving child: committed by a generation, or a respawn that became ready. */
   private readonly serving: (Child | undefined)[];
   /** Each slot's respawn that is starting. */
@@ -204,7 +214,7 @@ export class Lifecycle {
   /** Vacant slot -> the sibling accepting from its sockets. */
   private readonly covers = new Map<number, Child>();
   private readonly children = new Set<Child>();
-  private readonly reloader = new Reloader(() => this.nextGeneration());
+  private readonly reloader = new Reloader(() => this.locked(() => this.nextGeneration()));
   private readonly clock: Clock;
   private heartbeat?: unknown;
   private started = false;
@@ -212,12 +222,23 @@ export class Lifecycle {
 
   constructor(private readonly options: LifecycleOptions) {
     this.clock = options.clock ?? realClock;
+    this.active = options.slots;
     this.serving = new Array(options.slots).fill(undefined);
     this.replacing = new Array(options.slots).fill(undefined);
     this.backoff = new Array(options.slots).fill(undefined);
     this.crashes = new Array(options.slots).fill(0);
     this.restarts = new Array(options.slots).fill(0);
     this.recycles = new Array(options.slots).fill(0);
+  }
+
+  /** Slots in service (workers per generation). */
+  get workers(): number {
+    return this.active;
+  }
+
+  /** Every slot ever made: the ones in service, then the retired ones. */
+  get slotCount(): number {
+    return this.serving.length;
   }
 
   get reloading(): boolean {
@@ -244,6 +265,71 @@ export class Lifecycle {
     return this.reloader.request();
   }
 
+  /**
+   * Sets the number of workers. Growing starts one worker per new slot, each
+   * ready before the next; shrinking drains the workers of the highest slots.
+   * A slot's socket stays in the SO_REUSEPORT group for the master's life (a
+   * closed listener would reset its queued connections), so a retired slot is
+   * served by a sibling, and growing again reuses it.
+   */
+  scale(workers: number): Promise<void> {
+    if (!Number.isInteger(workers) || workers < 1) return Promise.reject(new RangeError(`workers must be an integer >= 1, got ${workers}`));
+    if (!this.started || this.generation === 0) return Promise.reject(new Error('not serving yet; no scaling'));
+    if (this.stopping) return Promise.reject(new Error('stopping; no scaling'));
+    return this.locked(() => this.applyScale(workers));
+  }
+
+  /** Runs `job` once no other reload, scale or recycle is changing the slot table. */
+  private locked<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.exclusive.then(job, job);
+    this.exclusive = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyScale(workers: number): Promise<void> {
+    if (this.stopping) throw new Error('stopping; no scaling');
+    const from = this.active;
+    if (workers === from) return;
+    for (let slot = this.serving.length; slot < workers; slot++) {
+      this.options.addSlot?.(slot);
+      this.serving.push(undefined);
+      this.replacing.push(undefined);
+      this.backoff.push(undefined);
+      this.crashes.push(0);
+      this.restarts.push(0);
+      this.recycles.push(0);
+    }
+    if (workers > from) {
+      for (let slot = from; slot < workers; slot++) {
+        const next = new Generation(this.generation, [slot], (s, g) => this.spawn(s, g));
+        try {
+          await next.ready();
+        } catch (error) {
+          const reason = error instanceof Error ? error.message : String(error);
+          throw new Error(`scaling to ${workers} workers stopped at ${this.active}: ${reason}`);
+        }
+        if (this.stopping) {
+          void next.abandon();
+          throw new Error('stopping; no scaling');
+        }
+        this.active = slot + 1;
+        this.commitSlot(next.children[0]);
+      }
+    } else {
+      this.active = workers;
+      for (let slot = workers; slot < from; slot++) {
+        this.clock.clearTimeout(this.backoff[slot]);
+        this.backoff[slot] = undefined;
+        for (const c of [this.serving[slot], this.replacing[slot]]) c?.drain();
+        this.serving[slot] = undefined;
+        this.replacing[slot] = undefined;
+      }
+      this.rebalance();
+    }
+    this.options.log.info(`scaled from ${from} to ${workers} worker(s)`);
+    this.options.events.scaled({ workers, from });
+  }
+
   /** Drains every child; resolves when all have exited (each is killed at its stopTimeout). */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -266,6 +352,7 @@ export class Lifecycle {
     const coveredBy = this.covers.get(slot)?.pid;
     if (serving?.state === 'ready') return { state: 'ready', pid: serving.pid, ...counts };
     if (this.stopping) return { state: 'stopped', ...counts };
+    if (slot >= this.active) return { state: 'retired', coveredBy, ...counts };
     const replacing = this.replacing[slot];
     if (replacing) return { state: 'starting', pid: replacing.pid, coveredBy, ...counts };
     if (this.backoff[slot] !== undefined) return { state: 'backing-off', coveredBy, ...counts };
@@ -276,6 +363,7 @@ export class Lifecycle {
 
   private spawn(slot: number, generation: number): Child {
     const child = this.options.spawn(slot, generation);
+    this.knownSlots.set(child, this.serving.length);
     this.children.add(child);
     void child.exited.then(() => this.onExit(child));
     return child;
@@ -290,7 +378,7 @@ export class Lifecycle {
       this.options.log.info(`reload: starting generation ${number}`);
       this.options.events.reload({ generation: number });
     }
-    const slots = Array.from({ length: this.options.slots }, (_, i) => i);
+    const slots = Array.from({ length: this.active }, (_, i) => i);
     const phased = !first && this.options.rollout === 'phased';
     let old: Child[] = [];
     let switched = 0;
@@ -368,10 +456,10 @@ export class Lifecycle {
     const slot = child.slot;
     if (this.serving[slot] === child) {
       this.serving[slot] = undefined;
-      if (!this.stopping) this.scheduleRespawn(child, 'exited');
+      if (!this.stopping && slot < this.active) this.scheduleRespawn(child, 'exited');
     } else if (this.replacing[slot] === child) {
       this.replacing[slot] = undefined;
-      if (!this.stopping) this.scheduleRespawn(child, 'exited before it was ready');
+      if (!this.stopping && slot < this.active) this.scheduleRespawn(child, 'exited before it was ready');
     }
     this.rebalance();
   }
@@ -387,7 +475,7 @@ export class Lifecycle {
     this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot} in ${delay} ms`);
     this.backoff[slot] = this.clock.setTimeout(() => {
       this.backoff[slot] = undefined;
-      if (this.stopping || this.serving[slot] || this.replacing[slot]) return;
+      if (this.stopping || this.serving[slot] || this.replacing[slot] || slot >= this.active) return;
       this.restarts[slot]++;
       const child = this.spawn(slot, this.generation);
       this.replacing[slot] = child;
@@ -468,12 +556,13 @@ export class Lifecycle {
     for (const old of this.serving) {
       if (old?.state !== 'ready') continue;
       const reason = this.recycleReason(old, now);
-      if (reason) return void this.recycle(old, reason);
+      if (!reason) continue;
+      this.recycling = old;
+      return void this.locked(() => this.recycle(old, reason));
     }
   }
 
   private async recycle(old: Child, reason: string): Promise<void> {
-    this.recycling = old;
     this.options.log.info(`recycling ${old.describe()}: ${reason}`);
     const next = new Generation(old.generation, [old.slot], (slot, g) => this.spawn(slot, g));
     try {
@@ -511,14 +600,16 @@ export class Lifecycle {
         this.covers.delete(slot);
       }
     }
-    for (let slot = 0; slot < this.options.slots; slot++) {
+    for (let slot = 0; slot < this.serving.length; slot++) {
       if (healthy(this.serving[slot]) || this.covers.has(slot)) continue;
       const load = (c: Child) => [...this.covers.values()].filter((by) => by === c).length;
-      const by = this.serving.filter(healthy).sort((a, b) => load(a) - load(b))[0];
+      const able = (c: Child) => (this.knownSlots.get(c) ?? 0) > slot; // it has that slot's sockets
+      const by = this.serving.filter(healthy).filter(able).sort((a, b) => load(a) - load(b))[0];
       if (!by) continue;
       by.cover(slot);
       this.covers.set(slot, by);
-      this.options.log.info(`slot ${slot} has no ready worker; ${by.describe()} accepts its connections meanwhile`);
+      const why = slot >= this.active ? 'is retired' : 'has no ready worker';
+      this.options.log.info(`slot ${slot} ${why}; ${by.describe()} accepts its connections meanwhile`);
     }
   }
 }

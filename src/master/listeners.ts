@@ -17,12 +17,15 @@ export interface Listener {
   bound: string;
   /** One fd per slot, or a single fd that every slot shares. */
   fds: number[];
+  /** Every slot shares fds[0]: a Unix socket, one systemd passed in, or any socket off Linux. */
+  shared: boolean;
   /** inode of the Unix socket file we created, so we remove only our own. */
   createdInode?: number;
 }
 
 
 export interface ListenerOptions {
+  /** Sockets per TCP address (Linux); grows with addSlot(). */
   slots: number;
   backlog: number;
   /** Join an existing SO_REUSEPORT group instead of failing with EADDRINUSE. */
@@ -95,7 +98,7 @@ export class ListenerSet {
       // unlinked, unless our predecessor made it (single-process handover).
       const onDisk = activated.owned && address.kind === 'unix' && !address.path.startsWith('@');
       const createdInode = onDisk ? fs.lstatSync(address.path).ino : undefined;
-      const listener = { key: text, address, fds: [activated.fd], bound: formatBound(activated.bound), createdInode };
+      const listener = { key: text, address, fds: [activated.fd], shared: true, bound: formatBound(activated.bound), createdInode };
       this.listeners.set(text, listener);
       return listener;
     }
@@ -144,6 +147,25 @@ export class ListenerSet {
       const message = error instanceof Error ? error.message : String(error);
       if (!conn.destroyed) conn.write(encode({ type: 'refused', message }));
       return message;
+    }
+  }
+
+  /**
+   * One more slot: every TCP address (Linux) gets one more socket in its
+   * SO_REUSEPORT group, bound to the same port. Unix and activated sockets
+   * are shared by every slot already.
+   */
+  addSlot(): void {
+    this.options.slots++;
+    if (process.platform !== 'linux') return;
+    for (const listener of this.listeners.values()) {
+      if (listener.shared) continue;
+      const bound = native.localAddress(listener.fds[0]) as { address: string; port: number };
+      try {
+        listener.fds.push(native.bindTcp({ host: bound.address, port: bound.port, backlog: this.options.backlog, reusePort: true }));
+      } catch (error) {
+        throw explain(error, listener.key);
+      }
     }
   }
 
@@ -208,7 +230,7 @@ export class ListenerSet {
       if (!address.anyHost || !ipv6Missing) throw error;
       fds = bindAll('0.0.0.0');
     }
-    return { address, fds, bound: formatBound(native.localAddress(fds[0])) };
+    return { address, fds, shared: process.platform !== 'linux', bound: formatBound(native.localAddress(fds[0])) };
   }
 
   private bindUnix(address: Extract<Address, { kind: 'unix' }>): Omit<Listener, 'key'> {
@@ -216,7 +238,7 @@ export class ListenerSet {
     if (!path.startsWith('@')) this.removeStaleSocket(path);
     const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });
     const createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
-    return { address, fds: [fd], bound: address.text, createdInode };
+    return { address, fds: [fd], shared: true, bound: address.text, createdInode };
   }
 
   /** A socket file nobody listens on is stale and replaced; anything else stays. */

@@ -81,7 +81,12 @@ export class Master {
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
         recycled: (e) => this.events.emit('recycled', e),
+        scaled: (e) => {
+          notify(this.statusLine());
+          this.events.emit('scaled', e);
+        },
       },
+      addSlot: () => this.listeners.addSlot(),
       rollout: options.rollout,
       maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
@@ -124,6 +129,10 @@ export class Master {
         reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
         stop: () => void this.stop(),
         force: () => this.force(),
+        scale: (delta) => {
+          const workers = Math.max(1, this.lifecycle.workers + delta);
+          void this.scale(workers).catch((error: Error) => this.log.error(error.message));
+        },
       });
       const workers = this.options.workers;
       const listening = this.bound.length > 0 ? `listening on ${this.bound.join(', ')}; ` : '';
@@ -152,6 +161,12 @@ export class Master {
     return this.lifecycle.reload();
   }
 
+  /** Sets the number of workers (see Lifecycle.scale); resolves once the new ones serve. */
+  scale(workers: number): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('the master is stopping; no scaling'));
+    return this.lifecycle.scale(workers);
+  }
+
   /** Graceful stop; a second call forces it (kills what is left at once). */
   stop(): Promise<void> {
     if (this.stopping) {
@@ -177,7 +192,7 @@ export class Master {
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
       workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
-      slots: Array.from({ length: this.options.workers }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
+      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
   }
 
@@ -190,8 +205,9 @@ export class Master {
   }
 
   private statusLine(): string {
-    const serving = Array.from({ length: this.options.workers }, (_, s) => this.lifecycle.slotState(s)).filter((s) => s.state === 'ready');
-    return `STATUS=generation ${this.lifecycle.generation}, ${serving.length}/${this.options.workers} workers serving`;
+    const workers = this.lifecycle.workers;
+    const serving = Array.from({ length: workers }, (_, s) => this.lifecycle.slotState(s)).filter((s) => s.state === 'ready');
+    return `STATUS=generation ${this.lifecycle.generation}, ${serving.length}/${workers} workers serving`;
   }
 
   /** Stops (see the top of this file); `force` (a failed start) kills instead of draining. */
@@ -308,6 +324,12 @@ export class Master {
         this.reload().then(
           () => reply({ type: 'reload-result', id: message.id, ok: true }),
           (error: Error) => reply({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
+        );
+        break;
+      case 'scale':
+        this.scale(message.workers).then(
+          () => reply({ type: 'scale-result', id: message.id, ok: true }),
+          (error: Error) => reply({ type: 'scale-result', id: message.id, ok: false, message: error.message }),
         );
         break;
       case 'stop':

@@ -468,6 +468,25 @@ describe('scale', () => {
     await reload;
   });
 
+  it('down below a slot added later: a survivor that lacks its sockets is renewed first, so the retired slot stays covered', async () => {
+    const { lifecycle, spawner, started } = setup(1, { addSlot: () => {} });
+    await started();
+    const up = lifecycle.scale(2);
+    await settle();
+    spawner.latest(1).becomeReady();
+    await up;
+    const [old] = spawner.of(1);
+    const down = lifecycle.scale(1);
+    await settle();
+    const renewed = spawner.latest(0);
+    expect(renewed).not.toBe(old);
+    expect(spawner.latest(1).calls).not.toContain('drain'); // slot 1 serves until slot 0 is renewed
+    renewed.becomeReady();
+    await down;
+    expect(old.calls).toContain('drain');
+    expect(renewed.covering).toEqual([1]);
+  });
+
   it('a worker that started before a slot was added does not cover it (it has not got its sockets)', async () => {
     const { lifecycle, spawner, started } = setup(1, { addSlot: () => {} });
     await started();

@@ -104,6 +104,58 @@ describe('rollout: phased', () => {
   });
 });
 
+describe('scaling at run time', () => {
+  /** TCP listening sockets on `port` that the process holds, by inode. */
+  function listening(pid: number, port: number): number {
+    const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+    const inodes = new Set<string>();
+    for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[1].endsWith(`:${hexPort}`) && cols[3] === '0A') inodes.add(cols[9]);
+    }
+    return fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return inodes.has(/^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '');
+      } catch {
+        return false;
+      }
+    }).length;
+  }
+
+  it.runIf(process.platform === 'linux')('2 -> 3 (handover scale) -> 1 (SIGTTOU twice) -> 2 (SIGTTIN) under load: zero failed requests; the group never shrinks', async () => {
+    const { master, control } = await start({ workers: 2 });
+    const load = new Load({ port: master.port, connections: 8 });
+    const closing = new Load({ port: master.port, connections: 4, mode: 'close' });
+    const serving = (n: number) => pollUntil(async () => {
+      const status = await adminStatus(control);
+      const ready = status.slots!.filter((s) => s.state === 'ready').length;
+      return ready === n && status.workers.filter((w) => w.state === 'ready').length === n && childrenOf(master.pid).length === n
+        ? status : undefined;
+    }, `${n} ready workers and no other`, 60_000);
+
+    const cli = await import('node:child_process');
+    const scaled = cli.spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli', 'cli.js'), 'scale', '--socket', control, '3'], { encoding: 'utf8' });
+    expect(scaled.stdout + scaled.stderr).toContain('scaled to 3 worker(s)');
+    expect(scaled.status).toBe(0);
+    await serving(3);
+    expect(listening(master.pid, master.port)).toBe(3);
+
+    master.proc.kill('SIGTTOU');
+    await pollUntil(() => master.count('scaled') >= 2, 'the first SIGTTOU');
+    master.proc.kill('SIGTTOU');
+    const one = await serving(1);
+    expect(one.slots!.filter((s) => s.state === 'retired').map((s) => s.coveredBy)).toEqual([one.slots![0].pid, one.slots![0].pid]);
+    expect(listening(master.pid, master.port)).toBe(3); // retired slots keep their sockets, served by the sibling
+
+    master.proc.kill('SIGTTIN');
+    await serving(2);
+    const [keepAlive, close] = await Promise.all([load.stop(), closing.stop()]);
+    expect(keepAlive.errors).toEqual({});
+    expect(close.errors).toEqual({});
+    expect(master.events.filter((e) => e.event === 'scaled').map((e) => (e as { workers?: number }).workers)).toEqual([3, 2, 1, 2]);
+  });
+});
+
 describe('recycling', () => {
   it('maxMemory: a worker that leaks on every request is replaced before it crashes, with zero failed requests', async () => {
     const { master, control } = await start({ workers: 2, maxMemory: 160 * 2 ** 20 });

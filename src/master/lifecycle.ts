@@ -316,6 +316,17 @@ export class Lifecycle {
         this.commitSlot(next.children[0]);
       }
     } else {
+      // A retired slot's socket must have an acceptor: a worker started before
+      // the slot existed has not got its sockets, so the first one is renewed.
+      const knows = (c: Child | undefined, slot: number) => c !== undefined && (this.knownSlots.get(c) ?? 0) > slot;
+      const survivors = this.serving.slice(0, workers);
+      const uncoverable = Array.from({ length: this.serving.length - workers }, (_, i) => workers + i)
+        .some((slot) => !survivors.some((c) => knows(c, slot)));
+      if (uncoverable) {
+        const renewed = new Generation(this.generation, [0], (s, g) => this.spawn(s, g));
+        await renewed.ready();
+        this.commitSlot(renewed.children[0]);
+      }
       this.active = workers;
       for (let slot = workers; slot < from; slot++) {
         this.clock.clearTimeout(this.backoff[slot]);

@@ -255,8 +255,14 @@ export class SingleProcess {
   stop(): Promise<void> {
     // Already draining after a handover: the drain goes on as it is.
     if (!this.stopping) {
+      this.stopping = true;
       notify('STOPPING=1');
-      this.retire(true);
+      const delay = this.options.stopDelay;
+      if (delay > 0) {
+        this.log.info(`stopping: still accepting for stopDelay (${delay} ms)`);
+        this.serving.closeEachResponse();
+      }
+      setTimeout(() => this.retire(true), delay);
     }
     return new Promise(() => {}); // the process exits when drained
   }

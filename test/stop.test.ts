@@ -75,7 +75,11 @@ describe('stop', () => {
     const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 60_000 } });
     const long = inFlight(master.port, `/flush?until=${encodeURIComponent(gate)}`);
     await long.started;
+    // Two back-to-back kill()s may merge in the kernel into one delivery; the
+    // second is sent once the first was taken, as a group delivery racing the
+    // master's handler would be (well within DUPLICATE_STOP_MS).
     master.proc.kill('SIGTERM');
+    await pollUntil(() => /SIGTERM: stop requested/.test(master.stderr), 'the master to take the first SIGTERM', 30_000);
     master.proc.kill('SIGTERM');
     await pollUntil(() => /one stop/.test(master.stderr), 'the master to see the second SIGTERM', 30_000);
     fs.writeFileSync(gate, '');
@@ -118,5 +122,16 @@ describe('stop', () => {
     expect(await master.exited).toEqual({ code: 0, signal: null });
     expect(master.count('reload')).toBe(0);
     expect(ourProcesses()).toEqual([]);
+  });
+
+  it('stopDelay: new connections are still served during the delay, each answer saying Connection: close; then refused', async () => {
+    const master = await startMaster({ script: APP, fixture: { workers: 2, stopDelay: 3_000 } });
+    const port = master.port;
+    master.proc.kill('SIGTERM');
+    await pollUntil(() => /still accepting for stopDelay/.test(master.stderr), 'the stop delay to begin', 30_000);
+    const during = await Promise.all(Array.from({ length: 10 }, () => request(port)));
+    for (const answer of during) expect(answer).toMatchObject({ status: 200, connection: 'close' });
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+    expect((await request(port)).error).toBe('ECONNREFUSED');
   });
 });

@@ -112,6 +112,8 @@ function closeAfterThisResponse(res: http.ServerResponse): void {
 export class ServerDrain {
   readonly kind: Kind;
   private draining = false;
+  /** stopDelay: still accepting, but every response closes its connection. */
+  private closing = false;
   /** Called when the last tracked socket has closed during a drain. */
   private lastClosed?: () => void;
   private readonly sockets = new Set<net.Socket>();
@@ -134,7 +136,7 @@ export class ServerDrain {
       // HTTP/1 requests: on http servers, and on http2 servers with allowHTTP1.
       // Nothing per request until the drain: it must cost nothing while serving.
       server.prependListener('request', (_req: unknown, res: unknown) => {
-        if (this.draining && res instanceof http.ServerResponse) closeAfterThisResponse(res);
+        if ((this.draining || this.closing) && res instanceof http.ServerResponse) closeAfterThisResponse(res);
       });
     }
     if (this.kind === 'http') this.trackUpgrades();
@@ -182,6 +184,15 @@ export class ServerDrain {
       if (event === 'upgrade') sync();
     });
     sync();
+  }
+
+  /**
+   * A stop is coming (stopDelay): keep accepting, but each HTTP/1 response
+   * says `Connection: close`, so clients move to another endpoint while the
+   * load balancer still sends some here.
+   */
+  closeEachResponse(): void {
+    this.closing = true;
   }
 
   /** Open connections (upgraded ones included). */

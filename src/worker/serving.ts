@@ -104,6 +104,11 @@ export class Serving {
     this.covering.delete(slot);
   }
 
+  /** A stop is coming (stopDelay): keep serving, each response closing its connection. */
+  closeEachResponse(): void {
+    for (const drain of this.drains) drain.closeEachResponse();
+  }
+
   /** Drains every server; resolves when the last connection has closed. */
   drain(): Promise<void> {
     this.draining = true;

@@ -70,6 +70,7 @@ export class Worker {
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
+      if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);

@@ -63,6 +63,14 @@ export interface ServerOptions {
   /** Recycle a worker after it has been ready this many ms (plus up to 10% at random). Default: never. */
   maxLifetime?: number;
   /**
+   * ms a generation replaced by a reload stays alive, not accepting, so that
+   * `rollback()` (`handover rollback`) can put it back at once without
+   * starting a process. With `rollout: 'phased'`, a failed rollout then also
+   * restores every slot already switched. Costs its memory meanwhile.
+   * Default 0: the old generation drains and exits.
+   */
+  keepPrevious?: number;
+  /**
    * Old generations that may be draining at once. Reloads faster than
    * requests finish pile them up; past this bound the oldest one's workers
    * are closed at once (and that is logged). Default 2.
@@ -110,6 +118,7 @@ export interface ResolvedOptions {
   maxRequests?: number;
   maxLifetime?: number;
   maxDraining: number;
+  keepPrevious: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -138,6 +147,7 @@ const DEFAULTS = {
   stopDelay: 0,
   rollout: 'parallel',
   maxDraining: 2,
+  keepPrevious: 0,
   backlog: 1024,
   shared: false,
 } as const;
@@ -145,7 +155,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -281,6 +291,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     maxRequests: o.maxRequests === undefined ? undefined : checkInteger('maxRequests', o.maxRequests, 1, Number.MAX_SAFE_INTEGER),
     maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
     maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
+    keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
     ready: o.ready as ResolvedOptions['ready'],
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
@@ -295,9 +306,12 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (resolved.mode === 'single') {
-    const recycling = (['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined);
-    if (recycling.length > 0) {
-      throw new TypeError(`${recycling.join(', ')}: recycling replaces a master's workers; mode: 'single' has none (use the default mode)`);
+    const masterOnly = [
+      ...(['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined),
+      ...(resolved.keepPrevious > 0 ? ['keepPrevious'] : []),
+    ];
+    if (masterOnly.length > 0) {
+      throw new TypeError(`${masterOnly.join(', ')}: recycling and keeping workers are for a master's workers; mode: 'single' has none (use the default mode)`);
     }
   }
   return resolved;

@@ -45,6 +45,11 @@ export type Message =
   | { type: 'drain' }
   /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
   | { type: 'closing' }
+  /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
+  | { type: 'park' }
+  | { type: 'resume' }
+  /** admin -> master: put the kept previous generation back; answered with reload-result of the same id. */
+  | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
   /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
@@ -143,6 +148,8 @@ export function validate(value: unknown): Message {
         return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
       case 'ping':
       case 'closing':
+      case 'park':
+      case 'resume':
       case 'drain':
       case 'count':
       case 'status':
@@ -154,6 +161,8 @@ export function validate(value: unknown): Message {
         return isInt(m.count);
       case 'scale':
         return isInt(m.id) && isInt(m.workers);
+      case 'rollback':
+        return isInt(m.id);
       case 'reload-result':
       case 'scale-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));

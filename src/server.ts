@@ -35,6 +35,8 @@ export interface ServerEvents {
    * replacement (`replacedBy`) is ready; the old one (`pid`) drains.
    */
   recycled: [event: { slot: number; pid: number; replacedBy: number; reason: string }];
+  /** Master: rollback() put generation `generation` back; generation `from` drains. */
+  'rolled-back': [event: { generation: number; from: number }];
   /** Master: the number of workers changed (scale(), SIGTTIN/SIGTTOU, `handover scale`). */
   scaled: [event: { workers: number; from: number }];
   /** Master or single process: the stop is complete. */
@@ -291,6 +293,16 @@ export class Server extends EventEmitter {
   scale(workers: number): Promise<void> {
     if (!(this.runtime instanceof Master)) return Promise.reject(new Error('scale() is for the master (mode: \'master\'), after run()'));
     return this.runtime.scale(workers);
+  }
+
+  /**
+   * Master only: with `keepPrevious`, puts the generation the last reload
+   * replaced back to accepting and drains the current one, starting no
+   * process. Rejects when no previous generation is kept.
+   */
+  rollback(): Promise<void> {
+    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('rollback() is for the master (mode: \'master\'), after run()'));
+    return this.runtime.rollback();
   }
 
   /** Master only: a graceful stop, as a stop signal does. */

@@ -26,6 +26,7 @@ function setup(slots: number, more: Partial<LifecycleOptions> = {}) {
       exit: (child: Child) => outcomes.push(`exit ${child.pid}`),
       recycled: ({ slot, reason }) => outcomes.push(`recycled ${slot}: ${reason}`),
       scaled: ({ workers }) => outcomes.push(`scaled ${workers}`),
+      rolledBack: ({ generation }) => outcomes.push(`rolled back to ${generation}`),
     },
   });
   /** Starts and makes generation 1 ready. */
@@ -88,6 +89,8 @@ describe('reload', () => {
     spawner.of(2)[1].becomeReady();
     await reload;
     for (const old of spawner.of(1)) expect(old.calls).toContain('drain');
+    // committing a generation slot by slot never makes a slot look vacant
+    for (const c of spawner.children) expect(c.calls.filter((call) => call.startsWith('cover'))).toEqual([]);
   });
 
   it('a new worker that is ready and then dies before its sibling is ready fails the reload; the old generation keeps every slot', async () => {
@@ -497,6 +500,78 @@ describe('scale', () => {
     spawner.latest(1).exit();
     await settle();
     expect(spawner.of(1)[0].covering).toEqual([]);
+  });
+});
+
+describe('keepPrevious and rollback', () => {
+  const KEEP_MS = 60_000;
+
+  async function reloaded(lifecycle: Lifecycle, spawner: FakeSpawner, generation: number) {
+    const reload = lifecycle.reload();
+    await settle();
+    for (const c of spawner.of(generation)) c.becomeReady();
+    await reload;
+  }
+
+  it('a reload parks the old generation; rollback puts it back at once, starting no process, and drains the new one', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(2, { keepPrevious: KEEP_MS });
+    await started();
+    await reloaded(lifecycle, spawner, 2);
+    const [old, fresh] = [spawner.of(1), spawner.of(2)];
+    for (const c of old) expect(c.state).toBe('parked');
+    const count = spawner.children.length;
+    await lifecycle.rollback();
+    expect(spawner.children).toHaveLength(count);
+    for (const c of old) expect(c.state).toBe('ready');
+    for (const c of fresh) expect(c.calls).toContain('drain');
+    expect(lifecycle.generation).toBe(1);
+    expect([0, 1].map((s) => lifecycle.slotState(s).pid)).toEqual(old.map((c) => c.pid));
+    expect(outcomes).toContain('rolled back to 1');
+    await expect(lifecycle.rollback()).rejects.toThrow(/nothing to roll back to/);
+  });
+
+  it('after keepPrevious the parked generation drains, and rollback says there is nothing to roll back to', async () => {
+    const { lifecycle, spawner, started, clock } = setup(1, { keepPrevious: KEEP_MS });
+    await started();
+    await reloaded(lifecycle, spawner, 2);
+    await clock.advance(KEEP_MS);
+    expect(spawner.of(1)[0].calls).toContain('drain');
+    await expect(lifecycle.rollback()).rejects.toThrow(/nothing to roll back to/);
+  });
+
+  it('a parked worker that died makes rollback refuse, and the rest of that generation drains', async () => {
+    const { lifecycle, spawner, started } = setup(2, { keepPrevious: KEEP_MS });
+    await started();
+    await reloaded(lifecycle, spawner, 2);
+    spawner.of(1)[0].exit();
+    await settle();
+    await expect(lifecycle.rollback()).rejects.toThrow(/is gone/);
+    expect(spawner.of(1)[1].calls).toContain('drain');
+    expect(lifecycle.generation).toBe(2);
+  });
+
+  it('without keepPrevious the old generation drains and there is nothing to roll back to', async () => {
+    const { lifecycle, spawner, started } = setup(1);
+    await started();
+    await reloaded(lifecycle, spawner, 2);
+    expect(spawner.of(1)[0].calls).toEqual(['drain']);
+    await expect(lifecycle.rollback()).rejects.toThrow(/set keepPrevious/);
+  });
+
+  it('phased with keepPrevious: a failure at slot 1 restores slot 0\'s old worker', async () => {
+    const { lifecycle, spawner, started, states } = setup(3, { keepPrevious: KEEP_MS, rollout: 'phased' });
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    await settle();
+    spawner.of(2)[1].exit();
+    await expect(reload).rejects.toThrow(/generation 1 serves again \(slots 0-0 were switched back\)/);
+    const old = spawner.of(1);
+    expect(old[0].calls).toEqual(['park', 'resume']);
+    expect(spawner.of(2)[0].calls).toContain('drain');
+    expect([0, 1, 2].map((s) => lifecycle.slotState(s).pid)).toEqual(old.map((c) => c.pid));
+    expect(states()).toEqual(['ready', 'ready', 'ready']);
   });
 });
 

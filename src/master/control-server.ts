@@ -1,8 +1,9 @@
 // The listening side of the control socket: a private directory (0700, socket
 // 0600), and a gate every connection passes before anything else (invariant 6):
 // the kernel's peer credentials (the expected uid, a pid we spawned) and that
-// process's one-time token. Anything else is refused, logged with its pid (at
-// most one line a second, the rest counted: a flood must not fill the log),
+// process's one-time token. Anything else is refused, logged with its pid (a
+// burst of lines, then at most one a second with a count of the rest: a flood
+// must not fill the log),
 // and only that connection is closed; garbage never reaches the handlers.
 // Same-uid admin connections (the `handover` command) are capped in number and
 // closed once idle, so a pile of idle ones cannot grow the master.
@@ -23,12 +24,17 @@ const ADMIN_IDLE_TIMEOUT_MS = 30_000;
 /** Admin connections open at once; more are refused. */
 const MAX_ADMIN_CONNECTIONS = 64;
 
-/** Refused connections are logged at most once per this interval; the rest are counted. */
+/**
+ * Refused connections are logged one line each up to a burst of this many,
+ * then at most one a second; the ones left out are counted.
+ */
+const REFUSAL_LOG_BURST = 10;
 const REFUSAL_LOG_INTERVAL_MS = 1_000;
 
-/** One line per refusal, at most one per interval; the next line says how many were left out. */
+/** Refusal lines from a token bucket; a line at most once a second says how many were left out. */
 class RefusalLog {
-  private windowEnds = 0;
+  private tokens = REFUSAL_LOG_BURST;
+  private refilledAt = Date.now();
   private suppressed = 0;
   private timer?: NodeJS.Timeout;
 
@@ -36,19 +42,22 @@ class RefusalLog {
 
   refused(line: string): void {
     const now = Date.now();
-    if (now < this.windowEnds) {
-      this.suppressed++;
+    this.tokens = Math.min(REFUSAL_LOG_BURST, this.tokens + (now - this.refilledAt) / REFUSAL_LOG_INTERVAL_MS);
+    this.refilledAt = now;
+    if (this.tokens >= 1) {
+      this.tokens--;
+      this.log.warn(line);
       return;
     }
-    this.log.warn(line);
-    this.windowEnds = now + REFUSAL_LOG_INTERVAL_MS;
-    this.timer = setTimeout(() => this.flush(), REFUSAL_LOG_INTERVAL_MS).unref();
+    this.suppressed++;
+    this.timer ??= setTimeout(() => this.flush(), REFUSAL_LOG_INTERVAL_MS).unref();
   }
 
   flush(): void {
     clearTimeout(this.timer);
+    this.timer = undefined;
     if (this.suppressed === 0) return;
-    this.log.warn(`control: refused ${this.suppressed} more connection(s) in the last second (not logged one by one)`);
+    this.log.warn(`control: refused ${this.suppressed} more connection(s) (a flood: not logged one by one)`);
     this.suppressed = 0;
   }
 }

@@ -23,7 +23,8 @@
 
 import type { Logger } from '../log';
 
-export type ChildState = 'starting' | 'ready' | 'unresponsive' | 'draining';
+/** 'parked': kept after a reload (keepPrevious), alive but not accepting, until a rollback or its window ends. */
+export type ChildState = 'starting' | 'ready' | 'unresponsive' | 'parked' | 'draining';
 
 /** What the lifecycle needs from a spawned worker process. */
 export interface Child {
@@ -49,6 +50,10 @@ export interface Child {
   markUnresponsive(): void;
   /** Stop accepting, finish in-flight work, exit; killed at stopTimeout. */
   drain(): void;
+  /** Stop accepting and finish in-flight work as a drain does, but stay alive (keepPrevious). */
+  park(): void;
+  /** A parked child accepts again (a rollback). */
+  resume(): void;
   /** Gives up on a new child: one that is ready already accepts, so it drains; any other is killed. */
   abandon(): void;
   /** Kills it at once (a forced stop). */
@@ -155,6 +160,7 @@ export interface LifecycleEvents {
   exit(child: Child): void;
   recycled(e: { slot: number; pid: number; replacedBy: number; reason: string }): void;
   scaled(e: { workers: number; from: number }): void;
+  rolledBack(e: { generation: number; from: number }): void;
 }
 
 /** When a worker is replaced, one at a time, by a fresh one of its generation (recycling). */
@@ -174,6 +180,8 @@ export interface LifecycleOptions {
   recycle?: RecycleLimits;
   /** Old generations that may drain at once; past it the oldest is closed. Default: no bound. */
   maxDraining?: number;
+  /** ms a replaced generation stays parked after a reload, for an instant rollback. Default 0: it drains at once. */
+  keepPrevious?: number;
   /** scale() grows past every slot so far: make that slot's sockets (the group never shrinks). */
   addSlot?: (slot: number) => void;
   clock?: Clock;
@@ -203,6 +211,8 @@ export class Lifecycle {
   private active: number;
   /** How many slots' sockets each child received (it can cover only those). */
   private readonly knownSlots = new WeakMap<Child, number>();
+  /** The generation a reload replaced, parked for keepPrevious ms: what rollback() puts back. */
+  private previous?: { generation: number; children: Child[]; timer: unknown };
   /** Reloads, scaling and recycles change the slot table one at a time. */
   private exclusive: Promise<unknown> = Promise.resolve();
   /** Each slot's serving child: committed by a generation, or a respawn that became ready. */
@@ -314,6 +324,7 @@ export class Lifecycle {
         }
         this.active = slot + 1;
         this.commitSlot(next.children[0]);
+        this.rebalance();
       }
     } else {
       // A retired slot's socket must have an acceptor: a worker started before
@@ -326,6 +337,7 @@ export class Lifecycle {
         const renewed = new Generation(this.generation, [0], (s, g) => this.spawn(s, g));
         await renewed.ready();
         this.commitSlot(renewed.children[0]);
+        this.rebalance();
       }
       this.active = workers;
       for (let slot = workers; slot < from; slot++) {
@@ -345,6 +357,7 @@ export class Lifecycle {
   async stop(): Promise<void> {
     this.stopping = true;
     this.clock.clearTimeout(this.heartbeat);
+    this.clock.clearTimeout(this.previous?.timer);
     for (const timer of this.backoff) this.clock.clearTimeout(timer);
     for (const child of this.children) child.drain();
     await Promise.all([...this.children].map((c) => c.exited));
@@ -391,6 +404,8 @@ export class Lifecycle {
     }
     const slots = Array.from({ length: this.active }, (_, i) => i);
     const phased = !first && this.options.rollout === 'phased';
+    const keep = !first && (this.options.keepPrevious ?? 0) > 0;
+    const before = this.generation;
     let old: Child[] = [];
     let switched = 0;
     try {
@@ -402,26 +417,37 @@ export class Lifecycle {
           void next.abandon();
           throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
         }
-        const replaced = next.children.flatMap((child) => this.commitSlot(child));
+        const replaced = next.children.flatMap((child) => this.commitSlot(child, keep));
+        this.rebalance();
         old = old.concat(replaced);
         switched += step.length;
         // phased: the next slot starts once this one's old worker is gone, so
-        // at most N+1 worker processes exist at any moment
-        if (phased) await Promise.all(replaced.map((c) => c.exited));
+        // at most N+1 worker processes exist at any moment (unless kept)
+        if (phased && !keep) await Promise.all(replaced.map((c) => c.exited));
       }
     } catch (error) {
-      if (first || error instanceof ReloadCancelled || this.stopping) throw error;
+      const parked = old.filter((c) => c.state === 'parked' && c.alive);
+      if (first || error instanceof ReloadCancelled || this.stopping) {
+        for (const c of parked) c.drain();
+        throw error;
+      }
       const reason = error instanceof Error ? error.message : String(error);
-      const serving = switched === 0
-        ? `generation ${this.generation} keeps serving`
-        : `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
-          `slots ${switched}-${slots.length - 1} generation ${this.generation}`;
+      let serving = `generation ${before} keeps serving`;
+      if (switched > 0 && parked.length === switched) {
+        this.restore(parked);
+        serving = `generation ${before} serves again (slots 0-${switched - 1} were switched back)`;
+      } else if (switched > 0) {
+        for (const c of parked) c.drain();
+        serving = `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
+          `slots ${switched}-${slots.length - 1} generation ${before}`;
+      }
       const failure = new Error(`reload to generation ${number} failed, ${serving}: ${reason}`);
       this.options.log.error(failure.message);
       this.options.events.reloadFailed({ generation: number, error: failure });
       throw failure;
     }
     this.generation = number;
+    if (keep) this.keep(before, old.filter((c) => c.state === 'parked'));
     this.rebalance();
     this.boundDraining();
     if (!first) {
@@ -432,18 +458,81 @@ export class Lifecycle {
     }
   }
 
-  /** Installs a ready child in its slot; the children it replaces drain. Returns them. */
-  private commitSlot(child: Child): Child[] {
+  /**
+   * Installs a ready child in its slot; the children it replaces drain, or
+   * with `park` the serving one is parked (keepPrevious). Returns them.
+   */
+  private commitSlot(child: Child, park = false): Child[] {
     const slot = child.slot;
     this.clock.clearTimeout(this.backoff[slot]);
     this.backoff[slot] = undefined;
     this.crashes[slot] = 0;
-    const replaced = [this.serving[slot], this.replacing[slot]].filter((c): c is Child => c !== undefined);
+    const serving = this.serving[slot];
+    const replaced = [serving, this.replacing[slot]].filter((c): c is Child => c !== undefined);
     this.serving[slot] = child;
     this.replacing[slot] = undefined;
-    for (const c of replaced) c.drain();
-    this.rebalance();
+    for (const c of replaced) {
+      if (park && c === serving && c.state === 'ready') c.park();
+      else c.drain();
+    }
     return replaced;
+  }
+
+  /** Puts parked children back in their slots; the ones serving there now drain. */
+  private restore(parked: Child[]): void {
+    for (const c of parked) {
+      c.resume();
+      const current = this.serving[c.slot];
+      this.serving[c.slot] = c;
+      current?.drain();
+    }
+    this.rebalance();
+  }
+
+  /** Keeps a replaced generation parked for keepPrevious ms; an older kept one drains now. */
+  private keep(generation: number, children: Child[]): void {
+    this.release();
+    const timer = this.clock.setTimeout(() => {
+      this.options.log.info(`keepPrevious (${this.options.keepPrevious} ms) is over: generation ${generation} drains`);
+      this.release();
+    }, this.options.keepPrevious ?? 0);
+    this.previous = { generation, children, timer };
+  }
+
+  /** Drains the kept generation, if any. */
+  private release(): void {
+    const previous = this.previous;
+    if (!previous) return;
+    this.clock.clearTimeout(previous.timer);
+    this.previous = undefined;
+    for (const c of previous.children) c.drain();
+  }
+
+  /**
+   * Instant rollback: the generation kept by keepPrevious accepts again and
+   * the current one drains; no process starts. Rejects when none is kept
+   * (keepPrevious unset or over, one of its workers gone, or scaled since).
+   */
+  rollback(): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('stopping; no rollback'));
+    return this.locked(async () => {
+      const previous = this.previous;
+      if (!previous) {
+        throw new Error('nothing to roll back to: no previous generation is kept (set keepPrevious; it is kept that long after a reload)');
+      }
+      const lost = previous.children.find((c) => !c.alive || c.state !== 'parked');
+      if (lost || previous.children.length !== this.active) {
+        this.release();
+        throw new Error(`cannot roll back to generation ${previous.generation}: ${lost ? `${lost.describe()} is gone` : 'the number of workers changed since'}`);
+      }
+      this.clock.clearTimeout(previous.timer);
+      this.previous = undefined;
+      const from = this.generation;
+      this.restore(previous.children);
+      this.generation = previous.generation;
+      this.options.log.info(`rollback: generation ${previous.generation} serves again; generation ${from} drains`);
+      this.options.events.rolledBack({ generation: previous.generation, from });
+    });
   }
 
   /** At most maxDraining old generations drain at once: past it, the oldest one's workers are closed now. */
@@ -584,6 +673,7 @@ export class Lifecycle {
       }
       const fresh = next.children[0];
       this.commitSlot(fresh);
+      this.rebalance();
       this.recycles[old.slot]++;
       this.options.log.info(`recycled slot ${old.slot}: ${fresh.describe()} serves; pid ${old.pid} drains`);
       this.options.events.recycled({ slot: old.slot, pid: old.pid, replacedBy: fresh.pid, reason });

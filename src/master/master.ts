@@ -81,6 +81,10 @@ export class Master {
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
         recycled: (e) => this.events.emit('recycled', e),
+        rolledBack: (e) => {
+          notify('READY=1', this.statusLine());
+          this.events.emit('rolled-back', e);
+        },
         scaled: (e) => {
           notify(this.statusLine());
           this.events.emit('scaled', e);
@@ -88,6 +92,7 @@ export class Master {
       },
       addSlot: () => this.listeners.addSlot(),
       rollout: options.rollout,
+      keepPrevious: options.keepPrevious,
       maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
         ? { maxMemory: options.maxMemory, maxRequests: options.maxRequests, maxLifetime: options.maxLifetime }
@@ -165,6 +170,12 @@ export class Master {
   scale(workers: number): Promise<void> {
     if (this.stopping) return Promise.reject(new Error('the master is stopping; no scaling'));
     return this.lifecycle.scale(workers);
+  }
+
+  /** Puts the generation kept by keepPrevious back and drains the current one; no process starts. */
+  rollback(): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('the master is stopping; no rollback'));
+    return this.lifecycle.rollback();
   }
 
   /** Graceful stop; a second call forces it (kills what is left at once). */
@@ -322,6 +333,12 @@ export class Master {
         break;
       case 'reload':
         this.reload().then(
+          () => reply({ type: 'reload-result', id: message.id, ok: true }),
+          (error: Error) => reply({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
+        );
+        break;
+      case 'rollback':
+        this.rollback().then(
           () => reply({ type: 'reload-result', id: message.id, ok: true }),
           (error: Error) => reply({ type: 'reload-result', id: message.id, ok: false, message: error.message }),
         );

@@ -105,6 +105,19 @@ export class WorkerProcess implements Child {
     this.state = 'unresponsive';
   }
 
+  park(): void {
+    if (this.state !== 'ready') return;
+    this.send({ type: 'park' });
+    this.state = 'parked';
+  }
+
+  resume(): void {
+    if (this.state !== 'parked') return;
+    this.send({ type: 'resume' });
+    this.state = 'ready';
+    this.lastSeen = Date.now();
+  }
+
   cover(slot: number): void {
     this.send({ type: 'cover', slot });
   }
@@ -148,7 +161,7 @@ export class WorkerProcess implements Child {
   /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
   drain(): void {
     if (!this.alive || this.state === 'draining' || this.state === 'unresponsive') return;
-    const wasReady = this.state === 'ready';
+    const wasReady = this.state === 'ready' || this.state === 'parked';
     this.state = 'draining';
     // A worker that is not ready serves nothing yet and may not be reading the
     // control socket: a stop signal makes it drain just the same.

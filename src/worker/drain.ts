@@ -186,6 +186,12 @@ export class ServerDrain {
     sync();
   }
 
+  /** After a park (keepPrevious), a rollback: serve normally again (the caller listens again). */
+  resume(): void {
+    this.draining = false;
+    this.closing = false;
+  }
+
   /**
    * A stop is coming (stopDelay): keep accepting, but each HTTP/1 response
    * says `Connection: close`, so clients move to another endpoint while the

@@ -31,6 +31,8 @@ export class Serving {
   private readonly servers: net.Server[] = [];
   /** Per registration, the sockets of the other slots (-1 at our own), unused until we cover one. */
   private dormant: number[][] = [];
+  /** Per registration, a dup of our own slot's socket: to accept again after a park. */
+  private own: number[] = [];
   private readonly backlogs: number[] = [];
   /** Covered slot -> the acceptors on its sockets. */
   private readonly covering = new Map<number, net.Server[]>();
@@ -65,6 +67,7 @@ export class Serving {
   async listen(listeners: ListenerInfo[], fds: number[][], slot: number): Promise<void> {
     const own = fds.map((set) => (set.length === 1 ? 0 : slot));
     this.dormant = fds.map((set, i) => set.map((fd, k) => (k === own[i] ? -1 : fd)));
+    this.own = fds.map((set, i) => native.dup(set[own[i]]));
     await Promise.all(this.registrations.map((registration, i) => {
       const server = registration.create();
       this.servers[i] = server;
@@ -104,6 +107,23 @@ export class Serving {
     this.covering.delete(slot);
   }
 
+  /**
+   * keepPrevious: stop accepting and finish what is in flight as a drain
+   * does, but keep every socket, to accept again on resume() (a rollback).
+   */
+  park(): void {
+    for (const slot of this.covered) this.uncover(slot);
+    for (const drain of this.drains) void drain.drain();
+  }
+
+  /** After park(): the application's servers accept from our slot's sockets again. */
+  resume(): void {
+    this.drains.forEach((drain, i) => {
+      drain.resume();
+      this.servers[i].listen({ fd: native.dup(this.own[i]) }, this.backlogs[i]);
+    });
+  }
+
   /** A stop is coming (stopDelay): keep serving, each response closing its connection. */
   closeEachResponse(): void {
     for (const drain of this.drains) drain.closeEachResponse();
@@ -113,8 +133,9 @@ export class Serving {
   drain(): Promise<void> {
     this.draining = true;
     for (const slot of this.covered) this.uncover(slot);
-    for (const fd of this.dormant.flat()) if (fd >= 0) native.closeFd(fd);
+    for (const fd of [...this.dormant.flat(), ...this.own]) if (fd >= 0) native.closeFd(fd);
     this.dormant = [];
+    this.own = [];
     return Promise.all(this.drains.map((d) => d.drain())).then(() => {});
   }
 }

@@ -71,6 +71,8 @@ export class Worker {
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
       if (message.type === 'closing') this.serving.closeEachResponse();
+      if (message.type === 'park') this.park();
+      if (message.type === 'resume') this.resume();
       if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
@@ -97,6 +99,20 @@ export class Worker {
     }
     client.send({ type: 'ready' });
     await this.done;
+  }
+
+  /** keepPrevious: a newer generation serves; finish what is in flight and wait, in case of a rollback. */
+  private park(): void {
+    if (this.draining) return;
+    this.log.info(`parked: a newer generation serves; finishing ${this.serving.connections} open connection(s), then waiting for a rollback`);
+    this.serving.park(); // no 'drain' event: a rollback may need the application's resources again
+  }
+
+  /** A rollback: accept again. */
+  private resume(): void {
+    if (this.draining) return;
+    this.log.info('rollback: accepting again');
+    this.serving.resume();
   }
 
   /** The master asks us to accept a sibling slot's connections too (its worker is not ready). */

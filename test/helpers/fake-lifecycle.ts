@@ -112,6 +112,16 @@ export class FakeChild implements Child {
     if (this.state !== 'unresponsive') this.state = 'draining';
   }
 
+  park(): void {
+    this.calls.push('park');
+    if (this.state === 'ready') this.state = 'parked';
+  }
+
+  resume(): void {
+    this.calls.push('resume');
+    if (this.state === 'parked') this.state = 'ready';
+  }
+
   abandon(): void {
     this.calls.push('abandon');
     if (this.state === 'ready') this.state = 'draining';

@@ -104,6 +104,38 @@ describe('rollout: phased', () => {
   });
 });
 
+describe('keepPrevious: instant rollback', () => {
+  it('handover rollback within keepPrevious serves the previous generation\'s pids again, spawning nothing, with zero failed requests', async () => {
+    const { master, control } = await start({ workers: 2, keepPrevious: 60_000 });
+    const load = new Load({ port: master.port, connections: 8 });
+    const first = (await adminStatus(control)).slots!.map((s) => s.pid);
+    expect((await master.reload()).event).toBe('reloaded');
+    const second = (await adminStatus(control)).slots!.map((s) => s.pid);
+    expect(second).not.toEqual(first);
+    for (const pid of first) expect(isAlive(pid), 'the previous generation is kept alive').toBe(true);
+    await load.servedBy(second[0]);
+    const before = new Set(childrenOf(master.pid));
+
+    const cli = await import('node:child_process');
+    const rolled = cli.spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli', 'cli.js'), 'rollback', '--socket', control], { encoding: 'utf8' });
+    expect(rolled.stdout + rolled.stderr).toContain('rolled back');
+    expect(rolled.status).toBe(0);
+    const status = await adminStatus(control);
+    expect(status.generation).toBe(1);
+    expect(status.slots!.map((s) => s.pid)).toEqual(first);
+    for (const pid of childrenOf(master.pid)) expect(before.has(pid), `pid ${pid} was spawned by the rollback`).toBe(true);
+    const served = first.map((pid) => load.stats.pids.get(pid) ?? 0);
+    await Promise.all(first.map((pid, i) => load.servedBy(pid, served[i] + 20)));
+    await pollUntil(() => second.every((pid) => !isAlive(pid)), 'the rolled-back generation to drain');
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
+    // nothing is kept any more
+    const again = cli.spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli', 'cli.js'), 'rollback', '--socket', control], { encoding: 'utf8' });
+    expect(again.status).toBe(1);
+    expect(again.stdout).toMatch(/nothing to roll back to/);
+  });
+});
+
 describe('scaling at run time', () => {
   /** TCP listening sockets on `port` that the process holds, by inode. */
   function listening(pid: number, port: number): number {

@@ -182,6 +182,18 @@ export async function reload(name: string | undefined, options: Map<string, stri
   return 1;
 }
 
+export async function rollback(name: string | undefined, options: Map<string, string | true>): Promise<number> {
+  const { socket } = await locate(name, options);
+  const answer = await ask(socket, { type: 'rollback', id: 1 });
+  if (answer?.type !== 'reload-result') throw noAnswer(socket);
+  if (answer.ok) {
+    process.stdout.write('rolled back\n');
+    return 0;
+  }
+  process.stdout.write(`rollback failed: ${answer.message ?? 'no reason given'}\n`);
+  return 1;
+}
+
 export async function scale(name: string | undefined, workers: number, options: Map<string, string | true>): Promise<number> {
   const { socket } = await locate(name, options);
   const answer = await ask(socket, { type: 'scale', id: 1, workers });

@@ -109,6 +109,14 @@ export function parseDuration(name: string, text: string): number {
   return Math.round(value);
 }
 
+/** '512mb', '1gb', '800000000': bytes. */
+export function parseBytes(name: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(b|kb|mb|gb)?$/i.exec(text);
+  if (!m) throw new UsageError(`--${name} must be a size such as 512mb, 1gb or a number of bytes (got ${JSON.stringify(text)})`);
+  const unit = { b: 1, kb: 2 ** 10, mb: 2 ** 20, gb: 2 ** 30 }[(m[2] ?? 'b').toLowerCase() as 'b']!;
+  return Math.round(Number(m[1]) * unit);
+}
+
 export function parseCount(name: string, text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`--${name} must be a whole number >= 1 (got ${JSON.stringify(text)})`);
   return Number(text);

@@ -4,7 +4,7 @@
 // `status`, `reload` and `stop` talk to running masters, found by name.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ReachError, list, reload, scale, status, stop } from './admin';
+import { ReachError, list, reload, rollback, scale, status, stop } from './admin';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
 import { START_OPTIONS, START_USAGE, start, startWorker } from './start';
@@ -18,6 +18,8 @@ const USAGE = `usage: handover <command> [options]
   reload [NAME]                        start a reload and wait for its outcome (exit 0: the new
                                        generation serves; exit 1: it failed, the old one keeps
                                        serving, and why is printed)
+  rollback [NAME]                      put back the generation the last reload replaced (kept
+                                       alive by the keepPrevious option), starting no process
   scale [NAME] N                       run N workers: new ones start one at a time, each ready
                                        before the next; removed ones drain (SIGTTIN/SIGTTOU: one)
   stop [NAME]                          drain and stop; returns once the master has stopped
@@ -39,7 +41,7 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-const COMMANDS = ['start', 'list', 'status', 'reload', 'scale', 'stop'];
+const COMMANDS = ['start', 'list', 'status', 'reload', 'rollback', 'scale', 'stop'];
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
@@ -94,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
   const name = parsed.positionals[0];
   if (command === 'status') return status(name, parsed.options);
   if (command === 'reload') return reload(name, parsed.options);
+  if (command === 'rollback') return rollback(name, parsed.options);
   return stop(name, parsed.options);
 }
 

@@ -12,7 +12,7 @@ import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
 import { runProgram } from '../run/worker';
 import { Server } from '../server';
-import { type OptionSpec, type ParsedArgs, UsageError, parseArgs, parseCount, parseDuration } from './args';
+import { type OptionSpec, type ParsedArgs, UsageError, parseArgs, parseBytes, parseCount, parseDuration } from './args';
 import { watchPaths } from './watch';
 
 export const START_OPTIONS: OptionSpec[] = [
@@ -20,6 +20,13 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'name', alias: 'n', value: 'required' },
   { name: 'stop-timeout', value: 'required' },
   { name: 'start-timeout', value: 'required' },
+  { name: 'stop-delay', value: 'required' },
+  { name: 'heartbeat-timeout', value: 'required' },
+  { name: 'rollout', value: 'required' },
+  { name: 'max-memory', value: 'required' },
+  { name: 'max-requests', value: 'required' },
+  { name: 'max-lifetime', value: 'required' },
+  { name: 'keep-previous', value: 'required' },
   { name: 'user', value: 'required' },
   { name: 'group', value: 'required' },
   { name: 'env-file', value: 'required' },
@@ -44,6 +51,14 @@ program calls require('handover').ready().
   -n, --name NAME        the name for handover status|reload|stop NAME (default: the script's name)
   --stop-timeout T       time a draining worker has to finish (default 20s; 500ms, 30s, 2m)
   --start-timeout T      time a new worker has to become ready (default 30s)
+  --stop-delay T         after a stop signal, keep accepting this long, answering with
+                         Connection: close, before the listeners close (Kubernetes; default 0)
+  --heartbeat-timeout T  a worker silent this long is taken out of service and replaced (default 5s)
+  --rollout phased       reload one worker at a time (at most N+1 workers) instead of all at once
+  --max-memory SIZE      recycle a worker above this RSS (512mb, 1gb): its replacement is ready first
+  --max-requests N       recycle a worker after N requests (plus up to 10%, so workers do not recycle together)
+  --max-lifetime T       recycle a worker after this long (plus up to 10%)
+  --keep-previous T      keep the replaced generation parked this long: handover rollback is instant
   --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
   --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
   --wait-ready           ready only when the program calls require('handover').ready()
@@ -54,7 +69,9 @@ program calls require('handover').ready().
   --pid-file FILE        write the master's pid here
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
 
-Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully.`;
+Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
+same signal again within 1 s is the same stop; a later one forces), SIGTTIN/SIGTTOU
+add or remove a worker.`;
 
 /** One JSON object per line on stderr, for --json-logs. */
 function jsonLogger(): Logger {
@@ -70,13 +87,25 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     const v = o.get(name);
     return typeof v === 'string' ? v : undefined;
   };
-  const workers = value('workers');
-  const stopTimeout = value('stop-timeout');
-  const startTimeout = value('start-timeout');
+  const parsed = <T>(name: string, parse: (name: string, text: string) => T): T | undefined => {
+    const text = value(name);
+    return text === undefined ? undefined : parse(name, text);
+  };
+  const rollout = value('rollout');
+  if (rollout !== undefined && rollout !== 'phased' && rollout !== 'parallel') {
+    throw new UsageError(`--rollout is phased or parallel (got ${JSON.stringify(rollout)})`);
+  }
   return {
-    workers: workers === undefined ? undefined : parseCount('workers', workers),
-    stopTimeout: stopTimeout === undefined ? undefined : parseDuration('stop-timeout', stopTimeout),
-    startTimeout: startTimeout === undefined ? undefined : parseDuration('start-timeout', startTimeout),
+    workers: parsed('workers', parseCount),
+    stopTimeout: parsed('stop-timeout', parseDuration),
+    startTimeout: parsed('start-timeout', parseDuration),
+    stopDelay: parsed('stop-delay', parseDuration),
+    heartbeatTimeout: parsed('heartbeat-timeout', parseDuration),
+    rollout,
+    maxMemory: parsed('max-memory', parseBytes),
+    maxRequests: parsed('max-requests', parseCount),
+    maxLifetime: parsed('max-lifetime', parseDuration),
+    keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
   };
 }

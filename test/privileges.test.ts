@@ -75,8 +75,8 @@ function controlParent(): string {
 }
 
 /** A free port in 900-1000 on 127.0.0.1 (we are root), found by listening on it. */
-async function privilegedPort(): Promise<number> {
-  for (let port = 900; port <= 1000; port++) {
+async function privilegedPort(from = 900): Promise<number> {
+  for (let port = from; port <= 1000; port++) {
     const server = net.createServer();
     const ok = await new Promise<boolean>((resolve) => {
       server.once('error', () => resolve(false));
@@ -264,6 +264,21 @@ describe('privilege separation: new Server({ user: \'nobody\' })', () => {
     });
     expect(await get(port)).toBe(master.workerPids[0]);
     expect((await master.stop()).code).toBe(0);
+  });
+
+  it.skipIf(!isRoot)('a worker that asks for an address the master\'s program did not register gets nothing bound: a privileged port stays closed', async () => {
+    const port = await privilegedPort();
+    const extra = await privilegedPort(port + 1);
+    const master = await startMaster({
+      script: SCRIPT,
+      fixture: { user: 'nobody', addresses: [`127.0.0.1:${port}`], workerOnlyAddresses: [`127.0.0.1:${extra}`], controlDir: controlParent() },
+      waitReady: false,
+    });
+    const { code } = await master.exited;
+    await outputDone(master);
+    expect(code).not.toBe(0);
+    expect(master.stderr).toContain(`asked for 127.0.0.1:${extra}, which the master's program did not register`);
+    await expect(get(extra)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   });
 
   it.skipIf(!isRoot)('without `user`, workers run as root', async () => {

@@ -345,4 +345,38 @@ describe('socket activation (systemd-socket-activate)', () => {
     expectFdsClean(master, inode, master.workerPids);
     expect((await master.stop()).code).toBe(0);
   });
+
+  it.skipIf(!haveActivate)('single mode: a successor never removes the Unix socket file systemd made, at a handover or at its final stop', async () => {
+    const dir = tempDir('handover-activate-');
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const socketPath = path.join(dir, 'app.sock');
+    const pidFile = path.join(dir, 'app.pid');
+    const marker = await runMarker();
+    const fixture = { addresses: [`unix:${socketPath}`], pidFile };
+    const proc = spawn('systemd-socket-activate', [
+      '-l', socketPath, '-E', `FIXTURE_OPTIONS=${JSON.stringify(fixture)}`, '-E', `HANDOVER_TEST_RUN=${marker}`,
+      process.execPath, path.join(ROOT, 'test/fixtures/single-app.js'),
+    ], { cwd: ROOT, env: { ...process.env, HANDOVER_TEST_RUN: marker }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const first = new Master(proc);
+    await pollUntil(() => fs.existsSync(socketPath), 'systemd-socket-activate to make the socket');
+    const inode = fs.statSync(socketPath).ino;
+    const ask = () => new Promise<number>((resolve, reject) => {
+      http.get({ socketPath, path: '/', agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(Number(res.headers['x-pid'])));
+      }).on('error', reject);
+    });
+    expect(await ask()).toBe(first.pid); // systemd-socket-activate execs node in its own pid
+    process.kill(first.pid, 'SIGHUP');
+    const successor = await pollUntil(() => {
+      const pid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0;
+      return pid !== first.pid && pid > 0 ? pid : undefined;
+    }, 'the successor to take over');
+    await first.exited;
+    expect(fs.statSync(socketPath).ino).toBe(inode);
+    expect(await ask()).toBe(successor);
+    process.kill(successor, 'SIGTERM');
+    await pollUntil(() => ourProcesses().length === 0, 'the successor to stop');
+    expect(fs.statSync(socketPath).ino, 'systemd\'s socket file').toBe(inode);
+  });
 });

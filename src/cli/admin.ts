@@ -170,40 +170,32 @@ export async function status(name: string | undefined, options: Map<string, stri
   return 0;
 }
 
-export async function reload(name: string | undefined, options: Map<string, string | true>): Promise<number> {
+/**
+ * Sends a request that the master answers with an outcome: prints `done` and
+ * returns 0, or prints why it failed and returns 1.
+ */
+async function act(name: string | undefined, options: Map<string, string | true>, request: Message, done: string, what: string): Promise<number> {
   const { socket } = await locate(name, options);
-  const answer = await ask(socket, { type: 'reload', id: 1 });
-  if (answer?.type !== 'reload-result') throw noAnswer(socket);
+  const answer = await ask(socket, request);
+  if (answer?.type !== 'reload-result' && answer?.type !== 'scale-result') throw noAnswer(socket);
   if (answer.ok) {
-    process.stdout.write('reloaded\n');
+    process.stdout.write(`${done}\n`);
     return 0;
   }
-  process.stdout.write(`reload failed: ${answer.message ?? 'no reason given'}\n`);
+  process.stdout.write(`${what} failed: ${answer.message ?? 'no reason given'}\n`);
   return 1;
 }
 
-export async function rollback(name: string | undefined, options: Map<string, string | true>): Promise<number> {
-  const { socket } = await locate(name, options);
-  const answer = await ask(socket, { type: 'rollback', id: 1 });
-  if (answer?.type !== 'reload-result') throw noAnswer(socket);
-  if (answer.ok) {
-    process.stdout.write('rolled back\n');
-    return 0;
-  }
-  process.stdout.write(`rollback failed: ${answer.message ?? 'no reason given'}\n`);
-  return 1;
+export function reload(name: string | undefined, options: Map<string, string | true>): Promise<number> {
+  return act(name, options, { type: 'reload', id: 1 }, 'reloaded', 'reload');
 }
 
-export async function scale(name: string | undefined, workers: number, options: Map<string, string | true>): Promise<number> {
-  const { socket } = await locate(name, options);
-  const answer = await ask(socket, { type: 'scale', id: 1, workers });
-  if (answer?.type !== 'scale-result') throw noAnswer(socket);
-  if (answer.ok) {
-    process.stdout.write(`scaled to ${workers} worker(s)\n`);
-    return 0;
-  }
-  process.stdout.write(`scaling failed: ${answer.message ?? 'no reason given'}\n`);
-  return 1;
+export function rollback(name: string | undefined, options: Map<string, string | true>): Promise<number> {
+  return act(name, options, { type: 'rollback', id: 1 }, 'rolled back', 'rollback');
+}
+
+export function scale(name: string | undefined, workers: number, options: Map<string, string | true>): Promise<number> {
+  return act(name, options, { type: 'scale', id: 1, workers }, `scaled to ${workers} worker(s)`, 'scaling');
 }
 
 export async function stop(name: string | undefined, options: Map<string, string | true>): Promise<number> {

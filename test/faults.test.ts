@@ -32,9 +32,9 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adminStatus } from './helpers/control';
+import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, type MasterEvent, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { type Master, type MasterEvent, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 
@@ -112,24 +112,7 @@ function statOf(pid: number): string[] | undefined {
   }
 }
 
-/** Live (not zombie) children of `parent`, found by scanning /proc for their ppid. */
-function childrenOf(parent: number): number[] {
-  const children: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = statOf(Number(entry));
-    if (stat && Number(stat[1]) === parent && stat[0] !== 'Z') children.push(Number(entry));
-  }
-  return children;
-}
 
-/** The master's control socket, as its workers were told. */
-function controlSocketOf(master: Master): string {
-  const environ = fs.readFileSync(`/proc/${master.workerPids[0]}/environ`, 'utf8').split('\0');
-  const entry = environ.find((e) => e.startsWith('HANDOVER_CONTROL_SOCKET='));
-  expect(entry).toBeTruthy();
-  return entry!.slice(entry!.indexOf('=') + 1);
-}
 
 interface TcpEntry {
   localPort: number;

@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MasterStatus } from '../src/protocol';
-import { adminStatus } from './helpers/control';
+import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, isAlive, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { childrenOf, isAlive, pollUntil, reapAll, startMaster, tempDir, writeJson } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 
@@ -24,32 +24,15 @@ function scratch(): string {
   return dir;
 }
 
-/** The master's live children, from /proc. */
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
-    const text = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-    if (text) children.push(...text.split(/\s+/).map(Number));
-  }
-  return children.filter(isAlive);
-}
 
-function controlSocket(master: Master): string {
-  const environ = fs.readFileSync(`/proc/${childrenOf(master.pid)[0]}/environ`, 'utf8').split('\0');
-  return environ.find((kv) => kv.startsWith('HANDOVER_CONTROL_SOCKET='))!.split('=')[1];
-}
 
-function setBehaviour(file: string, behaviour: object): void {
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(behaviour));
-  fs.renameSync(`${file}.tmp`, file);
-}
 
 async function start(fixture: Record<string, unknown>) {
   const dir = scratch();
   const behaviour = path.join(dir, 'behaviour.json');
-  setBehaviour(behaviour, {});
+  writeJson(behaviour, {});
   const master = await startMaster({ script: APP, fixture: { behaviourFile: behaviour, stopTimeout: 5_000, ...fixture } });
-  return { master, behaviour, control: controlSocket(master) };
+  return { master, behaviour, control: controlSocketOf(master) };
 }
 
 const readySlots = (status: MasterStatus) => status.slots!.filter((s) => s.state === 'ready').length;
@@ -86,7 +69,7 @@ describe('rollout: phased', () => {
   it('a phased reload whose second slot fails to start stops there: every slot keeps a ready worker, zero failed requests', async () => {
     const { master, behaviour, control } = await start({ workers: 3, rollout: 'phased' });
     const load = new Load({ port: master.port, connections: 8 });
-    setBehaviour(behaviour, { crashSlots: [1] });
+    writeJson(behaviour, { crashSlots: [1] });
     const outcome = await master.reload();
     expect(outcome.event).toBe('reload-failed');
     expect(outcome.error).toMatch(/stopped at slot 1: slots 0-0 serve generation 2, slots 1-2 generation 1/);
@@ -97,7 +80,7 @@ describe('rollout: phased', () => {
     }, 'three ready workers');
     expect(status.workers.map((w) => w.generation).sort()).toEqual([1, 1, 2]);
     // fixed, the next reload brings every slot to the newest generation
-    setBehaviour(behaviour, {});
+    writeJson(behaviour, {});
     expect((await master.reload()).event).toBe('reloaded');
     const stats = await load.stop();
     expect(stats.errors).toEqual({});
@@ -108,9 +91,9 @@ describe('keepPrevious: instant rollback', () => {
   it('handover rollback within keepPrevious serves the previous generation\'s pids again, spawning nothing, with zero failed requests', async () => {
     const { master, control } = await start({ workers: 2, keepPrevious: 60_000 });
     const load = new Load({ port: master.port, connections: 8 });
-    const first = (await adminStatus(control)).slots!.map((s) => s.pid);
+    const first = (await adminStatus(control)).slots!.map((s) => s.pid!);
     expect((await master.reload()).event).toBe('reloaded');
-    const second = (await adminStatus(control)).slots!.map((s) => s.pid);
+    const second = (await adminStatus(control)).slots!.map((s) => s.pid!);
     expect(second).not.toEqual(first);
     for (const pid of first) expect(isAlive(pid), 'the previous generation is kept alive').toBe(true);
     await load.servedBy(second[0]);

@@ -3,6 +3,7 @@
 // and how to tell it to drain or to cover a sibling's slot. This is the real
 // `Child` of the lifecycle state machine (lifecycle.ts).
 import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { type Message, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
@@ -75,8 +76,21 @@ export class WorkerProcess implements Child {
     return this.child.pid ?? -1;
   }
 
+  /**
+   * Not exited, as far as this process knows: its exit is seen only when the
+   * event loop reaps it, which a busy loop may do after other news (a
+   * sibling's ready frame). On Linux a child that has died but is not reaped
+   * yet is a zombie in /proc: that counts as dead already.
+   */
   get alive(): boolean {
-    return this.exit === undefined;
+    if (this.exit !== undefined) return false;
+    if (process.platform !== 'linux' || this.pid <= 0) return true;
+    try {
+      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false; // reaped by now: its exit event is on its way
+    }
   }
 
   describe(): string {

@@ -1,6 +1,17 @@
 // Talking to a running master over its control socket, as the admin command does.
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { FrameDecoder, type MasterStatus, type Message, encode } from '../../src/protocol';
+import { type Master, childrenOf } from './processes';
+
+/** The master's control socket, as its workers were told (read from a worker's environment). */
+export function controlSocketOf(master: Master): string {
+  const [worker] = childrenOf(master.pid);
+  const environ = fs.readFileSync(`/proc/${worker}/environ`, 'utf8').split('\0');
+  const entry = environ.find((e) => e.startsWith('HANDOVER_CONTROL_SOCKET='));
+  if (!entry) throw new Error(`worker ${worker} of master ${master.pid} has no HANDOVER_CONTROL_SOCKET`);
+  return entry.slice(entry.indexOf('=') + 1);
+}
 
 /** Sends one admin request and resolves with the first answer. */
 function ask(socketPath: string, request: Message): Promise<Message> {

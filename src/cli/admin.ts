@@ -155,6 +155,12 @@ function formatStatus(s: StatusReport): string {
       `${w.restarts ?? '?'} restart(s)`,
     ].join('  ')),
   ];
+  // the slots without their own ready worker, and who serves their connections meanwhile
+  for (const slot of s.slots ?? []) {
+    if (slot.state === 'ready') continue;
+    const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
+    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
+  }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;
     lines.push(last.ok

@@ -1,25 +1,15 @@
 // HTTP/2 across reloads under load (issue 10.7): a measurement, run with
-// HANDOVER_H2_COUNT=1 (the deterministic check of the two-phase GOAWAY is in
-// server-drain.test.ts). A single GOAWAY that
-// names the last stream received refuses (REFUSED_STREAM) every stream the
-// client opened while it was on the wire; the drain's two-phase GOAWAY (the
-// largest stream id first, the real one after a PING round trip) refuses none.
-// A well-behaved client (as here) opens its next streams on a new session
-// once its session has received GOAWAY. test/fixtures/h2-app.js is the app.
+// HANDOVER_H2_COUNT=1. The drain sends one GOAWAY naming the last stream
+// received, which refuses (REFUSED_STREAM) the streams the client opened
+// while it was on the wire: never processed, so safe to retry (RFC 9113
+// §8.7). A two-phase GOAWAY was tried (src/worker/drain.ts says why it is not
+// used). A well-behaved client opens its next streams on a new session once
+// its session has received GOAWAY. test/fixtures/h2-app.js is the app.
 //
-// What no server can prevent: once a client has received any GOAWAY, its own
-// nghttp2 refuses, with REFUSED_STREAM, the requests it had queued but not
-// yet written (session_predicate_request_headers_send); Node reports a
-// 'frameError' for their HEADERS. The server never saw those, so they are
-// safe to retry (RFC 9113 §8.7) and are counted apart (`unsent`).
-//
-// What remains on Node 20 and keeps this from asserting zero: once a server
-// session has sent any GOAWAY (phase one included) and has no active stream,
-// nghttp2 no longer wants to read and Node stops reading the socket, so the
-// streams (and the PING ACK) a client sends at that moment are read by
-// nobody; phase two then refuses them. nghttp2's own shutdown notice avoids
-// that, but Node does not expose it. The test prints its counts and fails on
-// any error other than REFUSED_STREAM.
+// Also counted apart (`unsent`): once a client has received any GOAWAY, its
+// own nghttp2 refuses the requests it had queued but not yet written; the
+// server never saw those. The test prints its counts and fails on any error
+// other than REFUSED_STREAM.
 import * as http2 from 'node:http2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { reapAll, startMaster } from './helpers/processes';

@@ -4,13 +4,10 @@
 //     own connection count, yet the drain waits for it: its request in flight
 //     finishes with `Connection: close`, and only then does drain() resolve;
 //   - on a plain tls.Server the 'handover:drain' event reaches the TLS socket
-//     the application holds, so it can say goodbye (not the raw TCP socket);
-//   - an HTTP/2 session gets the two-phase GOAWAY: first the largest stream
-//     id (refusing nothing), so a stream the client opened before it saw it
-//     is served, not refused; the session then closes and the drain ends.
+//     the application holds, so it can say goodbye (not the raw TCP socket).
+// HTTP/2's GOAWAY is proved at process level in frameworks.test.ts.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
@@ -95,49 +92,5 @@ describe('ServerDrain', () => {
     await within(ended, 10_000, 'the application to say bye and end its TLS socket');
     expect(received).toBe('hello\nbye\n');
     await within(draining, 10_000, 'the drain to end');
-  });
-});
-
-describe('ServerDrain on HTTP/2', () => {
-  it('announces the largest stream id first and serves the streams sent meanwhile; then the session closes', async () => {
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let draining: Promise<void> | undefined;
-    const server = http2.createServer((req, res) => {
-      req.resume();
-      if (req.url === '/first') {
-        // The drain starts while the client's next stream is already on its way:
-        // a single GOAWAY naming the last stream received (this one) refuses it.
-        draining = drain.drain();
-        void held.then(() => res.end('first done'));
-      } else {
-        res.end('ok');
-      }
-    });
-    const drain = new ServerDrain(server);
-    const port = await listen(server);
-    const client = http2.connect(`http://127.0.0.1:${port}`);
-    closers.push(() => client.destroy());
-    const goaways: number[] = [];
-    client.on('goaway', (_code: number, last: number) => goaways.push(last));
-    const closed = new Promise((resolve) => client.once('close', resolve));
-    const get = (urlPath: string) => new Promise<string>((resolve, reject) => {
-      const stream = client.request({ ':path': urlPath });
-      let body = '';
-      stream.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
-      stream.on('end', () => resolve(body));
-      stream.on('error', reject);
-      stream.end();
-    });
-    expect(await get('/')).toBe('ok'); // the session is up
-    // Both in one write: the server reads the second right after the first.
-    const first = get('/first');
-    const second = get('/second');
-    expect(await within(second, 10_000, 'the stream sent meanwhile')).toBe('ok');
-    expect(goaways[0]).toBe(2 ** 31 - 1);
-    release();
-    expect(await within(first, 10_000, 'the stream in flight')).toBe('first done');
-    await within(closed, 10_000, 'the session to close');
-    await within(draining!, 10_000, 'the drain to end');
   });
 });

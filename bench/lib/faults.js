@@ -11,6 +11,7 @@
 // "in flight on a killed worker"; every other failure is a new connection the
 // server lost. The slowest new connection is the longest time from request
 // start (connect included) to the response headers among the answered ones.
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -33,7 +34,7 @@ function heldPorts(pid, port) {
       if (m) inodes.add(m[1]);
     } catch {}
   }
-  const out = require('node:child_process').execFileSync('ss', ['-tnHe', 'state', 'established', 'sport', '=', `:${port}`], { encoding: 'utf8' });
+  const out = execFileSync('ss', ['-tnHe', 'state', 'established', 'sport', '=', `:${port}`], { encoding: 'utf8' });
   const ports = new Set();
   for (const line of out.split('\n')) {
     const ino = /\bino:(\d+)/.exec(line);

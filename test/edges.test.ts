@@ -126,17 +126,26 @@ describe('stale control directories', () => {
     // A master between mkdtemp and its lock: no lock file, just made.
     const young = path.join(parent, `handover-${pid}-young`);
     fs.mkdirSync(young);
-    // A directory that never got a lock, two minutes old.
+    // A directory that never got a lock, two minutes old, nothing listening.
     const abandoned = path.join(parent, `handover-${pid}-abandoned`);
     fs.mkdirSync(abandoned);
     const twoMinutesAgo = new Date(Date.now() - 120_000);
     fs.utimesSync(abandoned, twoMinutesAgo, twoMinutesAgo);
+    // A live master of an older handover (no lock file), two minutes old: its
+    // control socket still listens.
+    const older = path.join(parent, `handover-${pid}-older`);
+    fs.mkdirSync(older);
+    const listener = net.createServer().listen(path.join(older, 'control.sock'));
+    await once(listener, 'listening');
+    fs.utimesSync(older, twoMinutesAgo, twoMinutesAgo);
 
     const master = await startMaster({ fixture: { controlDir: parent } });
     expect(fs.existsSync(path.join(live, 'control.sock'))).toBe(true);
     expect(fs.existsSync(young)).toBe(true);
     expect(fs.existsSync(dead)).toBe(false);
     expect(fs.existsSync(abandoned)).toBe(false);
+    expect(fs.existsSync(path.join(older, 'control.sock')), 'an older live master\'s directory').toBe(true);
+    listener.close();
     // The master's own directory carries its lock, held: a second sweep leaves it.
     const own = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`));
     expect(own).toBeDefined();

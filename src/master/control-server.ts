@@ -133,7 +133,12 @@ function removeStaleDirectories(parentDir: string): void {
       if (!stat.isDirectory() || (stat.uid !== uid && uid !== 0)) continue;
       const lockPath = path.join(dir, LOCK_FILE);
       if (!fs.existsSync(lockPath)) {
-        if (Date.now() - stat.mtimeMs >= UNLOCKED_GRACE_MS) fs.rmSync(dir, { recursive: true, force: true });
+        // No lock: a master of an older handover, or one between mkdtemp and
+        // its lock. Proven gone only if, past the grace, nothing listens on
+        // its control socket (a live master always does).
+        if (Date.now() - stat.mtimeMs >= UNLOCKED_GRACE_MS && !listening(path.join(dir, 'control.sock'))) {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
         continue;
       }
       const lock = native.lockFile(lockPath); // throws EAGAIN while its master lives
@@ -145,6 +150,16 @@ function removeStaleDirectories(parentDir: string): void {
     } catch {
       // alive (locked), or raced with another master doing the same
     }
+  }
+}
+
+/** True unless connecting to the Unix socket proves nobody listens there (refused, or no such file). */
+function listening(socketPath: string): boolean {
+  try {
+    native.closeFd(native.connectUnix(socketPath));
+    return true;
+  } catch (error) {
+    return !(native.isSystemError(error, 'ECONNREFUSED') || native.isSystemError(error, 'ENOENT'));
   }
 }
 

@@ -171,6 +171,30 @@ describe('scaling at run time', () => {
   });
 });
 
+describe('rollout: phased with keepPrevious', () => {
+  it('a phased reload whose second slot fails restores the first slot\'s old worker (kept parked), zero failed requests', async () => {
+    const { master, behaviour, control } = await start({ workers: 3, rollout: 'phased', keepPrevious: 60_000 });
+    const load = new Load({ port: master.port, connections: 8 });
+    // fresh connections reach every slot's socket (keep-alive ones stay where the kernel put them)
+    const closing = new Load({ port: master.port, connections: 4, mode: 'close' });
+    const before = (await adminStatus(control)).slots!.map((s) => s.pid!);
+    writeJson(behaviour, { crashSlots: [1] });
+    const outcome = await master.reload();
+    expect(outcome.event).toBe('reload-failed');
+    expect(outcome.error).toMatch(/generation 1 serves again \(slots 0-0 were switched back\)/);
+    const status = await pollUntil(async () => {
+      const s = await adminStatus(control);
+      return readySlots(s) === 3 && s.workers.length === 3 ? s : undefined;
+    }, 'the three old workers, and only them');
+    expect(status.slots!.map((s) => s.pid)).toEqual(before);
+    const served = closing.stats.pids.get(before[0]) ?? 0;
+    await closing.servedBy(before[0], served + 20);
+    const [keepAlive, close] = await Promise.all([load.stop(), closing.stop()]);
+    expect(keepAlive.errors).toEqual({});
+    expect(close.errors).toEqual({});
+  });
+});
+
 describe('recycling', () => {
   it('maxMemory: a worker that leaks on every request is replaced before it crashes, with zero failed requests', async () => {
     const { master, control } = await start({ workers: 2, maxMemory: 160 * 2 ** 20 });

@@ -135,3 +135,16 @@ describe('stop', () => {
     expect((await request(port)).error).toBe('ECONNREFUSED');
   });
 });
+
+describe('backlog', () => {
+  it.runIf(process.platform === 'linux')('reaches listen(2) on every slot\'s socket (a worker\'s listen does not put back 511)', async () => {
+    const master = await startMaster({ script: APP, fixture: { workers: 2, backlog: 37 } });
+    const { execFileSync } = await import('node:child_process');
+    const lines = execFileSync('ss', ['-ltnH', `sport = :${master.port}`], { encoding: 'utf8' }).trim().split('\n');
+    expect(lines).toHaveLength(2); // one socket per slot
+    for (const line of lines) expect(line.trim().split(/\s+/)[2], line).toBe('37');
+    expect((await master.reload()).event).toBe('reloaded');
+    const after = execFileSync('ss', ['-ltnH', `sport = :${master.port}`], { encoding: 'utf8' }).trim().split('\n');
+    for (const line of after) expect(line.trim().split(/\s+/)[2], line).toBe('37');
+  });
+});

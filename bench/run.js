@@ -9,15 +9,21 @@ const S = require('./lib/stats');
 const R = require('./lib/report');
 const scenarios = require('./lib/scenarios');
 const { faults } = require('./lib/faults');
+const { rollouts } = require('./lib/rollouts');
 const { installPm2 } = require('./lib/servers');
 const { wrkVersion, haveWrk, disableWrk } = require('./lib/wrk');
 
 const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
        node bench/run.js faults [flags] (npm run bench -- faults [flags])
+       node bench/run.js rollouts [flags]
   faults             only the faults scenario (issue 9: a worker SIGKILLed every 2 s, one slot
                      crash-looping; handover, cluster and pm2 with 2 workers, 20 s each by default);
                      its report goes into its own section of the results file (faults-LABEL),
                      and a full run keeps that section
+  rollouts           only the rollouts scenario (issue 13): peak workers and RSS during a reload of 4 workers,
+                     parallel vs phased; R1 for handover parallel and phased, cluster and pm2; a leaking worker
+                     under handover's maxMemory vs pm2's max_memory_restart. Its own section (rollouts) of the
+                     results file; --duration (default 30) is each load's length, --workers R1's worker count
   --label TEXT       faults: names the section and says what was measured (default: the last
                      commit touching src/master of the handover package run)
   --handover DIR     faults: the handover package to run (another checkout, built); default this repository
@@ -49,10 +55,10 @@ function parseArgs(argv) {
     faultConnections: 32, faultTimeout: 3000,
   };
   const set = {};
-  if (argv[0] === 'faults') {
-    o.command = 'faults';
+  if (argv[0] === 'faults' || argv[0] === 'rollouts') {
+    o.command = argv[0];
     o.only = [];
-    o.duration = 20;
+    if (o.command === 'faults') o.duration = 20;
     argv = argv.slice(1);
   }
   for (let i = 0; i < argv.length; i++) {
@@ -148,7 +154,7 @@ async function main() {
   if (o.wrk === false) disableWrk();
   if (!haveWrk()) log(`${o.wrk === false ? 'wrk not used (--no-wrk)' : 'wrk not found (looked in /usr/bin, /usr/local/bin)'}: the Node load client stands in for it, and the report says so`);
   const wrk = await wrkVersion();
-  const needsPeers = o.peers && o.pm2 && (o.command === 'faults' || o.only.some((s) => ['R1', 'R2', 'R3', 'R4'].includes(s)));
+  const needsPeers = o.peers && o.pm2 && (o.command !== 'all' || o.only.some((s) => ['R1', 'R2', 'R3', 'R4'].includes(s)));
   let pm2error;
   if (needsPeers) {
     try {
@@ -159,6 +165,7 @@ async function main() {
     }
   }
   if (o.command === 'faults') return runFaults(ctx, command, wrk);
+  if (o.command === 'rollouts') return runRollouts(ctx, command, wrk);
   const results = {};
   const sections = [];
   const runners = {
@@ -241,6 +248,31 @@ async function runFaults(ctx, command, wrk) {
   fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), name, md));
   process.stdout.write(`${md}\n`);
   log(`wrote section ${name} of ${path.relative(process.cwd(), o.out)}`);
+  return 0;
+}
+
+/** `node bench/run.js rollouts`: the rollouts scenario alone, into the `rollouts` section of the results file. */
+async function runRollouts(ctx, command, wrk) {
+  const { o } = ctx;
+  const commit = await masterCommit(path.resolve(__dirname, '..'));
+  const started = Date.now();
+  const r = await rollouts(ctx);
+  await P.stopAll();
+  const md = [
+    '## Rollouts: phased vs parallel, recycling a leaking worker (issue 13)',
+    '',
+    `Command: \`${command}\`, ${((Date.now() - started) / 60000).toFixed(1)} min, all traffic on 127.0.0.1. ` +
+      'The parts ran one after the other in this one run; compare within it only (other work shares the machine: see the load averages).',
+    '',
+    ...R.hostLines(),
+    `- handover: src/master at ${commit}`,
+    `- load: ${wrk} (R1); the Node client bench/lib/load.js (leak); peers: Node cluster (bench/peers/cluster-rolling.js)${ctx.pm2 ? `, pm2 ${ctx.pm2.version}` : ', pm2 not run'}`,
+    '',
+    r.md,
+  ].join('\n');
+  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'rollouts', md));
+  process.stdout.write(`${md}\n`);
+  log(`wrote section rollouts of ${path.relative(process.cwd(), o.out)}`);
   return 0;
 }
 

@@ -27,13 +27,13 @@ function reloadables(ctx) {
   return list;
 }
 
-// R1 / R2: wrk under a reload every second.
-async function underReloads(ctx, close) {
+// R1 / R2: wrk under a reload every second. `factories`: the servers (default
+// handover, the peers and plain node; the rollouts scenario passes its own).
+async function underReloads(ctx, close, factories = [...reloadables(ctx), () => new PlainServer({ verbose: ctx.o.verbose })]) {
   const o = ctx.o;
   const wrkOptions = { threads: 2, connections: 128, seconds: o.duration, close };
   const rows = [];
   let handoverFailed = 0;
-  const factories = [...reloadables(ctx), () => new PlainServer({ verbose: o.verbose })];
   for (const make of factories) {
     const server = make();
     const baseline = server instanceof PlainServer;
@@ -55,7 +55,7 @@ async function underReloads(ctx, close) {
         baseline ? '–' : `${reloads.reloads}${reloads.failed ? ` (+${reloads.failed} failed)` : ''}`,
         S.int(r.requests), S.int(r.rps), r.socket.connect, r.socket.read, r.socket.write, r.socket.timeout,
         `${r.non2xx}${S.sum(r.other) ? ` (other: ${S.codes(r.other)})` : ''}`,
-        S.fixed(r.p50, 2), S.fixed(r.p99, 2),
+        S.fixed(r.p50, 2), S.fixed(r.p99, 2), S.fixed(r.max, 1),
       ]);
     });
   }
@@ -64,7 +64,7 @@ async function underReloads(ctx, close) {
       `a reload every ${o.interval} ms while it runs (SIGHUP to handover and the cluster master; \`pm2 reload\` back to back, ` +
       `at most one a second, since each takes longer). ${errorColumns()}`,
     '',
-    S.table(['server', 'reloads', 'requests', 'req/s', 'connect', 'read', 'write', 'timeout', 'non-2xx', 'p50 ms', 'p99 ms'], rows),
+    S.table(['server', 'reloads', 'requests', 'req/s', 'connect', 'read', 'write', 'timeout', 'non-2xx', 'p50 ms', 'p99 ms', 'max ms'], rows),
   ].join('\n');
   return { md, handoverFailed };
 }

@@ -119,8 +119,10 @@ class MasterServer {
 }
 
 class HandoverServer extends MasterServer {
+  /** env ROLLOUT / MAX_MEMORY set handover's options (bench/apps/handover.js); the label says which. */
   constructor({ workers = 1, env = {}, ...rest } = {}) {
-    super(`handover (workers ${workers})`, path.join(APPS, 'handover.js'), {
+    const options = [`workers ${workers}`, env.ROLLOUT && `rollout ${env.ROLLOUT}`, env.MAX_MEMORY && `maxMemory ${env.MAX_MEMORY}`];
+    super(`handover (${options.filter(Boolean).join(', ')})`, path.join(APPS, 'handover.js'), {
       env: { ADDRESS: '127.0.0.1:0', WORKERS: String(workers), ...env }, ...rest,
     });
   }
@@ -193,8 +195,10 @@ async function installPm2(dir, log) {
 
 /** pm2 in cluster mode with its own PM2_HOME; reload = `pm2 reload`; stop = `pm2 kill`. */
 class Pm2Server {
-  constructor({ bin, workers = 2, env = {}, verbose = false }) {
-    this.label = `pm2 reload (cluster mode, ${workers} instances)`;
+  /** startArgs: more `pm2 start` flags (e.g. --max-memory-restart 200M). */
+  constructor({ bin, workers = 2, env = {}, verbose = false, startArgs = [] }) {
+    this.label = `pm2 reload (cluster mode, ${workers} instances${startArgs.length ? `, ${startArgs.join(' ')}` : ''})`;
+    this.startArgs = startArgs;
     this.extraEnv = env;
     this.inflight = new Set();
     this.adopted = new Set();
@@ -221,7 +225,7 @@ class Pm2Server {
     P.track(this);
     this.home = fs.mkdtempSync(path.join(os.tmpdir(), 'handover-bench-pm2-home-'));
     this.env = { ...process.env, ...this.extraEnv, PM2_HOME: this.home, PORT: String(this.port) };
-    const r = await this.pm2('start', path.join(APPS, 'plain.js'), '-i', String(this.workers), '--name', 'bench-hello');
+    const r = await this.pm2('start', path.join(APPS, 'plain.js'), '-i', String(this.workers), '--name', 'bench-hello', ...this.startArgs);
     if (this.verbose) process.stderr.write(r.stdout + r.stderr);
     this.readDaemonPid();
     if (r.code !== 0) throw new Error(`pm2 start failed (${r.code}):\n${(r.stdout + r.stderr).slice(-2000)}`);

@@ -1,5 +1,5 @@
 // wrk (or, without it, the Node load client standing in for it) with one result shape:
-// {tool, command, requests, rps, socket: {connect, read, write, timeout}, non2xx, p50, p99}
+// {tool, command, requests, rps, socket: {connect, read, write, timeout}, non2xx, p50, p99, max}
 const fs = require('node:fs');
 const P = require('./procs');
 const { startLoad } = require('./load');
@@ -28,6 +28,12 @@ function ms(value, unit) {
   return Number(value) * { us: 0.001, ms: 1, s: 1000, m: 60000 }[unit];
 }
 
+/** The Max column of wrk's "Latency avg stdev max +/-stdev" line, in ms. */
+function latencyMax(out) {
+  const m = /^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b/m.exec(out);
+  return m ? ms(m[1], m[2]) : NaN;
+}
+
 function parse(out) {
   const num = (re) => {
     const m = re.exec(out);
@@ -45,6 +51,7 @@ function parse(out) {
     non2xx: num(/Non-2xx or 3xx responses: (\d+)/),
     p50: lat(50),
     p99: lat(99),
+    max: latencyMax(out),
   };
 }
 
@@ -56,7 +63,7 @@ async function runLoad({ port, threads = 2, connections = 128, seconds = 30, clo
     const e = (...codes) => codes.reduce((n, c) => n + (r.errors[c] || 0), 0);
     const non2xx = Object.entries(r.statuses).reduce((n, [s, c]) => n + (s >= 200 && s < 400 ? 0 : c), 0);
     return {
-      tool: 'node', command: commandLine(options), requests: r.requests, rps: r.rps, non2xx, p50: r.p50, p99: r.p99,
+      tool: 'node', command: commandLine(options), requests: r.requests, rps: r.rps, non2xx, p50: r.p50, p99: r.p99, max: r.max,
       socket: { connect: e('ECONNREFUSED'), read: e('ECONNRESET', 'socket hang up'), write: e('EPIPE'), timeout: e('ETIMEDOUT') },
       other: Object.fromEntries(Object.entries(r.errors).filter(([c]) => !['ECONNREFUSED', 'ECONNRESET', 'socket hang up', 'EPIPE', 'ETIMEDOUT'].includes(c))),
     };

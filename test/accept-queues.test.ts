@@ -166,8 +166,11 @@ describe('lifecycle races, under load: zero failed requests', () => {
   it('a new worker that is ready and then dies while its sibling is still starting fails the reload; the old generation keeps serving every slot', async () => {
     const { master, behaviour, dir, control } = await startFault({ workers: 2 });
     const gate = path.join(dir, 'gate');
+    // Keep-alive connections made before the reload stay with the old
+    // workers: a request in flight on the worker this test kills would be
+    // lost by any server, so no new connection is opened until it is dead.
     const load = new Load({ port: master.port, connections: 8 });
-    const closing = new Load({ port: master.port, connections: 4, mode: 'close' });
+    await pollUntil(() => load.stats.ok > 100, 'the load to be under way');
     writeJson(behaviour, { gateFile: gate, gateSlots: [1] });
     master.proc.kill('SIGHUP');
     const readyNew = await pollUntil(async () => {
@@ -187,9 +190,8 @@ describe('lifecycle races, under load: zero failed requests', () => {
     // and the next reload is a normal one
     writeJson(behaviour, {});
     expect((await master.reload()).event).toBe('reloaded');
-    const [keepAlive, close] = await Promise.all([load.stop(), closing.stop()]);
-    expect(keepAlive.errors).toEqual({});
-    expect(close.errors).toEqual({});
+    const stats = await load.stop();
+    expect(stats.errors).toEqual({});
     expect((await settled(control)).generation).toBe(3);
   });
 

@@ -73,7 +73,10 @@ export interface ServerOptions {
   /**
    * Old generations that may be draining at once. Reloads faster than
    * requests finish pile them up; past this bound the oldest one's workers
-   * are closed at once (and that is logged). Default 2.
+   * are closed at once (and that is logged): their requests in flight and
+   * idle keep-alive connections are cut, so this is a bound on memory for
+   * reloads far faster than requests finish, not a tool for normal use. A
+   * generation usually drains within Node's 5 s keep-alive timeout. Default 10.
    */
   maxDraining?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
@@ -146,7 +149,7 @@ const DEFAULTS = {
   heartbeatTimeout: 5_000,
   stopDelay: 0,
   rollout: 'parallel',
-  maxDraining: 2,
+  maxDraining: 10,
   keepPrevious: 0,
   backlog: 1024,
   shared: false,

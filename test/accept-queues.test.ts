@@ -16,22 +16,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { MasterStatus } from '../src/protocol';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir, writeJson } from './helpers/processes';
+import { childrenOf, cleanUp, isAlive, type Master, ourProcesses, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 const CLIENT_TIMEOUT_MS = 20_000;
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-queues-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 interface Fresh {
   ok: number;
@@ -100,7 +90,7 @@ async function settled(control: string): Promise<MasterStatus> {
 }
 
 async function startFault(fixture: Record<string, unknown>): Promise<{ master: Master; behaviour: string; dir: string; control: string }> {
-  const dir = scratch();
+  const dir = scratch('handover-queues-');
   const behaviour = path.join(dir, 'behaviour.json');
   writeJson(behaviour, {});
   const master = await startMaster({ script: APP, fixture: { behaviourFile: behaviour, stopTimeout: 3_000, ...fixture } });
@@ -196,7 +186,7 @@ describe('lifecycle races, under load: zero failed requests', () => {
   });
 
   it('a reload signal during start-up waits for start-up, then runs: no generation is orphaned', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-queues-');
     const behaviour = path.join(dir, 'behaviour.json');
     const gate = path.join(dir, 'gate');
     writeJson(behaviour, { gateFile: gate });

@@ -27,19 +27,9 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_PENDING_LOG_BYTES, streamLogger } from '../src/log';
 import { FrameDecoder, encode } from '../src/protocol';
-import { isAlive, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { cleanUp, isAlive, onCleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-edges-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 /** A pid no process here has (as a master in another pid namespace looks). */
 function deadPid(): number {
@@ -51,7 +41,7 @@ async function holdLock(lockPath: string): Promise<ChildProcess> {
   const holder = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'lock-holder.js'), lockPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  cleanups.push(() => holder.kill('SIGKILL'));
+  onCleanUp(() => holder.kill('SIGKILL'));
   const [line] = await once(holder.stdout!.setEncoding('utf8'), 'data');
   expect(line).toBe('locked\n');
   return holder;
@@ -112,7 +102,7 @@ describe('a log flood', () => {
 
 describe('stale control directories', () => {
   it('are removed only when their lock proves their master gone', async () => {
-    const parent = scratch();
+    const parent = scratch('handover-edges-');
     const pid = deadPid();
     // A live master elsewhere: its pid does not exist here, its lock is held.
     const live = path.join(parent, `handover-${pid}-live`);
@@ -159,7 +149,7 @@ describe('stale control directories', () => {
 
 describe('a failed second start', () => {
   it('leaves the running master\'s pid file alone', async () => {
-    const pidFile = path.join(scratch(), 'app.pid');
+    const pidFile = path.join(scratch('handover-edges-'), 'app.pid');
     const first = await startMaster({ fixture: { pidFile } });
     expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.pid}\n`);
     const second = await startMaster({
@@ -188,12 +178,12 @@ describe('idle admin connections', () => {
   }
 
   it('1,000 of them are capped, closed once idle, and their refusals logged without flooding the log', async () => {
-    const parent = scratch();
+    const parent = scratch('handover-edges-');
     const master = await startMaster({ fixture: { controlDir: parent } });
     const dir = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`))!;
     const socketPath = path.join(parent, dir, 'control.sock');
     const sockets: net.Socket[] = [];
-    cleanups.push(() => sockets.forEach((s) => s.destroy()));
+    onCleanUp(() => sockets.forEach((s) => s.destroy()));
     let answered = 0;
     for (let batch = 0; batch < 10; batch++) {
       const results = await Promise.all(Array.from({ length: 100 }, () => askStatus(socketPath)));

@@ -8,27 +8,17 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { MasterStatus } from '../src/protocol';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { childrenOf, isAlive, pollUntil, reapAll, startMaster, tempDir, writeJson } from './helpers/processes';
+import { childrenOf, cleanUp, isAlive, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-rollout-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 
 
 
 async function start(fixture: Record<string, unknown>) {
-  const dir = scratch();
+  const dir = scratch('handover-rollout-');
   const behaviour = path.join(dir, 'behaviour.json');
   writeJson(behaviour, {});
   const master = await startMaster({ script: APP, fixture: { behaviourFile: behaviour, stopTimeout: 5_000, ...fixture } });

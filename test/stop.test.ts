@@ -4,23 +4,13 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { cleanUp, ourProcesses, pollUntil, scratch, startMaster } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 /** Far beyond any answer or refusal; only a connection left in a queue nobody serves gets here. */
 const CLIENT_TIMEOUT_MS = 20_000;
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-stop-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 interface Outcome {
   status?: number;
@@ -70,7 +60,7 @@ function inFlight(port: number, urlPath: string): { started: Promise<void>; done
 
 describe('stop', () => {
   it('the same stop signal twice at once (process-group delivery) is one stop: the request in flight completes', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-stop-');
     const gate = path.join(dir, 'finish');
     const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 60_000 } });
     const long = inFlight(master.port, `/flush?until=${encodeURIComponent(gate)}`);
@@ -89,7 +79,7 @@ describe('stop', () => {
   });
 
   it('after a stop begins, a new connection is served or refused at once, never left waiting and then reset', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-stop-');
     const gate = path.join(dir, 'finish');
     const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 60_000 } });
     const port = master.port;
@@ -108,7 +98,7 @@ describe('stop', () => {
   });
 
   it('a reload signal during a stop is ignored and says so', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-stop-');
     const gate = path.join(dir, 'finish');
     const master = await startMaster({ script: APP, fixture: { stopTimeout: 60_000 } });
     const long = inFlight(master.port, `/flush?until=${encodeURIComponent(gate)}`);

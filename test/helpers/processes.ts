@@ -71,6 +71,26 @@ export function tempDir(prefix = 'handover-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+const afterTest: (() => void)[] = [];
+
+/** A temp directory that cleanUp() removes. */
+export function scratch(prefix = 'handover-test-'): string {
+  const dir = tempDir(prefix);
+  afterTest.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs `undo` at the next cleanUp(). */
+export function onCleanUp(undo: () => void): void {
+  afterTest.push(undo);
+}
+
+/** For afterEach: reaps every process the test started, then undoes what it asked to. */
+export async function cleanUp(): Promise<void> {
+  await reapAll();
+  for (const undo of afterTest.splice(0)) undo();
+}
+
 export class Master {
   readonly events: MasterEvent[] = [];
   stderr = '';

@@ -321,7 +321,6 @@ describe('a new worker frozen with SIGSTOP during a reload', () => {
     const dir = scratch();
     const behaviourFile = path.join(dir, 'behaviour.json');
     const gateFile = path.join(dir, 'gate');
-    const finishFile = path.join(dir, 'finish');
     fs.writeFileSync(behaviourFile, '{}');
     // startTimeout far away: the test decides when the reload fails, by
     // killing the frozen worker once the sibling has a request in flight
@@ -344,13 +343,29 @@ describe('a new worker frozen with SIGSTOP during a reload', () => {
     // The sibling becomes ready and accepts from its slot's queue next to the
     // old worker of that slot. Put a request in flight on it that ends only
     // when the test says so (fresh connections until one lands there).
+    // The sibling shares its slot's socket with the old worker of that slot,
+    // and loses most accept races to it: pause that old worker (SIGSTOP,
+    // well within heartbeatTimeout) until a request lands on the sibling. A
+    // miss is let finish at once (its own file), so misses do not pile up.
+    const status = await pollUntil(async () => {
+      const s = await adminStatus(controlSocketOf(master));
+      return s.workers.find((w) => w.pid === sibling)?.state === 'ready' ? s : undefined;
+    }, `the sibling ${sibling} to be ready`, 60_000);
+    const slot = status.workers.find((w) => w.pid === sibling)!.slot;
+    const rival = status.workers.find((w) => w.slot === slot && w.pid !== sibling)!.pid;
+    process.kill(rival, 'SIGSTOP');
     const elsewhere: Promise<string>[] = [];
+    let attempt = 0;
     const onSibling = await pollUntil(async () => {
-      const request = inFlight(master.port, `/flush?until=${encodeURIComponent(finishFile)}`);
-      if ((await request.started) === sibling) return request;
+      const until = path.join(dir, `until-${attempt++}`);
+      const request = inFlight(master.port, `/flush?until=${encodeURIComponent(until)}`);
+      if ((await request.started) === sibling) {
+        return { ...request, until };
+      }
+      fs.writeFileSync(until, '');
       elsewhere.push(request.done);
       return undefined;
-    }, `a request in flight on the ready sibling ${sibling}`, 60_000);
+    }, `a request in flight on the ready sibling ${sibling}`, 60_000).finally(() => process.kill(rival, 'SIGCONT'));
     expect(master.count('reloaded') + master.count('reload-failed'), 'the reload is still waiting for the frozen worker').toBe(0);
 
     // The frozen worker dies before it was ready: the reload fails.
@@ -361,7 +376,7 @@ describe('a new worker frozen with SIGSTOP during a reload', () => {
     expect(await waitExit(master, frozen)).toMatchObject({ signal: 'SIGKILL' });
 
     // The sibling served clients: rolling it back must not break them.
-    fs.writeFileSync(finishFile, '');
+    fs.writeFileSync(onSibling.until, '');
     const settled = await Promise.allSettled([onSibling.done, ...elsewhere]);
     expect(settled.map((s) => (s.status === 'fulfilled' ? s.value : String(s.reason))), 'in-flight /flush requests')
       .toEqual(settled.map(() => 'started done'));

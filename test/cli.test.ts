@@ -15,21 +15,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type Master, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { type Master, ROOT, cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, reapAll, scratch, startMaster } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-cli-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 interface Run {
   code: number | null;
@@ -83,7 +73,7 @@ function parseStatus(stdout: string): Status {
 }
 
 async function start(fixture: Record<string, unknown> = {}): Promise<{ master: Master; controlDir: string; dir: string }> {
-  const dir = scratch();
+  const dir = scratch('handover-cli-');
   const controlDir = path.join(dir, 'control');
   fs.mkdirSync(controlDir);
   const master = await startMaster({ fixture: { controlDir, ...fixture } });
@@ -107,7 +97,7 @@ describe('handover status|reload|stop', () => {
   it('status counts the open connections of each worker', async () => {
     const { master, controlDir } = await start();
     const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
-    cleanups.push(() => agent.destroy());
+    onCleanUp(() => agent.destroy());
     // two idle keep-alive connections held open to the one worker
     const hold = () => new Promise<void>((resolve, reject) => {
       http.get({ host: '127.0.0.1', port: master.port, path: '/', agent }, (res) => {
@@ -142,7 +132,7 @@ describe('handover status|reload|stop', () => {
   });
 
   it('reload of a broken deploy exits 1 with "reload failed"; the old generation keeps serving', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-cli-');
     const behaviourFile = path.join(dir, 'behaviour.json');
     const { master, controlDir } = await start({ behaviourFile });
     const [old] = master.workerPids;
@@ -214,7 +204,7 @@ describe('handover status|reload|stop', () => {
   });
 
   it('an unknown pid exits 2 with a message naming the pid and the directory', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-cli-');
     const pid = 4_000_000; // above pid_max: nothing runs there
     for (const command of ['status', 'reload', 'stop']) {
       const run = await cli(command, '--pid', String(pid), '--control-dir', dir);
@@ -289,7 +279,7 @@ describe('command-line forms and messages (issue 12)', () => {
   });
 
   it('--control-dir on a missing directory: one line naming it and what to give, no stack trace', async () => {
-    const missing = path.join(scratch(), 'nope');
+    const missing = path.join(scratch('handover-cli-'), 'nope');
     const run = await cli('status', '--pid', '123', '--control-dir', missing);
     expect(run).toEqual({
       code: 2,
@@ -300,11 +290,11 @@ describe('command-line forms and messages (issue 12)', () => {
 
   it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and how to ask as that user, instead of "closed the connection"', async () => {
     // A socket that listens, owned by nobody: the uid check happens before any request is sent.
-    const dir = scratch();
+    const dir = scratch('handover-cli-');
     const socket = path.join(dir, 'control.sock');
     const server = net.createServer((conn) => conn.destroy());
     await new Promise<void>((resolve) => server.listen(socket, resolve));
-    cleanups.push(() => server.close());
+    onCleanUp(() => server.close());
     fs.chownSync(socket, 65534, 65534);
     const nobody = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === '65534')!.split(':')[0];
     const run = await cli('status', '--socket', socket);

@@ -22,22 +22,12 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
-import { type Master, ROOT, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { type Master, ROOT, cleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 const FIXTURES = path.join(ROOT, 'test/fixtures/unmodified');
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await reapAll();
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function scratch(): string {
-  const dir = tempDir('handover-start-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+afterEach(cleanUp);
 
 interface Run {
   code: number | null;
@@ -88,7 +78,7 @@ class App {
 }
 
 async function start(script: string, args: string[] = [], env: Record<string, string> = {}): Promise<App> {
-  const runtime = scratch();
+  const runtime = scratch('handover-start-');
   const master = await startMaster({
     script: 'dist/cli/cli.js',
     args: ['start', ...args, script],
@@ -167,7 +157,7 @@ describe('handover start: unmodified programs', () => {
 
 describe('handover start: deploys, environment, watch, readiness', () => {
   it('a deploy that throws at start-up: reload exits 1 with the thrown message; the old generation keeps serving', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-start-');
     const script = path.join(dir, 'app.js');
     fs.copyFileSync(path.join(FIXTURES, 'http.js'), script);
     const app = await start(script, ['--workers', '2']);
@@ -197,7 +187,7 @@ describe('handover start: deploys, environment, watch, readiness', () => {
   });
 
   it('--env-file is read again at each reload: a changed value reaches the new generation, a removed one is gone', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-start-');
     const envFile = path.join(dir, 'app.env');
     fs.writeFileSync(envFile, 'GREETING=first\n');
     const app = await start(path.join(FIXTURES, 'http.js'), ['--env-file', envFile]);
@@ -221,7 +211,7 @@ describe('handover start: deploys, environment, watch, readiness', () => {
   });
 
   it('--watch reloads after a file under the watched directory changes', async () => {
-    const dir = scratch();
+    const dir = scratch('handover-start-');
     const script = path.join(dir, 'app.js');
     fs.copyFileSync(path.join(FIXTURES, 'http.js'), script);
     const app = await start(script, [`--watch=${dir}`]);

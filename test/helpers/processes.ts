@@ -85,10 +85,10 @@ export function onCleanUp(undo: () => void): void {
   afterTest.push(undo);
 }
 
-/** For afterEach: reaps every process the test started, then undoes what it asked to. */
+/** For afterEach: reaps every process the test started, then undoes what it asked to, last first. */
 export async function cleanUp(): Promise<void> {
   await reapAll();
-  for (const undo of afterTest.splice(0)) undo();
+  for (const undo of afterTest.splice(0).reverse()) undo();
 }
 
 export class Master {

@@ -1,12 +1,18 @@
 // Listening sockets (TCP and Unix), their bound address, dup/close, a
-// non-blocking Unix connect, and Unix datagrams (sd_notify).
+// non-blocking Unix connect, Unix datagrams (sd_notify), and one small write
+// that goes out whole or not at all.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include <cstring>
 #include <string>
@@ -334,6 +340,52 @@ Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendWhole(fd, data) -> boolean: writes all of a small `data` on a connected
+// TCP socket now, or nothing (false). It puts one frame between two whole
+// writes of another writer on the same thread (Node's HTTP/2 session), so it
+// writes only when the kernel holds no unsent byte: then the data starts a
+// new segment and the send is all or nothing. False also when the send buffer
+// is full, and on platforms without SIOCOUTQNSD. The remainder of a short
+// send, which that rule should make impossible, is finished by waiting up to
+// a second rather than leaving half a frame on the wire.
+Napi::Value SendWhole(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsBuffer()) {
+    Napi::TypeError::New(env, "expected (fd: number, data: Buffer)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  const std::string what = "fd " + std::to_string(fd);
+#ifdef SIOCOUTQNSD
+  int unsent = 0;
+  if (ioctl(fd, SIOCOUTQNSD, &unsent) < 0) {
+    ThrowSystemError(env, errno, "ioctl", what);
+    return env.Undefined();
+  }
+  if (unsent != 0) return Napi::Boolean::New(env, false);
+  size_t done = 0;
+  while (done < data.Length()) {
+    ssize_t n = send(fd, data.Data() + done, data.Length() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && done == 0) return Napi::Boolean::New(env, false);
+    pollfd writable{fd, POLLOUT, 0};
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && poll(&writable, 1, 1000) > 0) continue;
+    ThrowSystemError(env, errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno, "send", what);
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+#else
+  (void)data;
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 }  // namespace
 
 void RegisterSockets(Napi::Env env, Napi::Object exports) {
@@ -345,6 +397,7 @@ void RegisterSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("sendDatagram", Napi::Function::New(env, SendDatagram, "sendDatagram"));
+  exports.Set("sendWhole", Napi::Function::New(env, SendWhole, "sendWhole"));
 }
 
 }  // namespace handover

@@ -1,15 +1,15 @@
-// HTTP/2 across reloads under load (issue 10.7): a measurement, run with
-// HANDOVER_H2_COUNT=1. The drain sends one GOAWAY naming the last stream
-// received, which refuses (REFUSED_STREAM) the streams the client opened
-// while it was on the wire: never processed, so safe to retry (RFC 9113
-// §8.7). A two-phase GOAWAY was tried (src/worker/drain.ts says why it is not
-// used). A well-behaved client opens its next streams on a new session once
-// its session has received GOAWAY. test/fixtures/h2-app.js is the app.
+// HTTP/2 across reloads under load (issue 10.7, invariant 4): the drain's
+// two-phase GOAWAY refuses no stream the client sent. With the single GOAWAY
+// it replaces (last stream received), the streams the client opened while
+// that GOAWAY was on the wire were refused: 146 and 304 REFUSED_STREAM in two
+// runs of this test. A well-behaved client opens its next streams on a new
+// session once its session has received GOAWAY. test/fixtures/h2-app.js is
+// the app.
 //
-// Also counted apart (`unsent`): once a client has received any GOAWAY, its
-// own nghttp2 refuses the requests it had queued but not yet written; the
-// server never saw those. The test prints its counts and fails on any error
-// other than REFUSED_STREAM.
+// Counted apart (`unsent`): once a client has received any GOAWAY, its own
+// nghttp2 refuses the requests it had queued but not yet written; the server
+// never saw those, and no server can prevent it. Every other failure fails
+// the test.
 import * as http2 from 'node:http2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { reapAll, startMaster } from './helpers/processes';
@@ -97,7 +97,7 @@ function h2Load(port: number, sessions: number, streams: number): { stats: H2Sta
 }
 
 describe('HTTP/2 across reloads', () => {
-  it.runIf(process.env.HANDOVER_H2_COUNT)('10 sessions x 10 concurrent streams over 8 reloads: counts REFUSED_STREAM', async () => {
+  it('10 sessions x 10 concurrent streams over 8 reloads: every stream sent is answered', async () => {
     const master = await startMaster({ script: 'test/fixtures/h2-app.js' });
     const load = h2Load(master.port, 10, 10);
     try {
@@ -111,8 +111,7 @@ describe('HTTP/2 across reloads', () => {
       await load.stop();
     }
     console.log(`http2 over 8 reloads: ${JSON.stringify(load.stats)}`);
-    const { REFUSED_STREAM: _refused, ...others } = load.stats.errors;
-    expect(others).toEqual({});
+    expect(load.stats.errors).toEqual({});
     expect(load.stats.ok).toBeGreaterThan(1600);
     expect(load.stats.sessions).toBeGreaterThan(10); // the reloads did move the clients to new sessions
   });

@@ -36,6 +36,7 @@ import {
   recvFds,
   sendDatagram,
   sendFds,
+  sendWhole,
   setParentDeathSignal,
   setParentDeathStop,
   type SystemError,
@@ -716,5 +717,64 @@ describe('sendDatagram', () => {
     const before = fdCount();
     expectSystemError(thrown(() => sendDatagram(missing, Buffer.from('x'))), 'ENOENT', 'sendto', missing);
     expect(fdCount()).toBe(before);
+  });
+});
+
+describe('sendWhole', () => {
+  /** A loopback TCP connection: the client's fd, and the server's end, paused until read. */
+  async function tcpPair(): Promise<{ client: net.Socket; fd: number; server: net.Socket; close: () => void }> {
+    const listener = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const accepted = once(listener, 'connection');
+    const client = net.connect((listener.address() as net.AddressInfo).port, '127.0.0.1');
+    await once(client, 'connect');
+    const [server] = (await accepted) as [net.Socket];
+    const fd = (client as net.Socket & { _handle: { fd: number } })._handle.fd;
+    return { client, fd, server, close: () => { client.destroy(); server.destroy(); listener.close(); } };
+  }
+
+  /** Everything the server's end receives until the client ends. */
+  async function received(server: net.Socket): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    server.on('data', (chunk: Buffer) => chunks.push(chunk));
+    server.resume();
+    await once(server, 'end');
+    return Buffer.concat(chunks);
+  }
+
+  it('writes all of a small buffer at once on an idle connection', async () => {
+    const pair = await tcpPair();
+    try {
+      expect(sendWhole(pair.fd, Buffer.from('whole frame'))).toBe(true);
+      pair.client.end();
+      expect((await received(pair.server)).toString()).toBe('whole frame');
+    } finally {
+      pair.close();
+    }
+  });
+
+  it('writes nothing and returns false while the kernel still holds unsent bytes', async () => {
+    const pair = await tcpPair();
+    try {
+      const bulk = Buffer.alloc(1 << 20, 0x61);
+      // the reader is paused: its window fills and the client's bytes wait in its kernel
+      let written = bulk.length;
+      while (pair.client.write(bulk)) written += bulk.length;
+      expect(sendWhole(pair.fd, Buffer.from('XYZ'))).toBe(false);
+      pair.client.end();
+      const got = await received(pair.server);
+      expect(got.length).toBe(written);
+      expect(got.includes('XYZ')).toBe(false);
+    } finally {
+      pair.close();
+    }
+  });
+
+  it('throws EBADF naming a bad fd, and validates its arguments', () => {
+    const fd = dup(0);
+    closeFd(fd);
+    expectSystemError(thrown(() => sendWhole(fd, Buffer.from('x'))), 'EBADF', 'ioctl', `fd ${fd}`);
+    expect(() => sendWhole(-1, Buffer.from('x'))).toThrow(RangeError);
+    expect(() => sendWhole(3, 'x' as unknown as Buffer)).toThrow(TypeError);
   });
 });

@@ -54,6 +54,7 @@ interface Binding {
   dup(fd: number): number;
   close(fd: number): void;
   sendDatagram(path: string, data: Buffer): void;
+  sendWhole(fd: number, data: Buffer): boolean;
   sendFds(fd: number, data: Buffer, fds: number[]): number;
   recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
   peerCredentials(fd: number): PeerCredentials;
@@ -116,6 +117,14 @@ export const closeFd = (fd: number): void => binding.close(fd);
 
 /** Sends one datagram to a Unix datagram socket (path or '@abstract'). */
 export const sendDatagram = (socketPath: string, data: Buffer): void => binding.sendDatagram(socketPath, data);
+
+/**
+ * Writes a small `data` on a connected TCP socket whole, now, or not at all
+ * (false: the kernel still holds unsent bytes, or its buffer is full; always
+ * false where the platform cannot tell). For a frame between two of another
+ * writer's writes.
+ */
+export const sendWhole = (fd: number, data: Buffer): boolean => binding.sendWhole(fd, data);
 
 /** Sends `data` with `fds` attached (SCM_RIGHTS); returns bytes written, throws EAGAIN if none. */
 export const sendFds = (fd: number, data: Buffer, fds: number[]): number => binding.sendFds(fd, data, fds);

@@ -12,7 +12,8 @@
 //     `Connection: close`, and Node then ends the socket with a FIN;
 //   - leaves idle connections to Node's keep-alive timeout, which would have
 //     closed them anyway;
-//   - HTTP/2: GOAWAY on every session (see closeSession), open streams finish;
+//   - HTTP/2: a two-phase GOAWAY on every session (see closeSession), open
+//     streams finish;
 //   - raw net servers and upgraded (WebSocket) sockets: a 'handover:drain' event
 //     on each socket so the application can say goodbye in its own protocol
 //     (on a tls.Server, on the TLS socket the application holds, not the raw
@@ -28,6 +29,7 @@ import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { sendWhole } from '../platform/native';
 
 /** Emitted on raw and upgraded sockets when their worker starts draining. */
 export const SOCKET_DRAIN_EVENT = 'handover:drain';
@@ -49,18 +51,68 @@ function kindOf(server: net.Server): Kind {
 }
 
 /**
- * GOAWAY, then the session closes once its open streams finish. A stream the
- * client sent as the GOAWAY crossed it is refused with REFUSED_STREAM (never
- * processed, so safe to retry, RFC 9113 8.7). A two-phase GOAWAY (first the
- * largest stream id, then the real one after a PING round trip, as Envoy and
- * h2o do) was tried and measured: with Node 20's HTTP/2 it refused fewer
- * streams but ended some with no response at all (the session stops reading
- * once it has sent a GOAWAY and has no open stream), which a client cannot
- * tell from a processed request. So the single, retry-safe form stays.
+ * The first half of a two-phase GOAWAY (RFC 9113 6.8): "no new streams, but
+ * every stream up to the largest id may still come". Node has no call for it:
+ * its `session.goaway()` makes nghttp2 drop, silently, every stream that
+ * arrives afterwards, and those end with no response at all. So the frame is
+ * written raw on the TCP socket, between two of the session's writes (each of
+ * which is whole frames), by a send that writes all of it or nothing.
  */
-function closeSession(session: http2.Http2Session): void {
-  if (session.closed || session.destroyed) return;
-  session.close();
+const SHUTDOWN_NOTICE = Buffer.from([
+  0x00, 0x00, 0x08, // length 8
+  0x07, // type GOAWAY
+  0x00, // flags
+  0x00, 0x00, 0x00, 0x00, // stream 0
+  0x7f, 0xff, 0xff, 0xff, // last stream id: 2^31-1
+  0x00, 0x00, 0x00, 0x00, // NO_ERROR
+]);
+
+/** How long the notice may wait for a moment with nothing unsent, and the client for the PING. */
+const NOTICE_PATIENCE_MS = 5_000;
+
+type Handle = { fd?: number; writeQueueSize?: number };
+
+/** Writes the shutdown notice if it can go out whole now: true once written. */
+function sendShutdownNotice(socket: net.Socket): boolean {
+  const handle = (socket as net.Socket & { _handle?: Handle })._handle;
+  if (!handle || typeof handle.fd !== 'number' || handle.fd < 0 || handle.writeQueueSize !== 0) return false;
+  return sendWhole(handle.fd, SHUTDOWN_NOTICE);
+}
+
+/**
+ * Closes a session without refusing a stream the client has sent. The
+ * shutdown notice stops the client opening streams; once it answers the PING
+ * that follows, every stream it opened before reading the notice has arrived,
+ * so the final GOAWAY (`session.close()`, naming the last stream received)
+ * refuses none, and the session closes when its open streams finish
+ * (test/http2-drain.test.ts). On TLS the raw notice is impossible (it would
+ * need the session's encryption), so there, and if the notice or the PING
+ * cannot go out, the single GOAWAY: streams crossing it get REFUSED_STREAM,
+ * never processed, so safe to retry (RFC 9113 8.7).
+ */
+function closeSession(session: http2.Http2Session, socket: net.Socket | undefined): void {
+  const gone = () => session.closed || session.destroyed;
+  if (gone()) return;
+  const deadline = Date.now() + NOTICE_PATIENCE_MS;
+  const close = () => {
+    clearTimeout(patience);
+    if (!gone()) session.close();
+  };
+  const patience = setTimeout(close, NOTICE_PATIENCE_MS).unref();
+  if (!socket || socket instanceof tls.TLSSocket) return close();
+  const notice = () => {
+    if (gone()) return close();
+    let sent: boolean;
+    try {
+      sent = sendShutdownNotice(socket);
+    } catch {
+      return close(); // the connection is going anyway; Node reports its error
+    }
+    if (sent) return void (session.ping(close) || close());
+    if (Date.now() < deadline) setImmediate(notice);
+    else close();
+  };
+  notice();
 }
 
 function closeAfterThisResponse(res: http.ServerResponse): void {
@@ -80,12 +132,16 @@ export class ServerDrain {
   private readonly sockets = new Set<net.Socket>();
   private readonly upgraded = new Set<net.Socket>();
   private readonly secureSockets = new Set<tls.TLSSocket>();
-  private readonly sessions = new Set<http2.Http2Session>();
+  /** HTTP/2 sessions, each with the socket it runs on (for closeSession). */
+  private readonly sessions = new Map<http2.Http2Session, net.Socket | undefined>();
+  /** The socket whose session Node is creating (it emits 'session' synchronously). */
+  private accepted?: net.Socket;
 
   constructor(readonly server: net.Server) {
     this.kind = kindOf(server);
     const tlsServer = server instanceof tls.Server;
     server.prependListener('connection', (socket: net.Socket) => {
+      if (this.kind === 'http2') this.accepted = socket;
       this.sockets.add(socket);
       socket.once('close', () => {
         this.sockets.delete(socket);
@@ -105,6 +161,7 @@ export class ServerDrain {
       // HTTPS parses on the TLS socket, and a tls.Server's application holds
       // it: not the raw one 'connection' gave us.
       server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
+        if (this.kind === 'http2') this.accepted = socket;
         this.secureSockets.add(socket);
         socket.once('close', () => this.secureSockets.delete(socket));
         if (this.draining && this.kind === 'net') process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
@@ -112,11 +169,23 @@ export class ServerDrain {
     }
     if (this.kind === 'http2') {
       server.prependListener('session', (session: http2.Http2Session) => {
-        if (this.draining) return void process.nextTick(() => closeSession(session));
-        this.sessions.add(session);
+        const socket = this.socketOf(session);
+        if (this.draining) return void process.nextTick(() => closeSession(session, socket));
+        this.sessions.set(session, socket);
         session.once('close', () => this.sessions.delete(session));
       });
     }
+  }
+
+  /**
+   * The socket under a new session: the one just accepted, checked by its
+   * native handle (a session's own `socket` is a proxy that refuses writes).
+   */
+  private socketOf(session: http2.Http2Session): net.Socket | undefined {
+    const socket = this.accepted;
+    this.accepted = undefined;
+    const handle = (session.socket as net.Socket & { _handle?: unknown })._handle;
+    return socket && handle !== undefined && (socket as net.Socket & { _handle?: unknown })._handle === handle ? socket : undefined;
   }
 
   /**
@@ -184,7 +253,7 @@ export class ServerDrain {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
       if (res instanceof http.ServerResponse) closeAfterThisResponse(res);
     }
-    for (const session of this.sessions) closeSession(session);
+    for (const [session, socket] of this.sessions) closeSession(session, socket);
     const told = this.kind !== 'net' ? this.upgraded : this.server instanceof tls.Server ? this.secureSockets : this.sockets;
     for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);
     return stoppedAccepting.then(() => new Promise<void>((resolve) => {

@@ -28,6 +28,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_PENDING_LOG_BYTES, streamLogger } from '../src/log';
 import { FrameDecoder, encode } from '../src/protocol';
 import { cleanUp, isAlive, onCleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
+import { within } from './helpers/wait';
 
 afterEach(cleanUp);
 
@@ -176,6 +177,20 @@ describe('idle admin connections', () => {
       socket.on('close', () => resolve({ socket, answered: false }));
     });
   }
+
+  it('do not keep a stopped master alive: its stop closes them and it exits', async () => {
+    const parent = scratch('handover-edges-');
+    const master = await startMaster({ fixture: { controlDir: parent } });
+    const dir = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`))!;
+    const idle = await Promise.all([1, 2, 3].map(() => askStatus(path.join(parent, dir, 'control.sock'))));
+    onCleanUp(() => idle.forEach((r) => r.socket.destroy()));
+    expect(idle.map((r) => r.answered)).toEqual([true, true, true]);
+    const closed = Promise.all(idle.map((r) => once(r.socket, 'close')));
+    // Idle admin connections are closed after 30 s; a master that waited for
+    // them after its stop would still be running at this deadline.
+    expect((await within(master.stop(), 20_000, 'the master to exit with admin connections open')).code).toBe(0);
+    await within(closed, 5_000, 'the admin connections to be closed');
+  });
 
   it('1,000 of them are capped, closed once idle, and their refusals logged without flooding the log', async () => {
     const parent = scratch('handover-edges-');

@@ -180,6 +180,8 @@ export class ControlServer {
   /** One-time tokens of the processes we spawned and have not heard from yet. */
   private readonly expected = new Map<number, string>();
   private adminConnections = 0;
+  /** Every open connection, so close() ends them: an idle admin client must not keep a stopped master alive. */
+  private readonly connections = new Set<net.Socket>();
   private readonly refusals: RefusalLog;
 
   private constructor(
@@ -248,12 +250,15 @@ export class ControlServer {
   close(): void {
     this.refusals.flush();
     this.server.close();
+    for (const socket of this.connections) socket.destroy();
     fs.rmSync(this.dir, { recursive: true, force: true });
     native.closeFd(this.lock); // after the removal: nobody else may sweep it meanwhile
   }
 
   private accept(socket: net.Socket, handlers: ControlHandlers): void {
     socket.on('error', () => {});
+    this.connections.add(socket);
+    socket.once('close', () => this.connections.delete(socket));
     let peer: native.PeerCredentials;
     try {
       peer = native.peerCredentials(fdOf(socket));

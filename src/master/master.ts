@@ -241,8 +241,8 @@ export class Master {
     }
     this.listeners.closeAll();
     await this.lifecycle.stop();
-    this.control?.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
+    this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
       this.log.info('stopped');
       this.events.emit('stop');

@@ -105,6 +105,11 @@ export interface ServerOptions {
    * binds the addresses its workers' programs listen on (each hello names them).
    */
   dynamicAddresses?: boolean;
+  /**
+   * @internal How long an admin connection may stay idle after its last
+   * answer (default 30 s). Tests shorten it; nobody else needs to.
+   */
+  adminIdleTimeout?: number;
 }
 
 export interface ResolvedOptions {
@@ -132,6 +137,7 @@ export interface ResolvedOptions {
   /** Who workers run as; undefined: the master's own identity. */
   identity?: Identity;
   dynamicAddresses: boolean;
+  adminIdleTimeout: number;
 }
 
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
@@ -159,8 +165,11 @@ const DEFAULTS = {
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
   heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
-  unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true,
+  unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
+
+/** Options for handover's own use (the CLI, tests), left out of suggestions. */
+const INTERNAL = new Set(['dynamicAddresses', 'adminIdleTimeout']);
 
 function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -189,7 +198,7 @@ function distance(a: string, b: string): number {
 function checkKeys(options: object): void {
   for (const key of Object.keys(options)) {
     if (key in KNOWN) continue;
-    const names = Object.keys(KNOWN).filter((name) => name !== 'dynamicAddresses'); // internal: never suggested
+    const names = Object.keys(KNOWN).filter((name) => !INTERNAL.has(name)); // never suggested
     // a truncated name ('heartbeat') is its own kind of typo
     const prefixed = names.find((n) => key.length >= 4 && n.toLowerCase().startsWith(key.toLowerCase()));
     const [closest] = prefixed ? [prefixed] : [...names].sort((a, b) => distance(key, a) - distance(key, b));
@@ -304,6 +313,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     controlDir: o.controlDir === undefined ? os.tmpdir() : checkString('controlDir', o.controlDir),
     identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
     dynamicAddresses: o.dynamicAddresses === true,
+    adminIdleTimeout: o.adminIdleTimeout === undefined ? 30_000 : checkDuration('adminIdleTimeout', o.adminIdleTimeout, 1),
   };
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);

@@ -138,7 +138,7 @@ export class SingleProcess {
   }
 
   private openControl(): Promise<ControlServer> {
-    return ControlServer.open(this.options.controlDir, this.options.identity, this.log, {
+    return ControlServer.open(this.options, this.log, {
       hello: (pid, hello, conn) => {
         const successor = this.successor;
         if (!successor || successor.pid !== pid) return void conn.destroy();

@@ -194,7 +194,8 @@ describe('idle admin connections', () => {
 
   it('1,000 of them are capped, closed once idle, and their refusals logged without flooding the log', async () => {
     const parent = scratch('handover-edges-');
-    const master = await startMaster({ fixture: { controlDir: parent } });
+    // idle admin connections closed after 3 s instead of 30 (the internal adminIdleTimeout)
+    const master = await startMaster({ fixture: { controlDir: parent, adminIdleTimeout: 3_000 } });
     const dir = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`))!;
     const socketPath = path.join(parent, dir, 'control.sock');
     const sockets: net.Socket[] = [];
@@ -210,7 +211,7 @@ describe('idle admin connections', () => {
     expect(answered).toBe(64); // the cap: the rest were refused
     const open = () => sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
     await pollUntil(() => open() <= 64, 'the refused connections to be closed');
-    // Idle with nothing pending: closed after 30 s (the deadline only ends a broken run).
+    // Idle with nothing pending: closed after adminIdleTimeout (the deadline only ends a broken run).
     await pollUntil(() => open() === 0, 'the idle admin connections to be closed', 90_000);
     // 936 refusals: a burst of lines, then at most one a second, every one accounted for.
     const tally = () => {

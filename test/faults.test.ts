@@ -34,7 +34,7 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, type MasterEvent, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { type Master, type MasterEvent, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir, workerProcessesOf } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
 
@@ -289,7 +289,7 @@ describe('a new worker frozen with SIGSTOP during a reload', () => {
     // it cannot become ready before the test has frozen it.
     fs.writeFileSync(behaviourFile, JSON.stringify({ gateFile }));
     master.proc.kill('SIGHUP');
-    const frozen = await pollUntil(() => childrenOf(master.pid).find((pid) => pid !== old), 'the new worker to appear', 20_000);
+    const frozen = await pollUntil(() => workerProcessesOf(master.pid).find((pid) => pid !== old), 'the new worker to appear', 20_000);
     process.kill(frozen, 'SIGSTOP');
     await pollUntil(() => statOf(frozen)?.[0] === 'T', `worker ${frozen} to be stopped`, 10_000);
     // Open the gate: from here only the freeze keeps it from becoming ready.
@@ -332,7 +332,7 @@ describe('a new worker frozen with SIGSTOP during a reload', () => {
     fs.writeFileSync(behaviourFile, JSON.stringify({ gateFile }));
     master.proc.kill('SIGHUP');
     const fresh = await pollUntil(() => {
-      const children = childrenOf(master.pid).filter((pid) => !old.includes(pid));
+      const children = workerProcessesOf(master.pid).filter((pid) => !old.includes(pid));
       return children.length === 2 ? children : undefined;
     }, 'both new workers to appear', 20_000);
     const [sibling, frozen] = fresh;

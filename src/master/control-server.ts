@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { FrameDecoder, type Hello, type Message, encode, tokensEqual } from '../protocol';
-import type { Identity } from '../platform/identity';
+import type { ResolvedOptions } from '../options';
 import type { Logger } from '../log';
 import * as native from '../platform/native';
 
@@ -19,7 +19,6 @@ import * as native from '../platform/native';
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 
 /** How long an admin connection may stay silent with no request of its pending. */
-const ADMIN_IDLE_TIMEOUT_MS = 30_000;
 
 /** Admin connections open at once; more are refused. */
 const MAX_ADMIN_CONNECTIONS = 64;
@@ -189,13 +188,18 @@ export class ControlServer {
     private readonly lock: number,
     private readonly server: net.Server,
     private readonly peerUid: number,
+    private readonly adminIdleTimeout: number,
     log: Logger,
   ) {
     this.refusals = new RefusalLog(log);
   }
 
   /** Makes the private directory under `parentDir` and listens there. */
-  static async open(parentDir: string, identity: Identity | undefined, log: Logger, handlers: ControlHandlers): Promise<ControlServer> {
+  static async open(
+    { controlDir: parentDir, identity, adminIdleTimeout }: Pick<ResolvedOptions, 'controlDir' | 'identity' | 'adminIdleTimeout'>,
+    log: Logger,
+    handlers: ControlHandlers,
+  ): Promise<ControlServer> {
     removeStaleDirectories(parentDir);
     let dir: string;
     try {
@@ -230,7 +234,7 @@ export class ControlServer {
     }
     fs.chmodSync(socketPath, 0o600);
     if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
-    control = new ControlServer(dir, lock, server, identity?.uid ?? process.getuid!(), log);
+    control = new ControlServer(dir, lock, server, identity?.uid ?? process.getuid!(), adminIdleTimeout, log);
     return control;
   }
 
@@ -286,7 +290,7 @@ export class ControlServer {
       return (reply: Message) => {
         if (!answered) {
           answered = true;
-          if (--pending === 0) idle = setTimeout(() => socket.destroy(), ADMIN_IDLE_TIMEOUT_MS);
+          if (--pending === 0) idle = setTimeout(() => socket.destroy(), this.adminIdleTimeout);
         }
         if (!socket.destroyed) socket.write(encode(reply));
       };

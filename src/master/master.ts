@@ -121,7 +121,7 @@ export class Master {
       for (const socket of this.listeners.unclaimed) {
         this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
       }
-      this.control = await ControlServer.open(this.options.controlDir, this.options.identity, this.log, {
+      this.control = await ControlServer.open(this.options, this.log, {
         hello: (pid, hello, conn) => this.onHello(pid, hello, conn),
         message: (pid, message) => {
           const worker = this.workers.get(pid);

@@ -5,8 +5,10 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ENV } from '../../src/protocol';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
+
 const MARKER = 'HANDOVER_TEST_RUN';
 const RUN_ID = randomUUID();
 
@@ -55,6 +57,22 @@ export function childrenOf(pid: number): number[] {
     if (text) children.push(...text.split(/\s+/).map(Number));
   }
   return children.filter(isAlive);
+}
+
+/**
+ * A master's children that are workers already: they have exec'd (their
+ * environment has the worker's token). A child between fork and exec is
+ * still a copy of the master, and the master's spawn waits on it: stopping it
+ * with SIGSTOP there would freeze the master, not a worker.
+ */
+export function workerProcessesOf(masterPid: number): number[] {
+  return childrenOf(masterPid).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').some((v) => v.startsWith(`${ENV.token}=`));
+    } catch {
+      return false; // gone
+    }
+  });
 }
 
 /** Writes JSON atomically (a worker starting meanwhile reads the old file or the new one, never half). */

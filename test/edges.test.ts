@@ -192,6 +192,28 @@ describe('idle admin connections', () => {
     await within(closed, 5_000, 'the admin connections to be closed');
   });
 
+  it('a status whose client left before the answer leaves nothing behind that delays the exit', async () => {
+    const parent = scratch('handover-edges-');
+    const master = await startMaster({ fixture: { controlDir: parent } });
+    const dir = fs.readdirSync(parent).find((name) => name.startsWith(`handover-${master.pid}-`))!;
+    // The master asks its worker for its connection count before it answers
+    // (giving up after 1 s): with the worker frozen, the client is long gone
+    // by the time the answer is ready.
+    const [worker] = master.workerPids;
+    process.kill(worker, 'SIGSTOP');
+    onCleanUp(() => void (isAlive(worker) && process.kill(worker, 'SIGCONT')));
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(path.join(parent, dir, 'control.sock'), () => socket.end(encode({ type: 'status' })));
+      socket.on('error', () => {});
+      socket.resume();
+      socket.on('close', () => resolve());
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // the answer, too late
+    process.kill(worker, 'SIGCONT');
+    // (an idle timer started for that answer after its connection closed held the master 30 s)
+    expect((await within(master.stop(), 20_000, 'the master to exit')).code).toBe(0);
+  });
+
   it('1,000 of them are capped, closed once idle, and their refusals logged without flooding the log', async () => {
     const parent = scratch('handover-edges-');
     // idle admin connections closed after 3 s instead of 30 (the internal adminIdleTimeout)

@@ -290,7 +290,8 @@ export class ControlServer {
       return (reply: Message) => {
         if (!answered) {
           answered = true;
-          if (--pending === 0) idle = setTimeout(() => socket.destroy(), this.adminIdleTimeout);
+          // (an answer can come after the client left: no timer then, and never one that keeps a stopped master up)
+          if (--pending === 0 && !socket.destroyed) idle = setTimeout(() => socket.destroy(), this.adminIdleTimeout).unref();
         }
         if (!socket.destroyed) socket.write(encode(reply));
       };

@@ -13,7 +13,7 @@
 //   - the worker's control 'close' handler not draining:              SIGKILL master (EOF alone)
 //   - that, and PR_SET_PDEATHSIG not set either:                      SIGKILL master (both)
 //   - spawnSelf passing the master's sockets as extra stdio:          no fd the master opened
-//   - one fd (/dev/null) opened per worker hello, never closed:       fd count after 50 reloads
+//   - one fd (/dev/null) opened per worker hello, never closed:       fd count after 20 reloads
 //   - stop() ignoring a second call:                                  second stop signal
 //   - shutdown() not calling listeners.closeAll():                    unix + pidFile
 //   - shutdown() not removing the pidFile:                            unix + pidFile
@@ -354,7 +354,7 @@ describe('fds (invariants 5 and 7)', () => {
     expect((await master.exited).code).toBe(0);
   });
 
-  it('the master\'s fd count after 50 reloads equals its count after the first', async () => {
+  it('the master\'s fd count after 20 reloads equals its count after the first', async () => {
     const master = await startMaster({ script: APP, fixture: { workers: 2 } });
     let reloads = 0;
     const reloadAndSettle = async () => {
@@ -366,12 +366,12 @@ describe('fds (invariants 5 and 7)', () => {
     };
     await reloadAndSettle();
     const baseline = fdTargets(master.pid);
-    while (reloads < 50) await reloadAndSettle();
+    while (reloads < 20) await reloadAndSettle();
     const describeFds = (fds: Map<number, string>) => [...fds].map(([fd, t]) => `${fd} -> ${t}`).join('\n');
     // the last connection may still be closing: poll, and show the difference if it never settles
     const settled = await pollUntil(() => fdCount(master.pid) === baseline.size, 'the fd count to return to its baseline', 5_000)
       .then(() => true, () => false);
-    expect(settled, `fds after the first reload:\n${describeFds(baseline)}\nafter 50:\n${describeFds(fdTargets(master.pid))}`).toBe(true);
+    expect(settled, `fds after the first reload:\n${describeFds(baseline)}\nafter 20:\n${describeFds(fdTargets(master.pid))}`).toBe(true);
     expect((await master.stop()).code).toBe(0);
   });
 });

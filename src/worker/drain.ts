@@ -69,6 +69,8 @@ const SHUTDOWN_NOTICE = Buffer.from([
 
 /** How long the notice may wait for a moment with nothing unsent, and the client for the PING. */
 const NOTICE_PATIENCE_MS = 5_000;
+/** How often it looks for that moment (a client slow to read keeps bytes unsent). */
+const NOTICE_RETRY_MS = 5;
 
 type Handle = { fd?: number; writeQueueSize?: number };
 
@@ -109,7 +111,7 @@ function closeSession(session: http2.Http2Session, socket: net.Socket | undefine
       return close(); // the connection is going anyway; Node reports its error
     }
     if (sent) return void (session.ping(close) || close());
-    if (Date.now() < deadline) setImmediate(notice);
+    if (Date.now() < deadline) setTimeout(notice, NOTICE_RETRY_MS).unref();
     else close();
   };
   notice();

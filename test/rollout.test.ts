@@ -80,7 +80,10 @@ describe('rollout: phased', () => {
 describe('keepPrevious: instant rollback', () => {
   it('handover rollback within keepPrevious serves the previous generation\'s pids again, spawning nothing, with zero failed requests', async () => {
     const { master, control } = await start({ workers: 2, keepPrevious: 60_000 });
-    const load = new Load({ port: master.port, connections: 8 });
+    // A new connection for every request: each lands on a slot's socket by the
+    // kernel's hash, so every worker of the serving generation gets some (8
+    // keep-alive connections could all stay on one slot: seen once in CI).
+    const load = new Load({ port: master.port, connections: 8, mode: 'close' });
     const first = (await adminStatus(control)).slots!.map((s) => s.pid!);
     expect((await master.reload()).event).toBe('reloaded');
     const second = (await adminStatus(control)).slots!.map((s) => s.pid!);

@@ -94,7 +94,10 @@ export class Load {
   async servedBy(pid: number, count = 1, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while ((this.stats.pids.get(pid) ?? 0) < count) {
-      if (Date.now() > deadline) throw new Error(`no response from pid ${pid} within ${timeoutMs} ms`);
+      if (Date.now() > deadline) {
+        const seen = [...this.stats.pids].map(([p, n]) => `${p}: ${n}`).join(', ');
+        throw new Error(`no response from pid ${pid} within ${timeoutMs} ms (responses by pid: ${seen}; failures: ${JSON.stringify(this.stats.errors)})`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

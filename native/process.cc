@@ -11,9 +11,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #endif
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include "addon.h"
 #include "errors.h"
@@ -140,24 +137,10 @@ Napi::Value MarkCloseOnExec(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, changed);
 }
 
-// trimMemory() -> whether the allocator was asked. glibc keeps memory freed
-// by other threads (V8's and libuv's helpers) in their own arenas instead of
-// returning it; malloc_trim(0) gives the free pages of every arena back to
-// the kernel. Elsewhere there is nothing to ask: false.
-Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
-#if defined(__GLIBC__)
-  malloc_trim(0);
-  return Napi::Boolean::New(info.Env(), true);
-#else
-  return Napi::Boolean::New(info.Env(), false);
-#endif
-}
-
 }  // namespace
 
 void RegisterProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("markCloseOnExec", Napi::Function::New(env, MarkCloseOnExec, "markCloseOnExec"));
-  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
   exports.Set("setParentDeathStop", Napi::Function::New(env, SetParentDeathStop, "setParentDeathStop"));
   exports.Set("setParentDeathSignal",
               Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));

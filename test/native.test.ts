@@ -40,7 +40,6 @@ import {
   setParentDeathSignal,
   setParentDeathStop,
   type SystemError,
-  trimMemory,
 } from '../src/platform/native';
 import { isAlive, pollUntil } from './helpers/processes';
 
@@ -777,18 +776,5 @@ describe('sendWhole', () => {
     expectSystemError(thrown(() => sendWhole(fd, Buffer.from('x'))), 'EBADF', 'ioctl', `fd ${fd}`);
     expect(() => sendWhole(-1, Buffer.from('x'))).toThrow(RangeError);
     expect(() => sendWhole(3, 'x' as unknown as Buffer)).toThrow(TypeError);
-  });
-});
-
-describe('trimMemory', () => {
-  it('gives freed heap pages between live allocations back to the kernel (glibc)', (ctx) => {
-    const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
-    ctx.skip(process.platform !== 'linux' || !glibc, 'malloc_trim is glibc\'s');
-    const run = spawnSync(process.execPath, ['--expose-gc', path.join(__dirname, 'fixtures', 'native-trim.js')], { encoding: 'utf8' });
-    expect(run.status, run.stderr).toBe(0);
-    const { returned, before, after } = JSON.parse(run.stdout);
-    expect(returned).toBe(true);
-    // ~76 MB were freed between live Buffers; most of it must leave RssAnon
-    expect(before - after).toBeGreaterThan(40_000);
   });
 });

@@ -14,7 +14,6 @@ import type { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
-import { trimMemory } from '../platform/native';
 import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
@@ -26,8 +25,6 @@ import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
 
 const REPORTED = Symbol('handover.reported');
-/** How soon after a worker exit the master trims its heap (one trim per burst of exits). */
-const TRIM_DELAY_MS = 200;
 
 /** True for an error the master has already logged, so callers do not log it twice. */
 export function reported(error: unknown): boolean {
@@ -47,7 +44,6 @@ export class Master {
   private removeSignalHandlers?: () => void;
   private reloadStartedAt?: number;
   private lastReload?: MasterStatus['lastReload'];
-  private trimTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -272,21 +268,6 @@ export class Master {
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
-    this.trimSoon();
-  }
-
-  /**
-   * Soon after a worker exits (a generation leaving), hands the memory
-   * glibc's arenas keep from it back to the kernel: without this the master's
-   * RSS crept about 6% over 1,000 reloads (bench/soak.js --memory). One trim
-   * per burst of exits; a timer already pending covers the later ones.
-   */
-  private trimSoon(): void {
-    if (this.trimTimer) return;
-    this.trimTimer = setTimeout(() => {
-      this.trimTimer = undefined;
-      trimMemory();
-    }, TRIM_DELAY_MS).unref();
   }
 
   /** Closes listeners that no live worker registered any more (a reload dropped them). */

@@ -59,7 +59,6 @@ interface Binding {
   recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
   peerCredentials(fd: number): PeerCredentials;
   setParentDeathSignal(signal: number): boolean;
-  trimMemory(): boolean;
   setParentDeathStop(stopSignal: number, alarmSeconds: number): boolean;
   lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
@@ -139,13 +138,6 @@ export const recvFds = (fd: number, maxBytes: number, maxFds: number, timeoutMs:
 
 /** pid, uid and gid of the process at the other end of a Unix socket. */
 export const peerCredentials = (fd: number): PeerCredentials => binding.peerCredentials(fd);
-
-/**
- * Returns the free pages of every malloc arena to the kernel (glibc; false
- * elsewhere). Memory freed by V8's and libuv's helper threads otherwise stays
- * in their arenas, and a long-lived master's RSS creeps with it.
- */
-export const trimMemory = (): boolean => binding.trimMemory();
 
 /** PR_SET_PDEATHSIG on Linux (returns true); false on darwin, which has none. */
 export const setParentDeathSignal = (signal: number): boolean => binding.setParentDeathSignal(signal);

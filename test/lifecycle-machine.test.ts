@@ -471,13 +471,19 @@ describe('scale', () => {
     await reload;
   });
 
-  it('down below a slot added later: a survivor that lacks its sockets is renewed first, so the retired slot stays covered', async () => {
-    const { lifecycle, spawner, started } = setup(1, { addSlot: () => {} });
-    await started();
-    const up = lifecycle.scale(2);
+  /** One worker, then scaled to two: slot 1 is added after slot 0's worker got its sockets. */
+  async function scaledUpFromOne() {
+    const machine = setup(1, { addSlot: () => {} });
+    await machine.started();
+    const up = machine.lifecycle.scale(2);
     await settle();
-    spawner.latest(1).becomeReady();
+    machine.spawner.latest(1).becomeReady();
     await up;
+    return machine;
+  }
+
+  it('down below a slot added later: a survivor that lacks its sockets is renewed first, so the retired slot stays covered', async () => {
+    const { lifecycle, spawner } = await scaledUpFromOne();
     const [old] = spawner.of(1);
     const down = lifecycle.scale(1);
     await settle();
@@ -491,12 +497,7 @@ describe('scale', () => {
   });
 
   it('a worker that started before a slot was added does not cover it (it has not got its sockets)', async () => {
-    const { lifecycle, spawner, started } = setup(1, { addSlot: () => {} });
-    await started();
-    const up = lifecycle.scale(2);
-    await settle();
-    spawner.latest(1).becomeReady();
-    await up;
+    const { spawner } = await scaledUpFromOne();
     spawner.latest(1).exit();
     await settle();
     expect(spawner.of(1)[0].covering).toEqual([]);

@@ -18,8 +18,6 @@ import * as native from '../platform/native';
 /** How long a control connection may stay silent before its first frame. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 
-/** How long an admin connection may stay silent with no request of its pending. */
-
 /** Admin connections open at once; more are refused. */
 const MAX_ADMIN_CONNECTIONS = 64;
 

@@ -71,10 +71,13 @@ function parseArgs(argv) {
 
 const log = (message) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
-/** The master's VmRSS (kB), open fds and live children (its workers). */
+/** The master's VmRSS (kB), its anonymous part by owner (procs.anonPartsKb), open fds and live children (its workers). */
 function sample(server) {
   const parts = P.rssPartsKb(server.pid);
-  return { rss: P.rssKb(server.pid), anon: parts.anon, file: parts.file, fds: P.fdCount(server.pid), workers: server.workerPids().length };
+  return {
+    rss: P.rssKb(server.pid), anon: parts.anon, file: parts.file, owners: P.anonPartsKb(server.pid),
+    fds: P.fdCount(server.pid), workers: server.workerPids().length,
+  };
 }
 
 /**
@@ -146,10 +149,11 @@ function report(o, d) {
     return [S.mb(m.heapUsed / 1024), S.mb(m.heapTotal / 1024), S.mb(m.external / 1024), S.mb(m.arrayBuffers / 1024), S.mb(m.smaps.Anonymous), handles];
   };
   const rows = checkpoints.map((c) => [
-    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), S.mb(c.anon), S.mb(c.file), c.fds, c.workers, ...memoryCells(c.memory),
+    c.n === 0 ? 'before the first reload' : `after reload ${c.n}`, S.mb(c.rss), S.int(c.rss), S.mb(c.anon),
+    S.mb(c.owners.mallocMain), `${S.mb(c.owners.mallocThreads)} (${c.owners.threadArenas})`, S.mb(c.owners.other), S.mb(c.file), c.fds, c.workers, ...memoryCells(c.memory),
   ]);
   rows.push([`peak over all ${reloads.length} reloads, sampled as each became ready (old generation still draining)`,
-    S.mb(peak.rss), S.int(peak.rss), '', '', peak.fds, peak.workers, ...memoryHeader.map(() => '')]);
+    S.mb(peak.rss), S.int(peak.rss), '', '', '', '', '', peak.fds, peak.workers, ...memoryHeader.map(() => '')]);
   const env = Object.entries(o.env).map(([k, v]) => `${k}=${v}`).join(' ');
   return [
     '## Soak',
@@ -189,12 +193,15 @@ function report(o, d) {
     '',
     'VmRSS, and its parts RssAnon (anonymous memory: the V8 heap, malloc, stacks) and RssFile (pages of mapped files, ' +
       'mostly the node binary\'s own code, shared with every node process through the page cache), from /proc/<pid>/status; ' +
+      'RssAnon split by owner from /proc/<pid>/smaps: glibc malloc\'s main arena ([heap]), its per-thread arenas ' +
+      '(64 MiB-aligned reservations) and the rest (mostly the V8 heap and its code); ' +
       'open fds from /proc/<pid>/fd. At each checkpoint the sample is taken once the old ' +
       'generation has exited, so that every row counts one generation.' +
       (o.memory ? ' The memory columns come from the master itself (apps/memory.js, on SIGUSR2): `process.memoryUsage()` right after ' +
         'a full GC, `Anonymous` from /proc/self/smaps_rollup, and the live libuv handles by type.' : ''),
     '',
-    S.table(['when', 'master VmRSS', 'kB', 'RssAnon', 'RssFile', 'open fds', 'live workers', ...memoryHeader], rows),
+    S.table(['when', 'master VmRSS', 'kB', 'RssAnon', 'of it malloc main arena', 'malloc thread arenas (how many)', 'other anonymous (V8 heap and code)',
+      'RssFile', 'open fds', 'live workers', ...memoryHeader], rows),
     '',
     `Change from reload 1 to reload ${last.n}: RSS ${change(first.rss, last.rss)}, open fds ${signed(fdChange)}` +
       (ratio !== undefined ? `; from reload 100 to ${last.n}: ${change(hundred.rss, last.rss)}, ratio **${ratio.toFixed(3)}** (${perReload} kB per reload).` : '.'),
@@ -233,7 +240,7 @@ async function soak(o) {
     const c = { n, ...sample(server), memory: memoryFile ? await probe(server, memoryFile) : undefined };
     checkpoints.push(c);
     const m = c.memory ? `; heap ${S.mb(c.memory.heapUsed / 1024)} of ${S.mb(c.memory.heapTotal / 1024)}, external ${S.mb(c.memory.external / 1024)}, anonymous ${S.mb(c.memory.smaps.Anonymous)}` : '';
-    log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)} (anon ${S.mb(c.anon)}, file ${S.mb(c.file)}), ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
+    log(`reload ${n}/${o.reloads}: master VmRSS ${S.mb(c.rss)} (anon ${S.mb(c.anon)}: malloc main ${S.mb(c.owners.mallocMain)}, malloc threads ${S.mb(c.owners.mallocThreads)} in ${c.owners.threadArenas}, other ${S.mb(c.owners.other)}; file ${S.mb(c.file)}), ${c.fds} open fds, ${c.workers} worker(s)${m}${settled ? '' : ' (old generation not gone after 10 s)'}`);
   };
   try {
     log(`starting handover (workers ${o.workers})`);

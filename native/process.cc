@@ -11,6 +11,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "addon.h"
 #include "errors.h"
@@ -137,10 +140,33 @@ Napi::Value MarkCloseOnExec(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, changed);
 }
 
+// fixMallocThresholds(bytes) -> whether the allocator took them. glibc
+// raises its trim threshold to twice the largest block freed so far (and its
+// mmap threshold to that block), so each arena may keep that much free memory
+// at its top for good; the arenas of V8's helper threads then grow by a few MB
+// over thousands of reloads. Fixing both thresholds turns that off: freed
+// memory above `bytes` goes back to the kernel. false where the allocator is
+// not glibc's.
+Napi::Value FixMallocThresholds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t bytes;
+  if (!ReadInteger(env, info.Length() > 0 ? info[0] : env.Undefined(), 4096, 32 << 20, "bytes", &bytes)) {
+    return env.Undefined();
+  }
+#if defined(__GLIBC__)
+  bool ok = mallopt(M_TRIM_THRESHOLD, static_cast<int>(bytes)) == 1 &&
+            mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) == 1;
+  return Napi::Boolean::New(env, ok);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 }  // namespace
 
 void RegisterProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("markCloseOnExec", Napi::Function::New(env, MarkCloseOnExec, "markCloseOnExec"));
+  exports.Set("fixMallocThresholds", Napi::Function::New(env, FixMallocThresholds, "fixMallocThresholds"));
   exports.Set("setParentDeathStop", Napi::Function::New(env, SetParentDeathStop, "setParentDeathStop"));
   exports.Set("setParentDeathSignal",
               Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));

@@ -29,6 +29,7 @@ import {
   closeFd,
   connectUnix,
   dup,
+  fixMallocThresholds,
   localAddress,
   lockFile,
   peerCredentials,
@@ -657,6 +658,22 @@ describe('setParentDeathStop', () => {
     } finally {
       if (isAlive(child)) process.kill(child, 'SIGKILL');
     }
+  });
+});
+
+// --- fixMallocThresholds ---------------------------------------------------
+
+describe('fixMallocThresholds', () => {
+  const glibc = Boolean((process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime);
+
+  it('takes the thresholds under glibc, and says false under another allocator', () => {
+    expect(fixMallocThresholds(128 * 1024)).toBe(glibc);
+  });
+
+  it('validates its argument: 4 KiB to 32 MiB (glibc refuses a larger mmap threshold)', () => {
+    expect(() => fixMallocThresholds(0)).toThrow(RangeError);
+    expect(() => fixMallocThresholds(64 << 20)).toThrow(RangeError);
+    expect(() => fixMallocThresholds(Number.NaN)).toThrow(RangeError);
   });
 });
 

@@ -208,6 +208,41 @@ function rssPartsKb(pid) {
   return { anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
 }
 
+/**
+ * A pid's anonymous RSS (kB) by who owns it, from /proc/<pid>/smaps: `mallocMain`
+ * (glibc's main arena, the [heap] mapping), `mallocThreads` (glibc's per-thread
+ * arenas: a 64 MiB-aligned read-write mapping followed by its PROT_NONE rest, the
+ * two together 64 MiB), `stacks`, and `other` (the V8 heap, V8's code, large
+ * mmap'd malloc chunks), plus `threadArenas`, how many per-thread arenas there are.
+ */
+function anonPartsKb(pid) {
+  const maps = [];
+  let cur;
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (m) {
+      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], inode: m[4], name: m[5], anon: 0 };
+      maps.push(cur);
+    } else if (cur) {
+      const a = /^Anonymous:\s+(\d+) kB/.exec(line);
+      if (a) cur.anon = Number(a[1]);
+    }
+  }
+  const arena = 64n << 20n;
+  const out = { mallocMain: 0, mallocThreads: 0, stacks: 0, other: 0, threadArenas: 0 };
+  maps.forEach((m, i) => {
+    const next = maps[i + 1];
+    if (m.name === '[heap]') out.mallocMain += m.anon;
+    else if (m.name.startsWith('[stack')) out.stacks += m.anon;
+    else if (m.name === '' && m.perms === 'rw-p' && m.start % arena === 0n &&
+      (m.end - m.start === arena || (next && next.start === m.end && next.perms === '---p' && next.name === '' && next.end - m.start === arena))) {
+      out.mallocThreads += m.anon;
+      out.threadArenas++;
+    } else out.other += m.anon;
+  });
+  return out;
+}
+
 /** How many fds a pid has open (entries of /proc/<pid>/fd). */
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
@@ -238,5 +273,5 @@ function withFdLimit(nodeArgs) {
 
 module.exports = {
   sleep, abort, isAborted, checkAborted, adoptPid, releasePid, adoptGroup, releaseGroup, track, untrack, stopAll, spawnGroup, stopGroup, reapGroup, killGroup, Lines, freePort,
-  childrenOf, alive, rssKb, rssPartsKb, fdCount, fdLimit, run, withFdLimit,
+  childrenOf, alive, rssKb, rssPartsKb, anonPartsKb, fdCount, fdLimit, run, withFdLimit,
 };

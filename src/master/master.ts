@@ -21,6 +21,7 @@ import { handleSignals } from '../signals';
 import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
+import { MasterMemory } from './memory';
 import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
 
@@ -38,6 +39,7 @@ export class Master {
   /** Every live worker by pid (the lifecycle's children, as processes). */
   private readonly workers = new Map<number, WorkerProcess>();
   private readonly startedAt = Date.now();
+  private readonly memory = new MasterMemory();
   private control?: ControlServer;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
@@ -237,6 +239,7 @@ export class Master {
     }
     this.listeners.closeAll();
     await this.lifecycle.stop();
+    this.memory.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -268,6 +271,7 @@ export class Master {
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
+    if (!this.stopping) this.memory.collectSoon();
   }
 
   /** Closes listeners that no live worker registered any more (a reload dropped them). */

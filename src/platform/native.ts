@@ -62,6 +62,7 @@ interface Binding {
   setParentDeathStop(stopSignal: number, alarmSeconds: number): boolean;
   lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
+  fixMallocThresholds(bytes: number): boolean;
 }
 
 const binding: Binding = loadBinding();
@@ -161,3 +162,10 @@ export const lockFile = (lockPath: string): number => binding.lockFile(lockPath)
 
 /** Sets FD_CLOEXEC on every open fd >= minFd (inherited ones included); returns how many changed. */
 export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExec(minFd);
+
+/**
+ * Fixes glibc malloc's trim and mmap thresholds at `bytes` (4 KiB to 32 MiB),
+ * so freed memory above that goes back to the kernel instead of staying in an
+ * arena; false where the allocator is not glibc's.
+ */
+export const fixMallocThresholds = (bytes: number): boolean => binding.fixMallocThresholds(bytes);

@@ -20,6 +20,8 @@ export interface MasterEvent {
   addresses?: string[];
   durationMs?: number;
   pid?: number;
+  /** full-gc events (fixture option reportGc): whether something forced the collection. */
+  forced?: boolean;
   status?: {
     pid: number;
     generation: number;

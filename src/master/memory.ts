@@ -1,0 +1,54 @@
+// Keeps the master's memory flat over thousands of reloads. Two things made
+// its RSS creep while its live JavaScript heap stayed the same (issue 10,
+// measured with bench/soak.js):
+//
+// - Each generation's ChildProcess, sockets and timers live long enough to be
+//   promoted to V8's old space, and V8 collects old space only once it has
+//   grown past a limit. Left alone, the heap saws up and down by 3 MB or more.
+//   The master has time to spare once a worker has exited, so it then runs one
+//   full collection: about 5 ms on its small heap, off every request's path.
+// - glibc raises malloc's trim threshold each time a large block is freed, so
+//   the arenas of V8's helper threads keep more and more free memory at their
+//   tops. The master fixes the thresholds instead (fixMallocThresholds).
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+import { fixMallocThresholds } from '../platform/native';
+
+/** Free memory above this goes back to the kernel (glibc's own starting value). */
+const MALLOC_THRESHOLD_BYTES = 128 * 1024;
+/** How long after a worker exit the collection runs: one for a burst of exits. */
+const COLLECT_DELAY_MS = 100;
+
+/** V8's full collection. Node gives it only under --expose-gc, so it is taken from a context made while the flag is on. */
+function fullCollection(): () => void {
+  const exposed = (globalThis as { gc?: unknown }).gc;
+  if (typeof exposed === 'function') return exposed as () => void;
+  v8.setFlagsFromString('--expose-gc');
+  try {
+    return vm.runInNewContext('gc') as () => void;
+  } finally {
+    v8.setFlagsFromString('--no-expose-gc'); // the application's own contexts stay as they were
+  }
+}
+
+export class MasterMemory {
+  private readonly collect = fullCollection();
+  private timer?: NodeJS.Timeout;
+
+  constructor() {
+    fixMallocThresholds(MALLOC_THRESHOLD_BYTES);
+  }
+
+  /** After a worker exit: a full collection soon, unless one is already due. */
+  collectSoon(): void {
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.collect();
+    }, COLLECT_DELAY_MS).unref();
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -6,7 +6,8 @@
 //   promoted to V8's old space, and V8 collects old space only once it has
 //   grown past a limit. Left alone, the heap saws up and down by 3 MB or more.
 //   The master has time to spare once a worker has exited, so it then runs one
-//   full collection: about 5 ms on its small heap, off every request's path.
+//   full collection: about 10 ms on its small heap, off every request's path
+//   (workers accept on their own sockets).
 // - glibc raises malloc's trim threshold each time a large block is freed, so
 //   the arenas of V8's helper threads keep more and more free memory at their
 //   tops. The master fixes the thresholds instead (fixMallocThresholds).

@@ -4,7 +4,8 @@
 //
 // - Each generation's ChildProcess, sockets and timers live long enough to be
 //   promoted to V8's old space, and V8 collects old space only once it has
-//   grown past a limit. Left alone, the heap saws up and down by 3 MB or more.
+//   grown past a limit, which it raises as the heap grows. Left alone, the heap
+//   grew from 7 to 14 MB over 1,000 reloads.
 //   The master has time to spare once a worker has exited, so it then runs one
 //   full collection: about 10 ms on its small heap, off every request's path
 //   (workers accept on their own sockets).

@@ -24,7 +24,8 @@ const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
   --no-load          no load client (isolates what reloads alone cost the master)
   --workers N        handover workers (default 1)
   --memory           at each checkpoint also run a full GC in the master and read its
-                     process.memoryUsage(), live handles and /proc/<pid>/smaps_rollup (apps/memory.js)
+                     process.memoryUsage(), live handles and /proc/<pid>/smaps_rollup (apps/memory.js);
+                     that GC flattens the heap later checkpoints see: compare runs with it only to runs with it
   --env NAME=VALUE   extra environment for the master (and so its workers), e.g. MALLOC_ARENA_MAX=2; repeatable
   --handover DIR     the handover package to run (another checkout, built); default this repository
   --out FILE         the results file whose soak section is replaced (default bench/RESULTS.md)

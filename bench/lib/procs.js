@@ -219,9 +219,9 @@ function anonPartsKb(pid) {
   const maps = [];
   let cur;
   for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+\s*(.*)$/.exec(line);
     if (m) {
-      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], inode: m[4], name: m[5], anon: 0 };
+      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], name: m[4], anon: 0 };
       maps.push(cur);
     } else if (cur) {
       const a = /^Anonymous:\s+(\d+) kB/.exec(line);

@@ -101,6 +101,16 @@ export interface ServerOptions {
   /** Group for the workers (name or gid). Default: the `user`'s primary group. */
   group?: string | number;
   /**
+   * Store every listening socket in systemd's file descriptor store (needs
+   * `FileDescriptorStoreMax=` in the unit) and adopt them again after a
+   * restart or a crash, so connections that arrive while no master runs wait
+   * in the queue instead of being refused. On by itself when systemd sets
+   * `$FDSTORE`. Default false.
+   */
+  fdStore?: boolean;
+  /** Signals that upgrade the master in place (exec a fresh image, same pid). Default ['SIGUSR2']. */
+  upgradeSignals?: NodeJS.Signals[];
+  /**
    * @internal For `handover start`: the master registers nothing itself and
    * binds the addresses its workers' programs listen on (each hello names them).
    */
@@ -138,6 +148,8 @@ export interface ResolvedOptions {
   identity?: Identity;
   dynamicAddresses: boolean;
   adminIdleTimeout: number;
+  fdStore: boolean;
+  upgradeSignals: NodeJS.Signals[];
 }
 
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
@@ -151,6 +163,8 @@ const DEFAULTS = {
   startTimeout: 30_000,
   reloadSignals: ['SIGHUP', 'SIGUSR1'],
   stopSignals: ['SIGTERM', 'SIGINT'],
+  upgradeSignals: ['SIGUSR2'],
+  fdStore: false,
   workers: 1,
   heartbeatTimeout: 5_000,
   stopDelay: 0,
@@ -166,6 +180,7 @@ const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
   heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
+  fdStore: true, upgradeSignals: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 /** Options for handover's own use (the CLI, tests), left out of suggestions. */
@@ -289,6 +304,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     throw new TypeError(`ready must be a function (it runs in each worker before it serves), got ${show(o.ready)}`);
   }
   if (typeof o.shared !== 'boolean') throw new TypeError(`shared must be true or false, got ${show(o.shared)}`);
+  if (typeof o.fdStore !== 'boolean') throw new TypeError(`fdStore must be true or false, got ${show(o.fdStore)}`);
   const resolved: ResolvedOptions = {
     mode: o.mode,
     stopTimeout: checkDuration('stopTimeout', o.stopTimeout, 1),
@@ -314,9 +330,15 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
     dynamicAddresses: o.dynamicAddresses === true,
     adminIdleTimeout: o.adminIdleTimeout === undefined ? 30_000 : checkDuration('adminIdleTimeout', o.adminIdleTimeout, 1),
+    fdStore: o.fdStore,
+    upgradeSignals: checkSignals('upgradeSignals', o.upgradeSignals),
   };
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
+  const upgradeOverlap = resolved.upgradeSignals.filter((s) => resolved.reloadSignals.includes(s) || resolved.stopSignals.includes(s));
+  if (upgradeOverlap.length > 0) {
+    throw new TypeError(`${upgradeOverlap.join(', ')} is in upgradeSignals and in reloadSignals or stopSignals; list each signal in one of them`);
+  }
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (resolved.mode === 'single') {
     const masterOnly = [

@@ -74,7 +74,16 @@ export type Message =
   | { type: 'connections'; count: number }
   | { type: 'status-result'; status: MasterStatus }
   /** admin -> master: stop gracefully. */
-  | { type: 'stop' };
+  | { type: 'stop' }
+  /**
+   * admin -> master: exec a fresh image of the master in the same pid (under
+   * `node` if given). Answered with upgrade-result: not ok means nothing
+   * changed (the new image failed its probe); ok means the exec comes next,
+   * this connection closes with it, and the new image's status shows
+   * `upgrades` one higher once its generation serves.
+   */
+  | { type: 'upgrade'; id: number; node?: string }
+  | { type: 'upgrade-result'; id: number; ok: boolean; message?: string };
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
@@ -104,6 +113,8 @@ export interface MasterStatus {
    * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
    */
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  /** In-place upgrades (exec of a fresh image, same pid) since this pid started. */
+  upgrades?: number;
 }
 
 export class ProtocolError extends Error {
@@ -163,8 +174,11 @@ export function validate(value: unknown): Message {
         return isInt(m.id) && isInt(m.workers);
       case 'rollback':
         return isInt(m.id);
+      case 'upgrade':
+        return isInt(m.id) && (m.node === undefined || isString(m.node));
       case 'reload-result':
       case 'scale-result':
+      case 'upgrade-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;

@@ -14,6 +14,7 @@ import type { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
+import { FdStore, fdStoreWanted } from '../platform/fdstore';
 import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
@@ -23,6 +24,7 @@ import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
 import { spawnSelf } from './spawn-self';
+import { execUpgrade, probe, reapInherited, takeUpgradeState } from './upgrade';
 import { WorkerProcess } from './worker-process';
 
 const REPORTED = Symbol('handover.reported');
@@ -45,6 +47,9 @@ export class Master {
   private stopRequested?: () => void;
   private removeSignalHandlers?: () => void;
   private reloadStartedAt?: number;
+  /** In-place upgrades of this pid so far (carried across each exec). */
+  private upgrades = 0;
+  private upgrading = false;
   private lastReload?: MasterStatus['lastReload'];
 
   constructor(
@@ -58,6 +63,7 @@ export class Master {
       backlog: options.backlog,
       shared: options.shared,
       unixMode: options.unixSocketMode,
+      store: fdStoreWanted(options.fdStore) ? new FdStore((message) => this.log.warn(message)) : undefined,
     });
     this.lifecycle = new Lifecycle({
       slots: options.workers,
@@ -115,6 +121,7 @@ export class Master {
         throw new Error('nothing to serve: register at least one address before run()');
       }
       this.listeners.adopt(takeActivatedSockets());
+      this.adoptPreviousImage();
       for (const address of this.addresses) this.listeners.ensure(address);
       for (const socket of this.listeners.unclaimed) {
         this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
@@ -134,6 +141,8 @@ export class Master {
         log: this.log,
         stopping: () => this.stopping !== undefined,
         reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
+        upgradeSignals: this.options.upgradeSignals,
+        upgrade: () => void this.upgrade().catch(() => {}), // logged by upgrade()
         stop: () => void this.stop(),
         force: () => this.force(),
         scale: (delta) => {
@@ -166,6 +175,51 @@ export class Master {
   reload(): Promise<void> {
     if (this.stopping) return Promise.reject(new Error('the master is stopping; no reload'));
     return this.lifecycle.reload();
+  }
+
+  /**
+   * Execs a fresh image of this master (the program on disk, under `node`) in
+   * the same pid, keeping the listening sockets (see upgrade.ts). Rejects,
+   * changing nothing, if the new image cannot start; otherwise never
+   * settles: this image is gone. `beforeExec` runs last (an admin's answer).
+   */
+  async upgrade(node = process.execPath, beforeExec?: () => Promise<void>): Promise<void> {
+    if (this.stopping) throw new Error('the master is stopping; no upgrade');
+    if (this.upgrading) throw new Error('an upgrade is in progress already');
+    this.upgrading = true;
+    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=upgrading: checking the new master image');
+    try {
+      // the exec would end a reload half done: let it finish first
+      while (this.lifecycle.reloading) await new Promise((resolve) => setTimeout(resolve, 50));
+      this.log.info(`upgrade: starting the new image in probe mode (${node})`);
+      const probed = await probe(node, this.options.startTimeout);
+      if (this.stopping) throw new Error('the master began to stop during the upgrade');
+      this.log.info(`upgrade: the new image loads (Node ${probed.node}, ${probed.addresses.length} address(es)); exec'ing it in pid ${process.pid}`);
+      await beforeExec?.();
+      execUpgrade(node, {
+        listeners: this.listeners.all.map((l) => ({ key: l.key, fds: l.fds, createdInode: l.createdInode, shared: l.shared })),
+        workers: [...this.workers.keys()],
+        upgrades: this.upgrades + 1,
+      });
+    } catch (error) {
+      this.upgrading = false;
+      const message = error instanceof Error ? error.message : String(error);
+      this.log.error(`upgrade failed; generation ${this.lifecycle.generation} keeps serving on pid ${process.pid}: ${message}`);
+      notify('READY=1', this.statusLine());
+      this.events.emit('upgrade-failed', { error: error instanceof Error ? error : new Error(message) });
+      throw error;
+    }
+  }
+
+  /** After an upgrade's exec: the previous image's sockets, and its workers to reap as they drain. */
+  private adoptPreviousImage(): void {
+    const state = takeUpgradeState();
+    if (!state) return;
+    this.upgrades = state.upgrades;
+    for (const l of state.listeners) this.listeners.inherit(l.key, new Map(l.fds.map((fd, slot) => [slot, fd])), l.createdInode, l.shared);
+    this.log.info(`upgraded in place (upgrade ${state.upgrades}, Node ${process.version}): ` +
+      `adopted ${state.listeners.length} address(es); ${state.workers.length} worker(s) of the previous image drain`);
+    reapInherited(state.workers, (pid) => this.log.info(`worker ${pid} of the previous image exited`));
   }
 
   /** Sets the number of workers (see Lifecycle.scale); resolves once the new ones serve. */
@@ -204,6 +258,7 @@ export class Master {
       addresses: this.bound,
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
+      upgrades: this.upgrades,
       workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
       slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
@@ -352,6 +407,12 @@ export class Master {
           () => reply({ type: 'scale-result', id: message.id, ok: true }),
           (error: Error) => reply({ type: 'scale-result', id: message.id, ok: false, message: error.message }),
         );
+        break;
+      case 'upgrade':
+        this.upgrade(message.node, () => new Promise<void>((resolve) => {
+          if (socket.destroyed) return resolve();
+          socket.write(encode({ type: 'upgrade-result', id: message.id, ok: true }), () => resolve());
+        })).catch((error: Error) => reply({ type: 'upgrade-result', id: message.id, ok: false, message: error.message }));
         break;
       case 'stop':
         void this.stop().then(() => socket.end());

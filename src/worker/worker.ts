@@ -8,6 +8,7 @@ import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
+import { masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
 
 /** How long the worker waits for the master's answer to its hello. */
@@ -136,9 +137,9 @@ export class Worker {
     });
   }
 
-  /** Reload signals are the master's business; stop signals drain (invariant 9). */
+  /** Reload, upgrade and scale signals are the master's business; stop signals drain (invariant 9). */
   private installSignalHandlers(): void {
-    for (const signal of this.options.reloadSignals) process.on(signal, () => {});
+    for (const signal of masterOnlySignals(this.options)) process.on(signal, () => {});
     for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
   }
 

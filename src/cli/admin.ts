@@ -52,7 +52,7 @@ function checkOwner(socket: string): void {
 }
 
 /** Sends one request and resolves with the first answer, or undefined at EOF. */
-function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
+export function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
   checkOwner(socket);
   return new Promise((resolve, reject) => {
     const conn = net.connect(socket);
@@ -103,7 +103,7 @@ export interface StatusReport extends Omit<MasterStatus, 'workers'> {
   workers: WorkerReport[];
 }
 
-async function fetchStatus(target: Target): Promise<StatusReport> {
+export async function fetchStatus(target: Target): Promise<StatusReport> {
   const answer = await ask(target.socket, { type: 'status' }, STATUS_TIMEOUT_MS);
   if (answer?.type !== 'status-result') throw noAnswer(target.socket);
   const status = answer.status;

@@ -8,6 +8,7 @@ import { ReachError, list, reload, rollback, scale, status, stop } from './admin
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
 import { START_OPTIONS, START_USAGE, start, startWorker } from './start';
+import { upgrade } from './upgrade';
 
 const USAGE = `usage: handover <command> [options]
 
@@ -23,6 +24,10 @@ const USAGE = `usage: handover <command> [options]
   scale [NAME] N                       run N workers: new ones start one at a time, each ready
                                        before the next; removed ones drain (SIGTTIN/SIGTTOU: one)
   stop [NAME]                          drain and stop; returns once the master has stopped
+  upgrade [NAME] [--node PATH]         exec a fresh master image (the program on disk, under Node
+                                       PATH) in the same pid, keeping the sockets; waits until its
+                                       workers serve (exit 0), or says why it could not (exit 1;
+                                       the old image keeps serving)
 
 NAME is what \`handover start --name\` gave (default: the script's name). Without
 NAME: the only master this user runs, or the one started in this directory.
@@ -41,7 +46,7 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-const COMMANDS = ['start', 'list', 'status', 'reload', 'rollback', 'scale', 'stop'];
+const COMMANDS = ['start', 'list', 'status', 'reload', 'rollback', 'scale', 'stop', 'upgrade'];
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
@@ -75,7 +80,10 @@ async function main(argv: string[]): Promise<number> {
     }
     return start(parsed);
   }
-  const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]] : command === 'status' ? [...TARGET_OPTIONS, JSON_OPTION] : TARGET_OPTIONS;
+  const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]]
+    : command === 'status' ? [...TARGET_OPTIONS, JSON_OPTION]
+    : command === 'upgrade' ? [...TARGET_OPTIONS, { name: 'node', value: 'required' } as OptionSpec]
+    : TARGET_OPTIONS;
   const parsed = parseArgs(command, rest, specs);
   if (parsed.options.has('help')) {
     process.stdout.write(`${USAGE}\n`);
@@ -97,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'status') return status(name, parsed.options);
   if (command === 'reload') return reload(name, parsed.options);
   if (command === 'rollback') return rollback(name, parsed.options);
+  if (command === 'upgrade') return upgrade(name, parsed.options);
   return stop(name, parsed.options);
 }
 

@@ -50,6 +50,9 @@ export class Master {
   /** In-place upgrades of this pid so far (carried across each exec). */
   private upgrades = 0;
   private upgrading = false;
+  private markStarted?: () => void;
+  /** Resolves once generation 1 serves: an upgrade waits for it. */
+  private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
   private lastReload?: MasterStatus['lastReload'];
 
   constructor(
@@ -163,6 +166,7 @@ export class Master {
       throw error;
     }
     notify('READY=1', this.statusLine());
+    this.markStarted?.();
     this.log.info(`ready: generation 1 serving on ${this.bound.join(', ')}`);
     this.events.emit('ready', { generation: 1, addresses: this.bound });
     await stopped;
@@ -187,10 +191,11 @@ export class Master {
     if (this.stopping) throw new Error('the master is stopping; no upgrade');
     if (this.upgrading) throw new Error('an upgrade is in progress already');
     this.upgrading = true;
-    notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=upgrading: checking the new master image');
     try {
-      // the exec would end a reload half done: let it finish first
+      // the exec would end a start or a reload half done: let it finish first
+      await this.started;
       while (this.lifecycle.reloading) await new Promise((resolve) => setTimeout(resolve, 50));
+      notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=upgrading: checking the new master image');
       this.log.info(`upgrade: starting the new image in probe mode (${node})`);
       const probed = await probe(node, this.options.startTimeout);
       if (this.stopping) throw new Error('the master began to stop during the upgrade');

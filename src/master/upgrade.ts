@@ -122,6 +122,14 @@ export function execUpgrade(node: string, state: UpgradeState): never {
   const sockets = state.listeners.flatMap((l) => l.fds);
   native.markCloseOnExec(3);
   for (const fd of sockets) native.setCloseOnExec(fd, false);
+  // stdio may be close-on-exec too (it is here, under Node 20): the new image writes the same log
+  for (const fd of [0, 1, 2]) {
+    try {
+      native.setCloseOnExec(fd, false);
+    } catch {
+      // closed: Node opens /dev/null there
+    }
+  }
   const [file, args] = command(node);
   const env = { ...process.env, [STATE_ENV]: JSON.stringify(state) };
   try {

@@ -215,6 +215,8 @@ export interface StartOptions {
   args?: string[];
   /** Wait for the `ready` event (default true). */
   waitReady?: boolean;
+  /** fds of this process to place at 3, 4, ... in the master (as systemd passes sockets). */
+  fds?: number[];
 }
 
 /** Starts a master as the user would (`node script`), tagged for reaping. */
@@ -228,7 +230,7 @@ export async function startMaster(options: StartOptions = {}): Promise<Master> {
       FIXTURE_OPTIONS: JSON.stringify(options.fixture ?? {}),
       [MARKER]: RUN_ID,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...(options.fds ?? [])],
   });
   const master = new Master(proc);
   if (options.waitReady !== false) await master.waitFor((e) => e.event === 'ready', 'the master to be ready');

@@ -119,6 +119,7 @@ async function connectAll(port: number, count: number): Promise<Promise<string>[
     connected.push(new Promise((resolve) => socket.once('connect', resolve).once('error', () => resolve())));
     socket.on('connect', () => socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
     socket.setEncoding('utf8').on('data', (chunk: string) => (response += chunk));
+    socket.setTimeout(60_000, () => socket.destroy(Object.assign(new Error('no answer within 60 s'), { code: 'TIMEOUT' })));
     return new Promise<string>((resolve) => {
       socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
       socket.on('end', () => resolve(/^HTTP\/1\.1 200 /.test(response) ? 'ok' : `answered: ${response.split('\r\n')[0] || 'nothing'}`));

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as os from 'node:os';
 import { type Logger, createLogger } from '../log';
 import { configureSpawn } from '../master/spawn-self';
+import { isProbe } from '../master/upgrade';
 import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
 import { runProgram } from '../run/worker';
@@ -149,7 +150,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   const watch = watchList(o.get('watch'), script);
   const name = (o.get('name') as string | undefined) ?? path.basename(script).replace(/\.[cm]?[jt]s$/, '');
   const running = (await liveMasters()).find((e) => e.name === name);
-  if (running) {
+  if (running && !isProbe()) { // a probe is the running master checking its own next image
     throw new UsageError(`a master named ${name} is already running (pid ${running.pid}, in ${running.cwd}); give this one another --name, or \`handover stop ${name}\` first`);
   }
   const user = o.get('user');

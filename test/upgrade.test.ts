@@ -5,14 +5,19 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
 import { ROOT, cleanUp, isAlive, ourProcesses, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
 
 afterEach(cleanUp);
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
+/** A registry of its own, so `handover start` masters of other test files never clash with ours. */
+const RUNTIME = fs.mkdtempSync(path.join(os.tmpdir(), 'handover-upgrade-runtime-'));
+afterAll(() => fs.rmSync(RUNTIME, { recursive: true, force: true }));
 
 /** The [stack] line of /proc/PID/maps: its address changes with every exec (ASLR), never otherwise. */
 function stackMapping(pid: number): string {
@@ -22,7 +27,7 @@ function stackMapping(pid: number): string {
 /** Runs `handover ...args`; resolves with its exit code and output. */
 function handover(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 120_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 120_000, env: { ...process.env, XDG_RUNTIME_DIR: RUNTIME } }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });
@@ -108,5 +113,33 @@ describe('upgrade in place', () => {
     expect(typeof after).toBe('number');
     expect((await master.stop()).code).toBe(0);
     expect(ourProcesses()).toEqual([]);
+  });
+
+  it('`handover start`: `handover upgrade NAME` waits for the new image to serve on the same pid, and reports it', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    const master = await startMaster({
+      script: 'dist/cli/cli.js',
+      args: ['start', '--name', 'upgraded', path.join(ROOT, 'test/fixtures/unmodified/http.js')],
+      env: { XDG_RUNTIME_DIR: RUNTIME, PORT: String(port) },
+      waitReady: false,
+    });
+    await pollUntil(async () => (await handover('status', 'upgraded')).code === 0, 'the master to register', 60_000);
+    const [before] = await requests(port, 1);
+    const stackBefore = stackMapping(master.pid);
+
+    const result = await handover('upgrade', 'upgraded');
+    expect(result.stdout).toBe(`upgraded: pid ${master.pid}, generation 1 serving (1 worker(s))\n`);
+    expect(result.code).toBe(0);
+    expect(stackMapping(master.pid)).not.toBe(stackBefore);
+    const after = await requests(port, 5);
+    expect(after.every((pid) => typeof pid === 'number' && pid !== before), JSON.stringify(after)).toBe(true);
+    const status = JSON.parse((await handover('status', 'upgraded', '--json')).stdout);
+    expect(status).toMatchObject({ pid: master.pid, upgrades: 1 });
+    expect((await master.stop()).code).toBe(0);
   });
 });

@@ -36,6 +36,7 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'json-logs', value: 'none' },
   { name: 'control-dir', value: 'required' },
   { name: 'pid-file', value: 'required' },
+  { name: 'fd-store', value: 'none' },
   { name: 'help', alias: 'h', value: 'none' },
 ];
 
@@ -68,11 +69,13 @@ program calls require('handover').ready().
   --group GROUP          with --user: the workers' group
   --control-dir DIR      where the private control directory is made (default: the temp dir)
   --pid-file FILE        write the master's pid here
+  --fd-store             keep the listening sockets in systemd's fd store (FileDescriptorStoreMax=),
+                         so a master restart or crash refuses no connection (on by itself with $FDSTORE)
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
 
 Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
 same signal again within 1 s is the same stop; a later one forces), SIGTTIN/SIGTTOU
-add or remove a worker.`;
+add or remove a worker, SIGUSR2 upgrades the master in place (handover upgrade).`;
 
 /** One JSON object per line on stderr, for --json-logs. */
 function jsonLogger(): Logger {
@@ -108,6 +111,7 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     maxLifetime: parsed('max-lifetime', parseDuration),
     keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
+    fdStore: o.has('fd-store') || undefined,
   };
 }
 

@@ -177,10 +177,9 @@ const DEFAULTS = {
 
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
-  mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, upgradeSignals: true, workers: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true, fdStore: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
-  fdStore: true, upgradeSignals: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 /** Options for handover's own use (the CLI, tests), left out of suggestions. */

@@ -36,9 +36,12 @@ export interface SignalActions {
   upgrade?(): void;
 }
 
-/** The signals a worker ignores: they are meant for its master, and may reach it too (process group, cgroup). */
+/**
+ * The signals a worker ignores: they are meant for its master (which ignores
+ * SIGQUIT too), and may reach the worker as well (process group, cgroup).
+ */
 export function masterOnlySignals(options: { reloadSignals: NodeJS.Signals[]; upgradeSignals: NodeJS.Signals[] }): NodeJS.Signals[] {
-  return [...options.reloadSignals, ...options.upgradeSignals, 'SIGTTIN', 'SIGTTOU'];
+  return [...options.reloadSignals, ...options.upgradeSignals, 'SIGTTIN', 'SIGTTOU', 'SIGQUIT'];
 }
 
 /** Installs the handlers; returns a function that removes them. */

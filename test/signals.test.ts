@@ -38,10 +38,10 @@ describe('signals', () => {
     expect((await master.stop()).code).toBe(0);
   });
 
-  it('a worker ignores the master\'s signals (reload, upgrade, scale), as when the whole process group gets them', async () => {
+  it('a worker ignores the master\'s signals (reload, upgrade, scale, SIGQUIT), as when the whole process group gets them', async () => {
     const master = await startMaster();
     const [worker] = master.workerPids;
-    for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGTTIN', 'SIGTTOU'] as const) {
+    for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGTTIN', 'SIGTTOU', 'SIGQUIT'] as const) {
       process.kill(worker, signal);
       expect(await answeredBy(master.port)).toBe(worker);
       expect(running(worker), `the worker after ${signal}`).toBe(true);

@@ -330,18 +330,7 @@ Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   auto data = info[1].As<Napi::Buffer<uint8_t>>();
   std::vector<int> fds;
-  if (info.Length() > 2 && info[2].IsArray()) {
-    Napi::Array list = info[2].As<Napi::Array>();
-    if (list.Length() > 253) {  // SCM_MAX_FD
-      Napi::RangeError::New(env, "too many fds in one datagram").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    for (uint32_t i = 0; i < list.Length(); i++) {
-      int64_t fd;
-      if (!ReadInteger(env, list.Get(i), 0, INT32_MAX, "each fd", &fd)) return env.Undefined();
-      fds.push_back(static_cast<int>(fd));
-    }
-  }
+  if (info.Length() > 2 && info[2].IsArray() && !ReadFdList(env, info[2], &fds)) return env.Undefined();
   sockaddr_un addr;
   socklen_t len;
   if (!FillUnixAddress(env, path, "sendmsg", &addr, &len)) return env.Undefined();
@@ -351,28 +340,9 @@ Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   // sd_pid_notify_with_fds: the fds ride on the datagram as SCM_RIGHTS.
-  iovec iov{data.Data(), data.Length()};
-  msghdr msg{};
-  msg.msg_name = &addr;
-  msg.msg_namelen = len;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control;
-  if (!fds.empty()) {
-    control.assign(CMSG_SPACE(sizeof(int) * fds.size()), 0);
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  if (SendWithFds(fd.get(), reinterpret_cast<sockaddr*>(&addr), len, data.Data(), data.Length(), fds, 0) < 0) {
+    ThrowSystemError(env, errno, "sendmsg", path);
   }
-  ssize_t n;
-  do {
-    n = sendmsg(fd.get(), &msg, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowSystemError(env, errno, "sendmsg", path);
   return env.Undefined();
 }
 

@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as native from '../src/platform/native';
-import { type Master, ROOT, cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
+import { type Master, ROOT, cleanUp, isAlive, onCleanUp, onJsonLines, ourProcesses, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
 
 afterEach(cleanUp);
 
@@ -32,15 +32,7 @@ class FdStoreManager {
     });
     onCleanUp(() => this.proc.kill('SIGKILL'));
     this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
-    let buffered = '';
-    this.proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        this.records.push(JSON.parse(buffered.slice(0, newline)) as Record);
-        buffered = buffered.slice(newline + 1);
-      }
-    });
+    onJsonLines(this.proc.stdout!, (record) => this.records.push(record as Record));
   }
 
   async ready(): Promise<void> {

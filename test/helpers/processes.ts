@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ENV } from '../../src/protocol';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -111,6 +112,24 @@ export async function cleanUp(): Promise<void> {
   for (const undo of afterTest.splice(0).reverse()) undo();
 }
 
+/** Calls `onLine` with each line of `stream` that is JSON (an example's other output is skipped). */
+export function onJsonLines(stream: Readable, onLine: (value: unknown) => void): void {
+  let buffered = '';
+  stream.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      try {
+        onLine(JSON.parse(line));
+      } catch (error) {
+        if (!(error instanceof SyntaxError)) throw error;
+      }
+    }
+  });
+}
+
 export class Master {
   readonly events: MasterEvent[] = [];
   stderr = '';
@@ -118,20 +137,9 @@ export class Master {
   private waiters: (() => void)[] = [];
 
   constructor(readonly proc: ChildProcess) {
-    let buffered = '';
-    proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // a line an example printed; not an event
-        }
-        this.wake();
-      }
+    onJsonLines(proc.stdout!, (event) => {
+      this.events.push(event as MasterEvent);
+      this.wake();
     });
     proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;

@@ -43,6 +43,12 @@ export type Message =
   | { type: 'failed'; message: string }
   /** master -> worker: stop accepting, finish what is in flight, exit. */
   | { type: 'drain' }
+  /**
+   * master -> worker: the master is about to exec a fresh image of itself in
+   * the same pid (an upgrade): when this connection closes, keep serving
+   * until the new image sends a stop signal (its generation is ready).
+   */
+  | { type: 'upgrading' }
   /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
   | { type: 'closing' }
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
@@ -159,6 +165,7 @@ export function validate(value: unknown): Message {
         return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
       case 'ping':
       case 'closing':
+      case 'upgrading':
       case 'park':
       case 'resume':
       case 'drain':

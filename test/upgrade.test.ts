@@ -115,6 +115,28 @@ describe('upgrade in place', () => {
     expect(ourProcesses()).toEqual([]);
   });
 
+  it('a new image whose workers fail to start: the old workers keep serving on the same pid, `handover upgrade` exits 1 with the cause; a fixed reload replaces them', async () => {
+    const behaviourFile = path.join(scratch(), 'behaviour.json');
+    const master = await startMaster({ fixture: { behaviourFile } });
+    const [worker] = master.workerPids;
+    writeJson(behaviourFile, { throwAtStartup: true });
+
+    const cli = await handover('upgrade', '--pid', String(master.pid));
+    expect(cli.stdout).toMatch(/^upgrade failed: the new image runs \(pid \d+\), but its workers did not start: worker pid \d+ \(slot 0, generation 1\) exited with code 1 before it was ready/);
+    expect(cli.code).toBe(1);
+    expect(await requests(master.port, 20)).toEqual(Array(20).fill(worker));
+    expect(master.stderr).toMatch(/master error: upgrade: this image's generation 1 did not start/);
+
+    writeJson(behaviourFile, {});
+    master.proc.kill('SIGHUP');
+    await master.waitFor(() => master.count('ready') === 2, 'the new image\'s generation to serve after the reload');
+    await pollUntil(() => !fs.existsSync(`/proc/${worker}`), 'the previous image\'s worker to drain and be reaped');
+    const [after] = await requests(master.port, 1);
+    expect(after).not.toBe(worker);
+    expect((await master.stop()).code).toBe(0);
+    expect(ourProcesses()).toEqual([]);
+  });
+
   it('`handover start`: `handover upgrade NAME` waits for the new image to serve on the same pid, and reports it', async () => {
     const port = await new Promise<number>((resolve) => {
       const probe = net.createServer().listen(0, '127.0.0.1', () => {

@@ -49,6 +49,11 @@ export async function upgrade(name: string | undefined, options: Map<string, str
       process.stdout.write(`upgraded: pid ${now.pid}, generation ${now.generation} serving (${serving} worker(s))\n`);
       return 0;
     }
+    if (now && (now.upgrades ?? 0) > (before.upgrades ?? 0) && now.lastReload?.ok === false && serving === 0) {
+      process.stdout.write(`upgrade failed: the new image runs (pid ${now.pid}), but its workers did not start: ${now.lastReload.error ?? ''}; ` +
+        'the previous workers keep serving until a reload succeeds\n');
+      return 1;
+    }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   process.stdout.write(`upgrade failed: the new image of pid ${before.pid} did not serve within ${SERVE_TIMEOUT_MS} ms\n`);

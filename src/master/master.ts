@@ -50,6 +50,8 @@ export class Master {
   /** In-place upgrades of this pid so far (carried across each exec). */
   private upgrades = 0;
   private upgrading = false;
+  /** The previous image's workers (an upgrade), serving until this image's generation is ready; reaped as they exit. */
+  private readonly inherited = new Set<number>();
   private markStarted?: () => void;
   /** Resolves once generation 1 serves: an upgrade waits for it. */
   private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
@@ -80,6 +82,7 @@ export class Master {
           this.events.emit('reload', { generation });
         },
         reloaded: (e) => {
+          this.retireInherited();
           this.lastReload = { generation: e.generation, startedAt: Date.now() - e.durationMs, durationMs: e.durationMs, ok: true };
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
@@ -159,17 +162,24 @@ export class Master {
       await this.lifecycle.start();
     } catch (error) {
       if (this.stopping) return this.stopping; // a stop signal during start-up: a clean stop
+      if (this.inherited.size > 0) return this.serveWithPreviousWorkers(error, stopped);
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(message);
       await this.shutdown(true);
       if (typeof error === 'object' && error !== null) Object.assign(error, { [REPORTED]: true });
       throw error;
     }
+    this.announceReady();
+    await stopped;
+  }
+
+  /** Generation 1 serves (after start-up, or after an upgraded image's failed start, at the reload that fixed it). */
+  private announceReady(): void {
     notify('READY=1', this.statusLine());
     this.markStarted?.();
+    this.retireInherited();
     this.log.info(`ready: generation 1 serving on ${this.bound.join(', ')}`);
     this.events.emit('ready', { generation: 1, addresses: this.bound });
-    await stopped;
   }
 
   /**
@@ -178,7 +188,9 @@ export class Master {
    */
   reload(): Promise<void> {
     if (this.stopping) return Promise.reject(new Error('the master is stopping; no reload'));
-    return this.lifecycle.reload();
+    if (this.lifecycle.generation > 0) return this.lifecycle.reload();
+    // an upgraded image whose first generation failed: this reload is its start
+    return this.lifecycle.reload().then(() => this.announceReady());
   }
 
   /**
@@ -201,9 +213,10 @@ export class Master {
       if (this.stopping) throw new Error('the master began to stop during the upgrade');
       this.log.info(`upgrade: the new image loads (Node ${probed.node}, ${probed.addresses.length} address(es)); exec'ing it in pid ${process.pid}`);
       await beforeExec?.();
+      await this.tellWorkersUpgrading();
       execUpgrade(node, {
         listeners: this.listeners.all.map((l) => ({ key: l.key, fds: l.fds, createdInode: l.createdInode, shared: l.shared })),
-        workers: [...this.workers.keys()],
+        workers: [...this.workers.keys(), ...this.inherited],
         upgrades: this.upgrades + 1,
       });
     } catch (error) {
@@ -216,15 +229,55 @@ export class Master {
     }
   }
 
-  /** After an upgrade's exec: the previous image's sockets, and its workers to reap as they drain. */
+  /** The workers, told before the exec, keep serving through it (until retireInherited()); stops waiting after a second. */
+  private tellWorkersUpgrading(): Promise<void> {
+    return Promise.all([...this.workers.values()].map((w) => new Promise<void>((resolve) => {
+      if (!w.conn || w.conn.destroyed) return resolve();
+      setTimeout(resolve, 1_000).unref();
+      w.conn.write(encode({ type: 'upgrading' }), () => resolve());
+    }))).then(() => undefined);
+  }
+
+  /** After an upgrade's exec: the previous image's sockets, and its workers, which serve until this image's are ready. */
   private adoptPreviousImage(): void {
     const state = takeUpgradeState();
     if (!state) return;
     this.upgrades = state.upgrades;
     for (const l of state.listeners) this.listeners.inherit(l.key, new Map(l.fds.map((fd, slot) => [slot, fd])), l.createdInode, l.shared);
-    this.log.info(`upgraded in place (upgrade ${state.upgrades}, Node ${process.version}): ` +
-      `adopted ${state.listeners.length} address(es); ${state.workers.length} worker(s) of the previous image drain`);
-    reapInherited(state.workers, (pid) => this.log.info(`worker ${pid} of the previous image exited`));
+    this.log.info(`upgraded in place (upgrade ${state.upgrades}, Node ${process.version}): adopted ${state.listeners.length} address(es); ` +
+      `${state.workers.length} worker(s) of the previous image serve until this image's generation is ready`);
+    for (const pid of state.workers) this.inherited.add(pid);
+    reapInherited(state.workers, (pid) => {
+      this.inherited.delete(pid);
+      this.log.info(`worker ${pid} of the previous image exited`);
+    });
+  }
+
+  /** This image's workers serve: the previous image's drain (a stop signal, as their own master's drain would). */
+  private retireInherited(): void {
+    for (const pid of this.inherited) {
+      try {
+        process.kill(pid, this.options.stopSignals[0] ?? 'SIGTERM');
+      } catch {
+        // exited already; the reaper has it
+      }
+    }
+  }
+
+  /**
+   * The upgraded image's first generation did not start (the program on
+   * disk fails in workers): the previous image's workers keep serving, and
+   * the next successful reload replaces them. Exiting would end the service.
+   */
+  private async serveWithPreviousWorkers(error: unknown, stopped: Promise<void>): Promise<void> {
+    const message = error instanceof Error ? error.message : String(error);
+    this.lastReload = { generation: 1, startedAt: this.startedAt, durationMs: Date.now() - this.startedAt, ok: false, error: message };
+    this.log.error(`upgrade: this image's generation 1 did not start (${message}); the previous image's ` +
+      `${this.inherited.size} worker(s) keep serving on pid ${process.pid}: fix the program, then reload or upgrade again`);
+    notify('READY=1', this.statusLine());
+    this.markStarted?.();
+    this.events.emit('upgrade-failed', { error: error instanceof Error ? error : new Error(message) });
+    await stopped;
   }
 
   /** Sets the number of workers (see Lifecycle.scale); resolves once the new ones serve. */
@@ -298,6 +351,7 @@ export class Master {
       this.log.info(`stopping: draining ${this.workers.size} worker(s), up to ${this.options.stopTimeout} ms`);
     }
     this.listeners.closeAll();
+    this.retireInherited();
     await this.lifecycle.stop();
     this.memory.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);

@@ -12,13 +12,16 @@
 //      throws while loading, a Node binary that is missing or broken, an addon
 //      that does not load: the probe fails, nothing else happens, and the
 //      generation serving now keeps serving on the same pid.
-//   2. exec: the old workers see their control connection close (it is
-//      close-on-exec) and drain; the accept queues, kept open by the master's
-//      own copies, hold new connections until the new image's generation
-//      accepts them.
-//   3. the new image adopts the sockets by key and slot, reaps the old
-//      workers when they exit (libuv waits only for children it spawned),
-//      starts its generation and says READY=1.
+//   2. exec: each worker is told `upgrading` first, so when its control
+//      connection closes at the exec (it is close-on-exec) it keeps serving
+//      instead of draining (invariant 8 still holds: the master's pid lives,
+//      and its death still drains the worker).
+//   3. the new image adopts the sockets by key and slot, starts its
+//      generation, says READY=1, and only then sends the old workers a stop
+//      signal (they drain); it reaps them as they exit (libuv waits only for
+//      children it spawned). If its generation does not start, the old
+//      workers keep serving until a reload succeeds: a new image that cannot
+//      serve never takes the service down.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as native from '../platform/native';

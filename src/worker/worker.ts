@@ -38,6 +38,8 @@ export class Worker {
   private readonly serving: Serving;
   private control?: ControlClient;
   private draining = false;
+  /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
+  private masterUpgrading = false;
   private finished!: () => void;
   private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   private nextReloadId = 1;
@@ -72,6 +74,7 @@ export class Worker {
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
       if (message.type === 'closing') this.serving.closeEachResponse();
+      if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
       if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
@@ -88,6 +91,7 @@ export class Worker {
     client.on('protocol-error', (error: Error) => this.log.error(`control: ${error.message}`));
     client.on('close', () => {
       this.control = undefined;
+      if (this.masterUpgrading && process.ppid === this.masterPid) return this.serveThroughUpgrade();
       this.drain('the master is gone');
     });
     try {
@@ -141,6 +145,18 @@ export class Worker {
   private installSignalHandlers(): void {
     for (const signal of masterOnlySignals(this.options)) process.on(signal, () => {});
     for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
+  }
+
+  /**
+   * The master exec'd a fresh image (same pid): keep serving until the new
+   * image's generation is ready and sends a stop signal, so no moment passes
+   * without an acceptor. If the master dies, the parent-death signal drains
+   * this worker; if the new image never takes over, so does the timer.
+   */
+  private serveThroughUpgrade(): void {
+    const waitMs = 2 * this.options.startTimeout;
+    this.log.info(`the master is upgrading in place; serving until its new image is ready (at most ${waitMs} ms)`);
+    setTimeout(() => this.drain('the upgraded master did not take over'), waitMs).unref();
   }
 
   /** Drains every server, then exits; at stopTimeout exits regardless. Idempotent. */

@@ -52,7 +52,12 @@ export function takeUpgradeState(): UpgradeState | undefined {
   const text = process.env[STATE_ENV];
   delete process.env[STATE_ENV];
   if (!text) return undefined;
-  const state = JSON.parse(text) as UpgradeState;
+  let state: UpgradeState;
+  try {
+    state = JSON.parse(text) as UpgradeState;
+  } catch {
+    throw new Error(`${STATE_ENV} is set but is not what an upgrade in place leaves (JSON); it is handover's own: unset it`);
+  }
   for (const listener of state.listeners) {
     listener.fds = listener.fds.map((inherited) => {
       const fd = native.dup(inherited);

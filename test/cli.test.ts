@@ -264,11 +264,11 @@ describe('command-line forms and messages (issue 12)', () => {
     expect(await cli('stauts')).toEqual({
       code: 2,
       stdout: '',
-      stderr: 'handover: unknown command stauts; did you mean `handover status`?; commands: start, list, status, reload, rollback, scale, stop (handover --help)\n',
+      stderr: 'handover: unknown command stauts; did you mean `handover status`?; commands: start, list, status, reload, rollback, scale, stop, upgrade (handover --help)\n',
     });
     const flagFirst = await cli('--pid', '123', 'status');
     expect(flagFirst.code).toBe(2);
-    expect(flagFirst.stderr).toMatch(/^handover: --pid is not a command; commands: start, list, status, reload, rollback, scale, stop/);
+    expect(flagFirst.stderr).toMatch(/^handover: --pid is not a command; commands: start, list, status, reload, rollback, scale, stop, upgrade/);
     const option = await cli('status', '--jsno');
     expect(option.code).toBe(2);
     expect(option.stderr).toBe('handover: unknown option --jsno for `handover status`; did you mean --json? (handover status --help lists them)\n');

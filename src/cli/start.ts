@@ -15,6 +15,7 @@ import { Server } from '../server';
 import { type OptionSpec, type ParsedArgs, UsageError, parseArgs } from './args';
 import { OPTION_FLAGS, optionFlagsUsage, optionsFromFlags } from './option-flags';
 import { watchPaths } from './watch';
+import { LAUNCH_OPTIONS, LAUNCH_USAGE, prepareMaster } from './launch';
 
 export const START_OPTIONS: OptionSpec[] = [
   ...OPTION_FLAGS,
@@ -26,10 +27,12 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'wait-ready', value: 'none' },
   { name: 'json-logs', value: 'none' },
   { name: 'pid-file', value: 'required' },
+  ...LAUNCH_OPTIONS,
   { name: 'help', alias: 'h', value: 'none' },
 ];
 
 export const START_USAGE = `usage: handover start [options] [-- NODE_FLAGS...] <script> [args...]
+       handover start [options] ecosystem.config.js | handover.config.{js,mjs,json}
 
 Runs <script> (an unmodified server: Express, Fastify, Koa, http, net...) as a
 master with workers. Every listen() in a worker gets the master's socket for
@@ -47,6 +50,7 @@ ${optionFlagsUsage()}
   --user USER            run workers as USER (the master must run as root)
   --group GROUP          with --user: the workers' group
   --pid-file FILE        write the master's pid here
+${LAUNCH_USAGE}
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
 
 Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
@@ -87,6 +91,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   const [script] = parsed.positionals;
   if (!script) throw new UsageError(`name the program to run: handover start [options] <script> [args...]\n${START_USAGE}`);
   const o = parsed.options;
+  prepareMaster(parsed);
   const envFile = o.get('env-file');
   const jsonLogs = o.has('json-logs');
   configureSpawn({

@@ -235,6 +235,9 @@ export async function startMaster(options: StartOptions = {}): Promise<Master> {
   return master;
 }
 
+/** The environment entry that tags a process (and its children) for reaping, for tests that spawn their own. */
+export const REAP_TAG: Record<string, string> = { [MARKER]: RUN_ID };
+
 /** Every live process this test run started, found by its environment marker. */
 export function ourProcesses(): number[] {
   const pids: number[] = [];

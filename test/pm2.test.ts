@@ -7,6 +7,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RING_LINES } from '../src/master/log-ring';
 import { Load } from './helpers/load';
 import { REAP_TAG, ROOT, cleanUp, isAlive, ourProcesses, pollUntil, scratch } from './helpers/processes';
 
@@ -316,5 +317,22 @@ describe('handover logs', () => {
     follow.kill('SIGTERM');
     run.proc.kill('SIGTERM');
     await pollUntil(() => run.proc.exitCode !== null && follow.signalCode !== null, 'the master and the follower to exit');
+  });
+
+  it('the ring is bounded: of 7,000 lines the last RING_LINES are kept, the oldest dropped', async () => {
+    const { dir, env } = home();
+    const app = path.join(dir, 'chatty.js');
+    fs.writeFileSync(app, `for (let i = 0; i < 7000; i++) console.log('line ' + i);\nrequire('node:http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1');`);
+    const run = foreground(env, dir, app);
+    await serving(env, dir, 'chatty', 1, run.output);
+    const logs = await pollUntil(async () => {
+      const out = await cli(env, dir, 'logs', 'chatty', '--lines', '100000');
+      return out.stdout.includes('] line 6999\n') ? out : undefined;
+    }, 'the last line to reach the ring');
+    const lines = logs.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(RING_LINES);
+    expect(logs.stdout).not.toMatch(/\] line 0\n/);
+    run.proc.kill('SIGTERM');
+    await pollUntil(() => run.proc.exitCode !== null, 'the master to stop');
   });
 });

@@ -18,6 +18,11 @@ const CLI = path.join(__dirname, 'cli.js');
 /** Directories a Node version manager replaces or removes on upgrade. */
 const VERSION_MANAGERS = /\/(\.nvm|\.volta|\.fnm|\.asdf|\.nodenv|\.nodebrew|n\/versions|\.local\/share\/(fnm|mise))\//;
 
+/** Is this Node binary in a directory a version manager removes on upgrade (~/.nvm, ~/.volta...)? */
+export function underVersionManager(node: string): boolean {
+  return VERSION_MANAGERS.test(node);
+}
+
 /** Seconds systemd waits beyond the drain before it kills the rest. */
 const STOP_MARGIN_S = 10;
 
@@ -104,7 +109,7 @@ export async function startup(parsed: ParsedArgs): Promise<number> {
   const apps = what !== undefined && isConfigFile(what)
     ? (await loadConfig(what, typeof env === 'string' ? env : undefined, typeof only === 'string' ? only.split(',') : undefined)).apps
     : [await runningApp(what, o)];
-  if (VERSION_MANAGERS.test(process.execPath)) {
+  if (underVersionManager(process.execPath)) {
     process.stderr.write(
       `handover: warning: Node is ${process.execPath}, under a version manager's directory that an upgrade or uninstall removes; ` +
         'the unit would then fail to start. Point it at a system Node (apt, nodesource, /usr/local/bin/node) or a fixed copy\n',

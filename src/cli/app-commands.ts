@@ -38,7 +38,8 @@ export function stopCommand(name: string | undefined, options: Options): Promise
     if (!byAddress) {
       const live = await liveMasters();
       if (app !== undefined ? !live.some((e) => e.name === app || String(e.pid) === app) : live.length === 0) {
-        if (!options.has('if-running')) process.stderr.write(`handover: note: ${app ?? 'no master'} is not running; nothing to stop\n`);
+        const what = app === undefined ? 'no master is running' : `${app} is not running`;
+        if (!options.has('if-running')) process.stderr.write(`handover: note: ${what}; nothing to stop\n`);
         return 0;
       }
     }

@@ -8,21 +8,13 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MasterStatus } from '../src/protocol';
 import { adminStatus } from './helpers/control';
-import { REAP_TAG, ROOT, cleanUp, onCleanUp, pollUntil, scratch } from './helpers/processes';
+import { REAP_TAG, ROOT, cleanUp, missingTool, onCleanUp, pollUntil, scratch } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 
 afterEach(cleanUp);
 
-function tmuxMissing(): string | undefined {
-  try {
-    execFileSync('tmux', ['-V'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'tmux is not installed (apt-get install tmux)';
-  }
-}
-const missing = tmuxMissing();
+const missing = missingTool('tmux', '-V', 'apt-get install tmux');
 
 function tmux(socket: string, ...args: string[]): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve) => {

@@ -4,12 +4,11 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RING_LINES } from '../src/master/log-ring';
 import { Load } from './helpers/load';
-import { REAP_TAG, ROOT, cleanUp, isAlive, ourProcesses, pollUntil, scratch } from './helpers/processes';
+import { REAP_TAG, ROOT, cleanUp, connectOutcome, isAlive, ourProcesses, pollUntil, scratch } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 const HTTP_APP = path.join(ROOT, 'test/fixtures/unmodified/http.js');
@@ -75,17 +74,6 @@ function get(port: number): Promise<string> {
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => resolve(body));
     }).on('error', reject);
-  });
-}
-
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
 }
 

@@ -2,26 +2,18 @@
 // file passes `systemd-analyze verify`, runs the master directly with an
 // absolute Node, reloads through `handover reload`, and stops within a
 // timeout above the app's drain.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { underVersionManager } from '../src/cli/startup';
-import { REAP_TAG, ROOT, cleanUp, scratch } from './helpers/processes';
+import { REAP_TAG, ROOT, cleanUp, missingTool, scratch } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 
 afterEach(cleanUp);
 
-function analyzer(): string | undefined {
-  try {
-    execFileSync('systemd-analyze', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'systemd-analyze is not installed (apt-get install systemd)';
-  }
-}
-const noAnalyzer = analyzer();
+const noAnalyzer = missingTool('systemd-analyze', '--version', 'apt-get install systemd');
 
 function run(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

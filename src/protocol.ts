@@ -10,6 +10,7 @@
 // socket; the others stay dormant until the master asks it to `cover` a slot
 // that has no ready worker (invariant 11). So no fd ever travels after hello.
 import { timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './errors';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -106,9 +107,7 @@ export interface MasterStatus {
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
 }
 
-export class ProtocolError extends Error {
-  readonly code = 'ERR_HANDOVER_PROTOCOL';
-}
+export { ProtocolError };
 
 export function encode(message: Message): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');

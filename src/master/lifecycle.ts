@@ -21,6 +21,7 @@
 // a healthy sibling (a cover) until the slot's own child is ready again, so no
 // accept queue is left without a process accepting from it (invariant 11).
 
+import { ReloadCancelled } from '../errors';
 import type { Logger } from '../log';
 
 /** 'parked': kept after a reload (keepPrevious), alive but not accepting, until a rollback or its window ends. */
@@ -187,11 +188,6 @@ export interface LifecycleOptions {
   clock?: Clock;
   /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
   random?: () => number;
-}
-
-/** Thrown by a reload cut short by a stop: a cancellation, not a failed deploy. */
-export class ReloadCancelled extends Error {
-  readonly code = 'ERR_HANDOVER_RELOAD_CANCELLED';
 }
 
 /** The master's workers: generations, the slot table, respawns, heartbeats, covers and stop. */

@@ -3,6 +3,7 @@
 // credentials, PR_SET_PDEATHSIG, flock. Its errors are Node-style system errors
 // (`code`, `errno`, `syscall`, the address in the message).
 import * as path from 'node:path';
+import { NoAddonError } from '../errors';
 
 if (process.platform !== 'linux' && process.platform !== 'darwin') {
   throw new Error(
@@ -74,12 +75,13 @@ function loadBinding(): Binding {
     return require('node-gyp-build')(path.join(__dirname, '..', '..'));
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw Object.assign(new Error(
+    throw new NoAddonError(
       `handover's native addon did not load for ${process.platform}-${process.arch} (${reason}). ` +
         'No prebuild matched, so it must be built from source: approve the install script ' +
         '(`npm install-scripts approve handover && npm rebuild handover`; needs python3, make and a C++ compiler; ' +
         'on Alpine `apk add python3 make g++ linux-headers`)',
-    ), { code: 'ERR_HANDOVER_NO_ADDON', cause: error });
+      { cause: error },
+    );
   }
 }
 

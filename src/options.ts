@@ -145,6 +145,9 @@ const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 /** The largest delay Node's timers take; anything longer fires after 1 ms (TimeoutOverflowWarning). */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
+/** The most workers (slots) a master runs: each slot costs one socket per TCP address, kept for the master's life. */
+export const MAX_WORKERS = 1024;
+
 const DEFAULTS = {
   mode: 'master',
   stopTimeout: 20_000,
@@ -295,7 +298,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     startTimeout: checkDuration('startTimeout', o.startTimeout, 1),
     reloadSignals: checkSignals('reloadSignals', o.reloadSignals),
     stopSignals: checkSignals('stopSignals', o.stopSignals),
-    workers: checkInteger('workers', o.workers, 1, 1024),
+    workers: checkInteger('workers', o.workers, 1, MAX_WORKERS),
     heartbeatTimeout: checkDuration('heartbeatTimeout', o.heartbeatTimeout, 1),
     stopDelay: checkDuration('stopDelay', o.stopDelay, 0),
     rollout: checkRollout(o.rollout),

@@ -105,6 +105,8 @@ export interface MasterStatus {
    * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
    */
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
+  omitted?: { workers: number; slots: number };
 }
 
 export { ProtocolError };

@@ -216,7 +216,7 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
       spawner.latest(1).exit(); // throws at start-up again
       expected = Math.min(RESPAWN_MAX_MS, expected * 2);
     }
-    expect(lifecycle.restarts[1]).toBe(10);
+    expect(lifecycle.slotState(1).restarts).toBe(10);
     expect(healthy.covering).toEqual([1]);
   });
 
@@ -265,7 +265,7 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
     await settle();
     expect(states()).toEqual(['ready', 'ready']);
     expect(a.covering).toEqual([]);
-    expect(lifecycle.restarts[1]).toBe(1);
+    expect(lifecycle.slotState(1).restarts).toBe(1);
     b.exit(); // killed at stopTimeout: nothing more to do
     await settle();
     expect(states()).toEqual(['ready', 'ready']);

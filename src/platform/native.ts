@@ -18,6 +18,8 @@ export interface TcpBindOptions {
   backlog?: number;
   reusePort?: boolean;
   ipv6Only?: boolean;
+  /** false: bind only; the socket takes connections once someone calls listen(2) on it. Default true. */
+  listen?: boolean;
 }
 
 export interface UnixBindOptions {
@@ -51,6 +53,9 @@ interface Binding {
   probeTcp(options: TcpBindOptions): void;
   bindUnix(options: UnixBindOptions): number;
   connectUnix(path: string): number;
+  refuseNewConnections(fd: number): boolean;
+  acceptQueueLength(fd: number): number;
+  shutdownListener(fd: number): void;
   localAddress(fd: number): BoundAddress;
   dup(fd: number): number;
   close(fd: number): void;
@@ -108,6 +113,19 @@ export const bindUnix = (options: UnixBindOptions): number => binding.bindUnix(o
 
 /** Connects to a Unix stream socket without blocking; returns the connected fd. */
 export const connectUnix = (socketPath: string): number => binding.connectUnix(socketPath);
+
+/**
+ * Linux, TCP: a socket filter drops new SYNs on this listening socket (every
+ * socket of a SO_REUSEPORT group needs its own); handshakes under way and
+ * queued connections are kept. False where unsupported.
+ */
+export const refuseNewConnections = (fd: number): boolean => binding.refuseNewConnections(fd);
+
+/** Connections waiting in a listening TCP socket's accept queue; -1 where the platform cannot tell. */
+export const acceptQueueLength = (fd: number): number => binding.acceptQueueLength(fd);
+
+/** shutdown(2) on a listening socket: no process holding a copy accepts from it any more; connections are refused. */
+export const shutdownListener = (fd: number): void => binding.shutdownListener(fd);
 
 /** The address an fd is bound to: ip/port, or the Unix path. */
 export const localAddress = (fd: number): BoundAddress => binding.localAddress(fd);

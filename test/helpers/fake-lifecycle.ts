@@ -112,6 +112,10 @@ export class FakeChild implements Child {
     if (this.state !== 'unresponsive') this.state = 'draining';
   }
 
+  closing(): void {
+    this.calls.push('closing');
+  }
+
   park(): void {
     this.calls.push('park');
     if (this.state === 'ready') this.state = 'parked';

@@ -533,8 +533,8 @@ export class Lifecycle {
         continue;
       }
       this.options.log.warn(
-        `${child.describe()} has not answered ${beat.missed} heartbeats in a row ` +
-          `(${Math.round(now - child.lastSeen)} ms; heartbeatTimeout ${this.options.heartbeatTimeout} ms); taking it out of service`,
+        `${child.describe()} has not answered a heartbeat for ${beat.missed} intervals of ${interval} ms in a row ` +
+          `(heartbeatTimeout ${this.options.heartbeatTimeout} ms); taking it out of service`,
       );
       child.markUnresponsive();
       const slot = this.slots[child.slot];

@@ -320,7 +320,6 @@ export class Lifecycle {
   /** Starts generation 1; resolves once it serves. Heartbeats start with it. */
   start(): Promise<void> {
     if (this.started) return Promise.reject(new Error('already started'));
-    if (this.stopping) return Promise.reject(new ReloadCancelled('stopping; not starting'));
     this.started = true;
     this.scheduleHeartbeat();
     return this.reloader.request();

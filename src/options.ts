@@ -79,6 +79,19 @@ export interface ServerOptions {
    * generation usually drains within Node's 5 s keep-alive timeout. Default 10.
    */
   maxDraining?: number;
+  /**
+   * The version of the code, shown by status, the log and metrics. Default:
+   * $APP_VERSION, else the program's package.json version plus a digest of
+   * its entry file (`1.4.0+3f9a0c1b2d4e`). A worker whose version differs from
+   * its generation's (a respawn after a rollback, with newer code on disk)
+   * does not serve; see the README's "Versions".
+   */
+  version?: string;
+  /**
+   * Serve Prometheus metrics at `/metrics`, and `/healthz` and `/readyz`, on
+   * this address from the master (`'127.0.0.1:9464'`). Default: off.
+   */
+  metrics?: string;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -128,6 +141,8 @@ export interface ResolvedOptions {
   maxDraining: number;
   keepPrevious: number;
   ready?: () => void | Promise<void>;
+  version?: string;
+  metrics?: string;
   logger: Logger | false | undefined;
   pidFile?: string;
   backlog: number;
@@ -164,7 +179,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, version: true, metrics: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -305,6 +320,8 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
     keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
     ready: o.ready as ResolvedOptions['ready'],
+    version: o.version === undefined ? undefined : checkString('version', o.version),
+    metrics: o.metrics === undefined ? undefined : checkString('metrics', o.metrics),
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
     backlog: checkInteger('backlog', o.backlog, 1, 2 ** 31 - 1),

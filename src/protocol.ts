@@ -32,7 +32,7 @@ export interface ListenerInfo {
 
 export type Message =
   /** worker -> master, first frame: who I am and which addresses my code registered. */
-  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[] }
+  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[]; version?: string }
   /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
@@ -52,8 +52,11 @@ export type Message =
   | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
-  /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
-  | { type: 'pong'; requests?: number; rss?: number }
+  /**
+   * worker -> master: alive; with what recycling (maxRequests, maxMemory),
+   * metrics and the canary look at (WorkerSample: counters since it started).
+   */
+  | ({ type: 'pong' } & WorkerSample)
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -78,6 +81,28 @@ export type Message =
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
+/**
+ * What a worker reports with each heartbeat answer. Counters run from its
+ * start: the master keeps the last one per worker and adds up the increases.
+ */
+export interface WorkerSample {
+  /** Requests served (connections, on a plain net server). */
+  requests?: number;
+  /** Resident memory, bytes. */
+  rss?: number;
+  /** CPU time (user + system), microseconds. */
+  cpu?: number;
+  /** Event-loop delay, 99th percentile since the last answer, microseconds. */
+  loopDelay?: number;
+  /** HTTP responses with a 5xx status. */
+  errors?: number;
+  /** Responses by duration: cumulative counts per bucket of LATENCY_BUCKETS_S, then the sum of durations in microseconds. */
+  latency?: number[];
+}
+
+/** Upper bounds (seconds) of the response-duration buckets of WorkerSample.latency (the last one is +Inf). */
+export const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
 export interface MasterStatus {
   pid: number;
   generation: number;
@@ -93,6 +118,8 @@ export interface MasterStatus {
     connections?: number;
     /** When it was spawned (ms since the epoch). */
     startedAt?: number;
+    /** The version of the code it runs, recorded when it started (src/master/version.ts). */
+    version?: string;
   }[];
   /** The control socket admin tools connect to (the `handover` command registers it). */
   controlSocket?: string;
@@ -101,9 +128,12 @@ export interface MasterStatus {
   /**
    * Each slot's truth: 'ready' (its own worker serves), 'starting',
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
-   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
+   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile;
+   * `held`: why the slot's own worker is refused (its code is not its generation's).
    */
-  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
+  /** The version each generation runs: the committed one and any other still alive. */
+  versions?: Record<number, string>;
 }
 
 export class ProtocolError extends Error {
@@ -121,6 +151,7 @@ export function encode(message: Message): Buffer {
 
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => isInt(v) && v >= 0;
 
 /** Checks a decoded value field by field; anything unexpected is a ProtocolError. */
 export function validate(value: unknown): Message {
@@ -130,7 +161,7 @@ export function validate(value: unknown): Message {
     switch (m.type) {
       case 'hello':
         return isString(m.token) && isInt(m.pid) && isInt(m.slot) && isInt(m.generation) &&
-          Array.isArray(m.addresses) && m.addresses.every(isString);
+          Array.isArray(m.addresses) && m.addresses.every(isString) && (m.version === undefined || isString(m.version));
       case 'listeners':
         return Array.isArray(m.listeners) && m.listeners.every((l: unknown) => {
           const x = l as Record<string, unknown>;
@@ -145,7 +176,8 @@ export function validate(value: unknown): Message {
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
       case 'pong':
-        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
+        return (['requests', 'rss', 'cpu', 'loopDelay', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
+          (m.latency === undefined || (Array.isArray(m.latency) && m.latency.length === LATENCY_BUCKETS_S.length + 2 && m.latency.every(isCount)));
       case 'ping':
       case 'closing':
       case 'park':

@@ -94,6 +94,7 @@ export interface WorkerReport {
   rssBytes?: number;
   connections?: number;
   restarts?: number;
+  version?: string;
 }
 
 /** What `status --json` prints: the master's status plus what /proc tells about each process. */
@@ -123,6 +124,7 @@ async function fetchStatus(target: Target): Promise<StatusReport> {
         rssBytes: rssBytes(w.pid),
         connections: w.connections,
         restarts: status.slots?.find((s) => s.slot === w.slot)?.restarts,
+        version: w.version,
       };
     }),
   };
@@ -148,6 +150,7 @@ function formatStatus(s: StatusReport): string {
       `  worker pid ${w.pid}`,
       `slot ${w.slot}`,
       `generation ${w.generation}`,
+      `version ${w.version ?? '?'}`,
       w.state,
       `${w.connections ?? '?'} open connection(s)`,
       `up ${w.uptimeMs === undefined ? '?' : formatDuration(w.uptimeMs)}`,
@@ -160,6 +163,7 @@ function formatStatus(s: StatusReport): string {
     if (slot.state === 'ready') continue;
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
     lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
+    if (slot.held) lines.push(`    HELD: ${slot.held}`);
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

@@ -22,6 +22,8 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { Metrics, MetricsServer } from './metrics';
+import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
 
@@ -46,6 +48,11 @@ export class Master {
   private removeSignalHandlers?: () => void;
   private reloadStartedAt?: number;
   private lastReload?: MasterStatus['lastReload'];
+  /** Invariant 20: the version each generation runs, and slots whose respawn was refused for other code. */
+  private readonly versions = new GenerationVersions();
+  private readonly held = new Map<number, string>();
+  private readonly metrics: Metrics;
+  private metricsServer?: MetricsServer;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -53,6 +60,12 @@ export class Master {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'master');
+    this.metrics = new Metrics({
+      generation: () => this.lifecycle.generation,
+      workers: () => this.lifecycle.all.map((c) => c as WorkerProcess),
+      restarts: () => this.lifecycle.restarts.reduce((a, b) => a + b, 0),
+      ready: () => this.lifecycle.generation > 0 && !this.stopping,
+    });
     this.listeners = new ListenerSet({
       slots: options.workers,
       backlog: options.backlog,
@@ -72,17 +85,22 @@ export class Master {
         },
         reloaded: (e) => {
           this.lastReload = { generation: e.generation, startedAt: Date.now() - e.durationMs, durationMs: e.durationMs, ok: true };
+          this.metrics.reloaded(true, e.durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
         },
         reloadFailed: (e) => {
           const startedAt = this.reloadStartedAt ?? Date.now();
           this.lastReload = { generation: e.generation, startedAt, durationMs: Date.now() - startedAt, ok: false, error: e.error.message };
+          this.metrics.reloaded(false, this.lastReload.durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reload-failed', e);
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
-        recycled: (e) => this.events.emit('recycled', e),
+        recycled: (e) => {
+          this.metrics.recycled(e.reason);
+          this.events.emit('recycled', e);
+        },
         rolledBack: (e) => {
           notify('READY=1', this.statusLine());
           this.events.emit('rolled-back', e);
@@ -127,6 +145,10 @@ export class Master {
         },
         admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
       });
+      if (this.options.metrics) {
+        this.metricsServer = await MetricsServer.open(this.options.metrics, this.metrics);
+        this.log.info(`metrics on http://${this.metricsServer.bound}/metrics (and /healthz, /readyz)`);
+      }
       if (this.options.pidFile) writePidFile(this.options.pidFile);
       this.removeSignalHandlers = handleSignals({
         reloadSignals: this.options.reloadSignals,
@@ -204,8 +226,12 @@ export class Master {
       addresses: this.bound,
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
-      workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
-      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
+      workers: this.lifecycle.all.map((c) => {
+        const w = c as WorkerProcess;
+        return { pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt, version: w.version };
+      }),
+      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot), held: this.held.get(slot) })),
+      versions: this.versions.of([this.lifecycle.generation, ...this.lifecycle.all.map((w) => w.generation)]),
     };
   }
 
@@ -240,6 +266,7 @@ export class Master {
     this.listeners.closeAll();
     await this.lifecycle.stop();
     this.memory.close();
+    this.metricsServer?.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -268,6 +295,8 @@ export class Master {
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
+    this.metrics.exited(worker.pid);
+    this.versions.prune(this.lifecycle.all.map((w) => w.generation), this.lifecycle.generation);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
@@ -287,6 +316,16 @@ export class Master {
     if (!worker) return void conn.destroy();
     worker.conn = conn;
     worker.addresses = hello.addresses;
+    worker.version = hello.version;
+    const wrongCode = hello.version === undefined ? undefined : this.versions.check(worker.generation, worker.slot, hello.version);
+    if (wrongCode) {
+      worker.failure = wrongCode;
+      if (!this.held.has(worker.slot)) this.log.error(`${worker.describe()} refused: ${wrongCode}`);
+      this.held.set(worker.slot, wrongCode);
+      conn.write(encode({ type: 'refused', message: wrongCode }));
+      return;
+    }
+    this.log.info(`${worker.describe()} runs version ${hello.version ?? 'unknown'}`);
     // A master started as root binds for unprivileged workers only what its
     // own program registered: a worker must not get a privileged port or an
     // arbitrary Unix path just by asking.
@@ -306,11 +345,14 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
+        this.held.delete(worker.slot);
         worker.becameReady();
         break;
       case 'pong':
         if (message.requests !== undefined) worker.requests = message.requests;
         if (message.rss !== undefined) worker.rss = message.rss;
+        worker.sample = message;
+        this.metrics.sampled(worker.pid, message);
         break;
       case 'failed':
         worker.failure = message.message;

@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import { type Message, encode } from '../protocol';
+import { type Message, type WorkerSample, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
 
@@ -18,6 +18,9 @@ export class WorkerProcess implements Child {
   lastSeen = Date.now();
   requests = 0;
   rss = 0;
+  /** The version of its code (its hello), and its last heartbeat answer. */
+  version?: string;
+  sample?: WorkerSample;
   state: ChildState = 'starting';
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */

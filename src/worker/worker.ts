@@ -9,6 +9,7 @@ import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { type Registration, Serving } from './serving';
+import { codeVersion } from '../master/version';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -66,6 +67,7 @@ export class Worker {
       slot: this.slot,
       generation: this.generation,
       addresses: this.registrations.map((r) => r.address),
+      version: codeVersion(this.options.version),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
@@ -73,7 +75,7 @@ export class Worker {
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
+      if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
@@ -159,6 +161,8 @@ export class Worker {
     }, this.options.stopTimeout);
     void drained.then(() => {
       clearTimeout(deadline);
+      // the last counts, so the master's totals include every request served here
+      this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();
       this.finished();
       setImmediate(() => process.exit(0));

@@ -2,6 +2,7 @@
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
 import type { Logger } from './log';
+import { parseAddress } from './platform/address';
 
 /**
  * Options of `new Server()`, `listenAndServe()` and `listenAndServeTLS()`.
@@ -282,6 +283,16 @@ function checkLogger(value: unknown): Logger | false | undefined {
   return value as Logger;
 }
 
+function checkMetricsAddress(value: unknown): string {
+  const address = checkString('metrics', value);
+  try {
+    parseAddress(address);
+  } catch (error) {
+    throw new TypeError(`metrics: ${(error as Error).message}`);
+  }
+  return address;
+}
+
 function checkAccount(name: 'user' | 'group', value: unknown): string | number | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'number') return checkInteger(name, value, 0, 2 ** 32 - 2, `a ${name} name or a numeric id`);
@@ -321,7 +332,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
     ready: o.ready as ResolvedOptions['ready'],
     version: o.version === undefined ? undefined : checkString('version', o.version),
-    metrics: o.metrics === undefined ? undefined : checkString('metrics', o.metrics),
+    metrics: o.metrics === undefined ? undefined : checkMetricsAddress(o.metrics),
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
     backlog: checkInteger('backlog', o.backlog, 1, 2 ** 31 - 1),

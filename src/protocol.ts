@@ -57,6 +57,10 @@ export type Message =
    * metrics and the canary look at (WorkerSample: counters since it started).
    */
   | ({ type: 'pong' } & WorkerSample)
+  /** master -> worker: send your program's prom-client metrics; answered with app-metrics (also sent unasked once drained). */
+  | { type: 'metrics' }
+  /** `metrics`: prom-client's getMetricsAsJSON(); `error`: why there are none this time (e.g. too large for a frame). */
+  | { type: 'app-metrics'; metrics: unknown[]; error?: string }
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -178,6 +182,9 @@ export function validate(value: unknown): Message {
       case 'pong':
         return (['requests', 'rss', 'cpu', 'loopDelay', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
           (m.latency === undefined || (Array.isArray(m.latency) && m.latency.length === LATENCY_BUCKETS_S.length + 2 && m.latency.every(isCount)));
+      case 'app-metrics':
+        return Array.isArray(m.metrics) && (m.error === undefined || isString(m.error));
+      case 'metrics':
       case 'ping':
       case 'closing':
       case 'park':

@@ -35,6 +35,7 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'json-logs', value: 'none' },
   { name: 'control-dir', value: 'required' },
   { name: 'pid-file', value: 'required' },
+  { name: 'metrics', value: 'required' },
   { name: 'help', alias: 'h', value: 'none' },
 ];
 
@@ -67,6 +68,7 @@ program calls require('handover').ready().
   --group GROUP          with --user: the workers' group
   --control-dir DIR      where the private control directory is made (default: the temp dir)
   --pid-file FILE        write the master's pid here
+  --metrics ADDR         serve Prometheus /metrics, /healthz and /readyz from the master (127.0.0.1:9464)
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
 
 Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
@@ -107,6 +109,7 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     maxLifetime: parsed('max-lifetime', parseDuration),
     keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
+    metrics: value('metrics'),
   };
 }
 

@@ -22,6 +22,7 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { AppMetrics } from './app-metrics';
 import { Metrics, MetricsServer } from './metrics';
 import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
@@ -52,6 +53,7 @@ export class Master {
   private readonly versions = new GenerationVersions();
   private readonly held = new Map<number, string>();
   private readonly metrics: Metrics;
+  private readonly appMetrics = new AppMetrics();
   private metricsServer?: MetricsServer;
 
   constructor(
@@ -65,6 +67,10 @@ export class Master {
       workers: () => this.lifecycle.all.map((c) => c as WorkerProcess),
       restarts: () => this.lifecycle.restarts.reduce((a, b) => a + b, 0),
       ready: () => this.lifecycle.generation > 0 && !this.stopping,
+      appMetrics: () => this.appMetrics.collect(
+        [...this.workers.values()].filter((w) => w.state !== 'starting' && w.conn).map((w) => w.pid),
+        (pid) => this.workers.get(pid)?.send({ type: 'metrics' }),
+      ),
     });
     this.listeners = new ListenerSet({
       slots: options.workers,
@@ -296,6 +302,7 @@ export class Master {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
     this.metrics.exited(worker.pid);
+    this.appMetrics.exited(worker.pid);
     this.versions.prune(this.lifecycle.all.map((w) => w.generation), this.lifecycle.generation);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
@@ -356,6 +363,9 @@ export class Master {
         break;
       case 'failed':
         worker.failure = message.message;
+        break;
+      case 'app-metrics':
+        this.appMetrics.received(worker.pid, message.metrics, message.error);
         break;
       case 'connections':
         worker.countWaiters.shift()?.(message.count);

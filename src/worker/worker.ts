@@ -2,7 +2,8 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV } from '../protocol';
+import { ENV, type Message } from '../protocol';
+import { appMetricsSnapshot } from './app-metrics';
 import { guardAgainstOrphaning } from './orphan';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
@@ -41,6 +42,7 @@ export class Worker {
   private finished!: () => void;
   private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   private nextReloadId = 1;
+  private appMetricsAsked = false;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -78,6 +80,7 @@ export class Worker {
       if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
+      if (message.type === 'metrics') void this.reportAppMetrics();
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
@@ -127,6 +130,25 @@ export class Worker {
     }
   }
 
+  /**
+   * Sends the program's prom-client metrics (for the master's /metrics); once
+   * asked, also the last ones after the drain, so none of its counts are lost.
+   */
+  private async reportAppMetrics(): Promise<void> {
+    this.appMetricsAsked = true;
+    let answer: Message;
+    try {
+      answer = { type: 'app-metrics', metrics: await appMetricsSnapshot() };
+    } catch (error) {
+      answer = { type: 'app-metrics', metrics: [], error: error instanceof Error ? error.message : String(error) };
+    }
+    try {
+      this.control?.send(answer);
+    } catch (error) {
+      this.control?.send({ type: 'app-metrics', metrics: [], error: (error as Error).message }); // larger than a frame
+    }
+  }
+
   /** Asks the master for a reload; resolves when the new generation serves. */
   reload(): Promise<void> {
     const control = this.control;
@@ -159,7 +181,7 @@ export class Worker {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       process.exit(0);
     }, this.options.stopTimeout);
-    void drained.then(() => {
+    void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
       // the last counts, so the master's totals include every request served here
       this.control?.send({ type: 'pong', ...this.serving.stats.sample() });

@@ -12,6 +12,7 @@ export interface Deploy {
   failEvery?: number;
   slowMs?: number;
   promCounter?: boolean;
+  throwAtStartup?: boolean;
 }
 
 export class App {
@@ -47,6 +48,7 @@ export function get(port: number, urlPath = '/'): Promise<Answer> {
   return new Promise((resolve, reject) => {
     http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
       res.resume();
+      res.on('error', reject);
       res.on('end', () => resolve({ status: res.statusCode!, pid: Number(res.headers['x-pid']), code: String(res.headers['x-code']) }));
     }).on('error', reject);
   });
@@ -58,6 +60,7 @@ export function fetchText(url: string): Promise<{ status: number; text: string }
     http.get(url, { agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      res.on('error', reject);
       res.on('end', () => resolve({ status: res.statusCode!, text }));
     }).on('error', reject);
   });

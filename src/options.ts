@@ -47,8 +47,26 @@ export interface ServerOptions {
    * workers for a moment). 'phased': one slot at a time, start its new worker,
    * and once it is ready drain that slot's old one: at most N+1 workers, never
    * fewer than N serving. A failure stops the rollout; see the README.
+   * 'canary': the new generation first replaces `canarySlots` slots and
+   * serves beside the old generation for `canaryWindow` ms; if its error rate
+   * and p99 stay within `canaryMaxErrorRate` and `canaryMaxLatencyRatio` of the
+   * old generation's and none of its workers crashed, the rollout continues
+   * phased; otherwise the old workers of those slots (parked meanwhile) serve
+   * again and the reload fails with the verdict in numbers.
    */
-  rollout?: 'parallel' | 'phased';
+  rollout?: 'parallel' | 'phased' | 'canary';
+  /** rollout 'canary': how many slots the canary replaces first. Default 1. */
+  canarySlots?: number;
+  /** rollout 'canary': ms the canary serves before it is judged (the reload waits for the verdict). Default 30_000. */
+  canaryWindow?: number;
+  /**
+   * rollout 'canary': how far the canary's 5xx rate may exceed the old
+   * generation's over the window, as a fraction (0.01: one percentage point).
+   * Default 0.01.
+   */
+  canaryMaxErrorRate?: number;
+  /** rollout 'canary': how many times the old generation's p99 (at least 50 ms) the canary's p99 may be. Default 2. */
+  canaryMaxLatencyRatio?: number;
   /**
    * Recycle a worker whose resident memory (RSS, bytes) exceeds this: a
    * replacement starts, and once it is ready the old worker drains. Sampled
@@ -135,7 +153,11 @@ export interface ResolvedOptions {
   workers: number;
   heartbeatTimeout: number;
   stopDelay: number;
-  rollout: 'parallel' | 'phased';
+  rollout: 'parallel' | 'phased' | 'canary';
+  canarySlots: number;
+  canaryWindow: number;
+  canaryMaxErrorRate: number;
+  canaryMaxLatencyRatio: number;
   maxMemory?: number;
   maxRequests?: number;
   maxLifetime?: number;
@@ -171,6 +193,10 @@ const DEFAULTS = {
   heartbeatTimeout: 5_000,
   stopDelay: 0,
   rollout: 'parallel',
+  canarySlots: 1,
+  canaryWindow: 30_000,
+  canaryMaxErrorRate: 0.01,
+  canaryMaxLatencyRatio: 2,
   maxDraining: 10,
   keepPrevious: 0,
   backlog: 1024,
@@ -180,7 +206,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, version: true, metrics: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, canarySlots: true, canaryWindow: true, canaryMaxErrorRate: true, canaryMaxLatencyRatio: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, version: true, metrics: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -266,8 +292,16 @@ function checkSignals(name: string, value: unknown): NodeJS.Signals[] {
   return value as NodeJS.Signals[];
 }
 
-function checkRollout(value: unknown): 'parallel' | 'phased' {
-  if (value !== 'parallel' && value !== 'phased') throw new TypeError(`rollout must be 'parallel' or 'phased', got ${show(value)}`);
+function checkRollout(value: unknown): 'parallel' | 'phased' | 'canary' {
+  if (value !== 'parallel' && value !== 'phased' && value !== 'canary') {
+    throw new TypeError(`rollout must be 'parallel', 'phased' or 'canary', got ${show(value)}`);
+  }
+  return value;
+}
+
+function checkNumber(name: string, value: unknown, min: number, max: number, what: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${name} must be ${what}, got ${show(value)}`);
+  if (value < min || value > max) throw new RangeError(`${name} must be ${what} from ${min} to ${max}, got ${value}`);
   return value;
 }
 
@@ -325,6 +359,10 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     heartbeatTimeout: checkDuration('heartbeatTimeout', o.heartbeatTimeout, 1),
     stopDelay: checkDuration('stopDelay', o.stopDelay, 0),
     rollout: checkRollout(o.rollout),
+    canarySlots: checkInteger('canarySlots', o.canarySlots, 1, 1024),
+    canaryWindow: checkDuration('canaryWindow', o.canaryWindow, 1),
+    canaryMaxErrorRate: checkNumber('canaryMaxErrorRate', o.canaryMaxErrorRate, 0, 1, 'a fraction (0.01: one percentage point)'),
+    canaryMaxLatencyRatio: checkNumber('canaryMaxLatencyRatio', o.canaryMaxLatencyRatio, 1, 1000, 'a ratio'),
     maxMemory: o.maxMemory === undefined ? undefined : checkInteger('maxMemory', o.maxMemory, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes'),
     maxRequests: o.maxRequests === undefined ? undefined : checkInteger('maxRequests', o.maxRequests, 1, Number.MAX_SAFE_INTEGER),
     maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
@@ -350,6 +388,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     const masterOnly = [
       ...(['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined),
       ...(resolved.keepPrevious > 0 ? ['keepPrevious'] : []),
+      ...(resolved.rollout === 'canary' ? ["rollout: 'canary'"] : []),
     ];
     if (masterOnly.length > 0) {
       throw new TypeError(`${masterOnly.join(', ')}: recycling and keeping workers are for a master's workers; mode: 'single' has none (use the default mode)`);

@@ -118,6 +118,12 @@ export class Master {
       },
       addSlot: () => this.listeners.addSlot(),
       rollout: options.rollout,
+      canary: {
+        slots: options.canarySlots,
+        window: options.canaryWindow,
+        maxErrorRate: options.canaryMaxErrorRate,
+        maxLatencyRatio: options.canaryMaxLatencyRatio,
+      },
       keepPrevious: options.keepPrevious,
       maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime

@@ -150,20 +150,20 @@ function formatStatus(s: StatusReport): string {
       `  worker pid ${w.pid}`,
       `slot ${w.slot}`,
       `generation ${w.generation}`,
-      `version ${w.version ?? '?'}`,
       w.state,
       `${w.connections ?? '?'} open connection(s)`,
       `up ${w.uptimeMs === undefined ? '?' : formatDuration(w.uptimeMs)}`,
       `rss ${formatBytes(w.rssBytes)}`,
       `${w.restarts ?? '?'} restart(s)`,
+      `version ${w.version ?? '?'}`,
     ].join('  ')),
   ];
   // the slots without their own ready worker, and who serves their connections meanwhile
   for (const slot of s.slots ?? []) {
     if (slot.state === 'ready') continue;
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
-    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
-    if (slot.held) lines.push(`    HELD: ${slot.held}`);
+    const held = slot.held ? `  HELD: ${slot.held}` : '';
+    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)${held}`);
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

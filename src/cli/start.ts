@@ -36,6 +36,8 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'control-dir', value: 'required' },
   { name: 'pid-file', value: 'required' },
   { name: 'metrics', value: 'required' },
+  { name: 'canary-slots', value: 'required' },
+  { name: 'canary-window', value: 'required' },
   { name: 'help', alias: 'h', value: 'none' },
 ];
 
@@ -56,6 +58,9 @@ program calls require('handover').ready().
                          Connection: close, before the listeners close (Kubernetes; default 0)
   --heartbeat-timeout T  a worker silent this long is taken out of service and replaced (default 5s)
   --rollout phased       reload one worker at a time (at most N+1 workers) instead of all at once
+  --rollout canary       reload one slot first, judge it against the old workers, then go on or roll back
+  --canary-slots N       with --rollout canary: slots the canary replaces first (default 1)
+  --canary-window T      with --rollout canary: how long the canary serves before its verdict (default 30s)
   --max-memory SIZE      recycle a worker above this RSS (512mb, 1gb): its replacement is ready first
   --max-requests N       recycle a worker after N requests (plus up to 10%, so workers do not recycle together)
   --max-lifetime T       recycle a worker after this long (plus up to 10%)
@@ -94,8 +99,8 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     return text === undefined ? undefined : parse(name, text);
   };
   const rollout = value('rollout');
-  if (rollout !== undefined && rollout !== 'phased' && rollout !== 'parallel') {
-    throw new UsageError(`--rollout is phased or parallel (got ${JSON.stringify(rollout)})`);
+  if (rollout !== undefined && rollout !== 'phased' && rollout !== 'parallel' && rollout !== 'canary') {
+    throw new UsageError(`--rollout is phased, parallel or canary (got ${JSON.stringify(rollout)})`);
   }
   return {
     workers: parsed('workers', parseCount),
@@ -110,6 +115,8 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
     metrics: value('metrics'),
+    canarySlots: parsed('canary-slots', parseCount),
+    canaryWindow: parsed('canary-window', parseDuration),
   };
 }
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { codeVersion } from '../src/master/version';
 import { adminStatus, controlSocketOf } from './helpers/control';
-import { Requests, app } from './helpers/deploys';
+import { Requests, app, get } from './helpers/deploys';
 import { cleanUp, pollUntil } from './helpers/processes';
 
 afterEach(cleanUp);
@@ -57,7 +57,7 @@ describe('versions', () => {
     }, 'slot 1 held and covered by slot 0');
     expect(held.slots![1].held).toContain(`must run version ${v1}, but the code on disk is now version ${v2}`);
     expect(held.slots![1].state).not.toBe('ready');
-    expect(master.stderr).toMatch(/refused: slot 1 of generation 1 must run version/);
+    expect(master.stderr).toMatch(/\(slot 1, generation 1\): slot 1 of generation 1 must run version \S+, but the code on disk is now version \S+ .*; not serving it: the slot stays covered by a sibling/);
     const human = child.spawnSync(process.execPath, [CLI, 'status', '--socket', control], { encoding: 'utf8' });
     expect(human.stdout).toContain(`HELD: slot 1 of generation 1 must run version ${v1}`);
     expect(human.stdout).toContain(`version ${v1}`);
@@ -80,6 +80,30 @@ describe('versions', () => {
     expect(requests.answers.length).toBeGreaterThan(50);
     expect(new Set(requests.answers.map((r) => r.code))).toEqual(new Set(['A']));
     expect(requests.answers.every((r) => r.status === 200)).toBe(true);
+    expect((await master.stop()).code).toBe(0);
+  });
+
+  it('workers: 1, nothing can cover the slot: the respawn serves the newer code, labelled as it is, and status and the log say so', async () => {
+    const { app: a, version: v1 } = app({ code: 'A' });
+    const master = await a.start({ workers: 1, keepPrevious: 60_000 });
+    const control = controlSocketOf(master);
+    const v2 = a.deploy({ code: 'B' });
+    expect((await master.reload()).event).toBe('reloaded');
+    const rolled = child.spawnSync(process.execPath, [CLI, 'rollback', '--socket', control], { encoding: 'utf8' });
+    expect(rolled.status, rolled.stdout + rolled.stderr).toBe(0);
+    const [victim] = (await adminStatus(control)).slots!.map((s) => s.pid!);
+    process.kill(victim, 'SIGKILL');
+    const status = await pollUntil(async () => {
+      const s = await adminStatus(control);
+      return s.slots![0].state === 'ready' && s.slots![0].pid !== victim ? s : undefined;
+    }, 'the respawned worker to serve');
+    expect(status.generation).toBe(1);
+    expect(status.versions).toEqual({ 1: v1 });
+    expect(status.workers.filter((w) => w.state === 'ready').map((w) => w.version)).toEqual([v2]);
+    expect(status.slots![0].held).toContain(`must run version ${v1}, but the code on disk is now version ${v2}`);
+    expect(status.slots![0].held).toContain('no sibling can cover the slot, so it serves version');
+    expect(master.stderr).toContain(`no sibling can cover the slot, so it serves version ${v2} meanwhile`);
+    expect((await get(master.port)).code).toBe('B');
     expect((await master.stop()).code).toBe(0);
   });
 });

@@ -330,12 +330,16 @@ export class Master {
     worker.conn = conn;
     worker.addresses = hello.addresses;
     worker.version = hello.version;
-    const wrongCode = hello.version === undefined ? undefined : this.versions.check(worker.generation, worker.slot, hello.version);
+    const serving = (slot: number) => this.lifecycle.slotState(slot).state === 'ready';
+    const coverable = Array.from({ length: this.lifecycle.workers }, (_, s) => s).some((s) => s !== worker.slot && serving(s));
+    const wrongCode = hello.version === undefined ? undefined : this.versions.check(worker.generation, worker.slot, hello.version, coverable);
     if (wrongCode) {
-      worker.failure = wrongCode;
-      if (!this.held.has(worker.slot)) this.log.error(`${worker.describe()} refused: ${wrongCode}`);
-      this.held.set(worker.slot, wrongCode);
-      conn.write(encode({ type: 'refused', message: wrongCode }));
+      if (this.held.get(worker.slot) !== wrongCode.message) this.log.error(`${worker.describe()}: ${wrongCode.message}`);
+      this.held.set(worker.slot, wrongCode.message);
+    }
+    if (wrongCode?.refuse) {
+      worker.failure = wrongCode.message;
+      conn.write(encode({ type: 'refused', message: wrongCode.message }));
       return;
     }
     this.log.info(`${worker.describe()} runs version ${hello.version ?? 'unknown'}`);
@@ -358,7 +362,7 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
-        this.held.delete(worker.slot);
+        if (this.versions.matches(worker.generation, worker.version)) this.held.delete(worker.slot);
         worker.becameReady();
         break;
       case 'pong':

@@ -53,19 +53,30 @@ export class GenerationVersions {
   private readonly versions = new Map<number, string>();
 
   /**
-   * Records a worker's version; returns why it must not serve, if its
-   * generation already runs other code.
+   * Records a worker's version. If its generation already runs other code,
+   * says so: `refuse` when a sibling can cover its slot meanwhile; without
+   * one (workers: 1) refusing would leave the slot unserved, so it serves,
+   * labelled with its own version, and the message says that loudly.
    */
-  check(generation: number, slot: number, version: string): string | undefined {
+  check(generation: number, slot: number, version: string, coverable: boolean): { refuse: boolean; message: string } | undefined {
     const expected = this.versions.get(generation);
     if (expected === undefined) {
       this.versions.set(generation, version);
       return undefined;
     }
     if (expected === version) return undefined;
-    return `slot ${slot} of generation ${generation} must run version ${expected}, but the code on disk is now version ${version} ` +
-      `(a deploy after generation ${generation}, rolled back?); not serving it: the slot stays covered by a sibling. ` +
-      `Put generation ${generation}'s code back, or reload to serve version ${version} everywhere`;
+    const what = `slot ${slot} of generation ${generation} must run version ${expected}, but the code on disk is now version ${version} ` +
+      `(a deploy after generation ${generation}, rolled back?)`;
+    const fix = `put generation ${generation}'s code back, or reload to serve version ${version} everywhere`;
+    return coverable
+      ? { refuse: true, message: `${what}; not serving it: the slot stays covered by a sibling. To end this, ${fix}` }
+      : { refuse: false, message: `${what}; no sibling can cover the slot, so it serves version ${version} meanwhile. To end this, ${fix}` };
+  }
+
+  /** True if `version` is what `generation` runs (or it has none recorded). */
+  matches(generation: number, version: string | undefined): boolean {
+    const expected = this.versions.get(generation);
+    return expected === undefined || expected === version;
   }
 
   /** The versions of `generations` that have one, for status. */

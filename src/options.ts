@@ -391,7 +391,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
       ...(resolved.rollout === 'canary' ? ["rollout: 'canary'"] : []),
     ];
     if (masterOnly.length > 0) {
-      throw new TypeError(`${masterOnly.join(', ')}: recycling and keeping workers are for a master's workers; mode: 'single' has none (use the default mode)`);
+      throw new TypeError(`${masterOnly.join(', ')}: recycling, keeping workers and canaries are for a master's workers; mode: 'single' has none (use the default mode)`);
     }
   }
   return resolved;

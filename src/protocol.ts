@@ -31,7 +31,7 @@ export interface ListenerInfo {
 }
 
 export type Message =
-  /** worker -> master, first frame: who I am and which addresses my code registered. */
+  /** worker -> master, first frame: who I am, which addresses my code registered, and my code's version (version.ts). */
   | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[]; version?: string }
   /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
   | { type: 'listeners'; listeners: ListenerInfo[] }

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { CANARY_MIN_REQUESTS, type CanaryLimits, type Subject, quantile, watchCanary } from '../src/master/canary';
 import { type Child, Lifecycle } from '../src/master/lifecycle';
+import { resolveOptions } from '../src/options';
 import { LATENCY_BUCKETS_S, type WorkerSample } from '../src/protocol';
 import { FakeClock, FakeSpawner, quietLog, settle } from './helpers/fake-lifecycle';
 
@@ -211,5 +212,21 @@ describe('the lifecycle with rollout: canary', () => {
     await reload;
     expect(s.lifecycle.generation).toBe(2);
     expect([0, 1, 2].map((slot) => s.lifecycle.slotState(slot).pid)).toEqual(s.spawner.of(2).map((c) => c.pid));
+  });
+});
+
+describe('canary options', () => {
+  it('defaults: one slot, 30 s, one percentage point of errors, twice the p99', () => {
+    expect(resolveOptions({ rollout: 'canary', workers: 3 })).toMatchObject({
+      rollout: 'canary', canarySlots: 1, canaryWindow: 30_000, canaryMaxErrorRate: 0.01, canaryMaxLatencyRatio: 2,
+    });
+  });
+
+  it('out of range or of the wrong type, each names the option; single mode has no canary', () => {
+    expect(() => resolveOptions({ canaryMaxErrorRate: 2 })).toThrow(new RangeError('canaryMaxErrorRate must be a fraction (0.01: one percentage point) from 0 to 1, got 2'));
+    expect(() => resolveOptions({ canaryMaxLatencyRatio: 'x' as unknown as number })).toThrow(TypeError);
+    expect(() => resolveOptions({ canarySlots: 0 })).toThrow(/canarySlots must be an integer from 1 to 1024, got 0/);
+    expect(() => resolveOptions({ rollout: 'canery' as 'canary' })).toThrow(/rollout must be 'parallel', 'phased' or 'canary', got "canery"/);
+    expect(() => resolveOptions({ mode: 'single', rollout: 'canary' })).toThrow(/rollout: 'canary': .* mode: 'single' has none/);
   });
 });

@@ -10,7 +10,10 @@ import * as child from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Requests, app, fetchText, get } from './helpers/deploys';
-import { type Master, cleanUp, pollUntil } from './helpers/processes';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { resolveOptions } from '../src/options';
+import { type Master, ROOT, cleanUp, onCleanUp, ourProcesses, pollUntil, startMaster } from './helpers/processes';
 
 afterEach(cleanUp);
 
@@ -130,6 +133,19 @@ describe('metrics', () => {
     const checked = child.spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect(checked.status, checked.stdout + checked.stderr).toBe(0);
     expect((await master.stop()).code).toBe(0);
+  });
+
+  it('a metrics address that is taken: the master does not start, and says which address, the errno and what to do', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    onCleanUp(() => taken.close());
+    const address = `127.0.0.1:${(taken.address() as net.AddressInfo).port}`;
+    const { app: a } = app({ code: 'A' });
+    const master = await startMaster({ script: path.relative(ROOT, a.entry), fixture: { metrics: address }, waitReady: false });
+    expect((await master.exited).code).not.toBe(0);
+    expect(master.stderr).toContain(`metrics: cannot listen on ${address} (EADDRINUSE): another process listens there; pick another address for \`metrics\``);
+    expect(ourProcesses()).toEqual([]);
+    expect(() => resolveOptions({ metrics: 'nonsense' })).toThrow(/^metrics: invalid address "nonsense"/);
   });
 
   it('/healthz answers while the master lives; /readyz turns 503 at the start of stopDelay while requests are still answered', async () => {

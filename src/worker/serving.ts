@@ -75,7 +75,7 @@ export class Serving {
       this.backlogs[i] = listeners[i].backlog;
       this.drains[i] = new ServerDrain(server);
       if (this.drains[i].kind === 'net') server.on('connection', () => this.stats.connection());
-      else server.on('request', (req, res) => this.stats.request(req, res));
+      else server.on('request', (_req, res) => this.stats.request(res));
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // Node's listen({fd}) ignores `backlog` in the options object and

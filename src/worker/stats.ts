@@ -21,7 +21,7 @@ export class RequestStats {
     this.requests++;
   }
 
-  request(_req: http.IncomingMessage, res: http.ServerResponse): void {
+  request(res: http.ServerResponse): void {
     this.requests++;
     const started = process.hrtime.bigint();
     res.once('finish', () => {

@@ -3,9 +3,9 @@
 // and on, a Prometheus-like scrape of /metrics every second when on.
 // Interleaved A/B in ABBA order (off on, on off, off on...) so that drift in
 // the machine's other load falls on both sides; each pair is one ratio.
-// Writes the `metrics-cost` section of bench/RESULTS.md.
+// Writes the `metrics-cost-<interval>s` section of bench/RESULTS.md.
 //
-//   node bench/metrics-cost.js [--pairs 3] [--duration 10] [--workers 2] [--out FILE]
+//   node bench/metrics-cost.js [--pairs 3] [--duration 10] [--workers 2] [--scrape-every 1] [--out FILE]
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
@@ -15,15 +15,16 @@ const { HandoverServer } = require('./lib/servers');
 const { runLoad, commandLine, wrkVersion } = require('./lib/wrk');
 
 function parseArgs(argv) {
-  const o = { pairs: 3, duration: 10, workers: 2, out: path.join(__dirname, 'RESULTS.md') };
+  const o = { pairs: 3, duration: 10, workers: 2, scrapeEvery: 1, out: path.join(__dirname, 'RESULTS.md') };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[++i];
     if (flag === '--pairs') o.pairs = Number(value);
     else if (flag === '--duration') o.duration = Number(value);
     else if (flag === '--workers') o.workers = Number(value);
+    else if (flag === '--scrape-every') o.scrapeEvery = Number(value);
     else if (flag === '--out') o.out = path.resolve(value);
-    else throw new Error(`unknown flag ${flag} (--pairs N, --duration S, --workers N, --out FILE)`);
+    else throw new Error(`unknown flag ${flag} (--pairs N, --duration S, --workers N, --scrape-every S, --out FILE)`);
   }
   return o;
 }
@@ -67,7 +68,7 @@ async function measure(metrics, o) {
   const server = new HandoverServer({ workers: o.workers, env: metrics ? { METRICS: `127.0.0.1:${port}` } : {} });
   await server.start();
   try {
-    const scraper = metrics ? scrapeEvery(`http://127.0.0.1:${port}/metrics`, 1_000) : undefined;
+    const scraper = metrics ? scrapeEvery(`http://127.0.0.1:${port}/metrics`, o.scrapeEvery * 1000) : undefined;
     const before = cpuMs(server.pid);
     const load = await runLoad({ port: server.port, connections: 64, seconds: o.duration });
     const masterMs = cpuMs(server.pid) - before;
@@ -98,10 +99,10 @@ async function main() {
   const offs = runs.map((p) => perSecond(p.off));
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const md = [
-    '## The master\'s CPU with `metrics` on and off, under load',
+    `## The master's CPU with \`metrics\` on and off, under load, a scrape every ${o.scrapeEvery} s`,
     '',
     `Command: \`${command}\`; interleaved A/B (ABBA order), ${o.pairs} pairs; each run: a fresh master with ${o.workers} workers, ` +
-      `\`${commandLine({ threads: 2, connections: 64, seconds: o.duration })}\` (${await wrkVersion()}), and with metrics on a GET of /metrics every second. ` +
+      `\`${commandLine({ threads: 2, connections: 64, seconds: o.duration })}\` (${await wrkVersion()}), and with metrics on a GET of /metrics every ${o.scrapeEvery} s (a new connection each time). ` +
       'The master\'s CPU is utime + stime from /proc (10 ms ticks) over the load. The master serves no request itself, so its CPU is per second, not per request. ' +
       'Heartbeat answers carry the workers\' counters either way; what `metrics` adds is the endpoint and the scrapes.',
     '',
@@ -115,7 +116,7 @@ async function main() {
     `Mean difference on - off: ${mean(diffs).toFixed(2)} ms of master CPU per second of load (${(mean(diffs) / 10).toFixed(3)}% of one core); ` +
       `metrics off alone ranged ${Math.min(...offs).toFixed(2)}-${Math.max(...offs).toFixed(2)} ms per second across its ${o.pairs} runs.`,
   ].join('\n');
-  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'metrics-cost', md));
+  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), `metrics-cost-${o.scrapeEvery}s`, md));
   process.stdout.write(`${md}\n`);
 }
 

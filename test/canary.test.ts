@@ -186,6 +186,30 @@ describe('the lifecycle with rollout: canary', () => {
     expect(s.failures).toHaveLength(1);
   });
 
+  it('an unhealthy canary in a slot whose old worker had crashed: the canary stops serving and the slot is respawned with the old generation', async () => {
+    const s = setup();
+    await start(s);
+    const old = s.spawner.of(1);
+    old[0].exit(); // crashed: slot 0 backs off, its respawn pending
+    await settle();
+    const reload = s.lifecycle.reload();
+    reload.catch(() => {});
+    await settle();
+    const [canary] = s.spawner.of(2);
+    canary.becomeReady();
+    await settle();
+    s.serve(canary, 100, 50);
+    for (const o of old.slice(1)) s.serve(o, 100, 0);
+    await s.clock.advance(LIMITS.window);
+    await expect(reload).rejects.toThrow(/generation 1 serves again \(slot\(s\) 0 had no old worker and are respawned\): the canary is unhealthy/);
+    expect(canary.calls).toContain('drain');
+    expect(s.lifecycle.slotState(0).pid).not.toBe(canary.pid);
+    await s.clock.advance(10_000);
+    const respawned = s.spawner.latest(0);
+    expect(respawned.generation).toBe(1);
+    expect(respawned).not.toBe(canary);
+  });
+
   it('a healthy canary: the rollout waits for the verdict, then replaces the other slots one at a time', async () => {
     const s = setup();
     await start(s);

@@ -200,6 +200,13 @@ export class ReloadCancelled extends Error {
   readonly code = 'ERR_HANDOVER_RELOAD_CANCELLED';
 }
 
+/** Thrown by judgeCanary: the verdict, and the canary's children. */
+class CanaryUnhealthy extends Error {
+  constructor(message: string, readonly canary: Child[]) {
+    super(message);
+  }
+}
+
 /** The master's workers: generations, the slot table, respawns, heartbeats, covers and stop. */
 export class Lifecycle {
   /** The committed generation (0 before start-up completes). */
@@ -453,6 +460,17 @@ export class Lifecycle {
       if (switched > 0 && parked.length === switched) {
         this.restore(parked);
         serving = `generation ${before} serves again (slots 0-${switched - 1} were switched back)`;
+      } else if (error instanceof CanaryUnhealthy) {
+        // a canary slot whose old worker was already gone: the canary must not serve on
+        this.restore(parked);
+        const lost = error.canary.filter((c) => this.serving[c.slot] === c);
+        for (const c of lost) {
+          this.serving[c.slot] = undefined;
+          c.drain();
+          this.scheduleRespawn(c, 'was an unhealthy canary, and its slot had no old worker to put back');
+        }
+        this.rebalance();
+        serving = `generation ${before} serves again (slot(s) ${lost.map((c) => c.slot).join(', ')} had no old worker and are respawned)`;
       } else if (switched > 0) {
         for (const c of parked) c.drain();
         serving = `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
@@ -507,7 +525,7 @@ export class Lifecycle {
       `beside ${baseline.length} worker(s) of generation ${before}; their old workers are parked until the verdict`);
     const verdict = await watchCanary(canary, baseline, limits, this.clock);
     if (this.stopping) throw new ReloadCancelled(`generation ${generation} cancelled: stopping`);
-    if (!verdict.healthy) throw new Error(`the canary is unhealthy: ${verdict.reason}`);
+    if (!verdict.healthy) throw new CanaryUnhealthy(`the canary is unhealthy: ${verdict.reason}`, canary);
     this.options.log.info(`canary: generation ${generation} is healthy (${verdict.reason}); continuing slot by slot`);
   }
 

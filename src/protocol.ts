@@ -10,6 +10,7 @@
 // socket; the others stay dormant until the master asks it to `cover` a slot
 // that has no ready worker (invariant 11). So no fd ever travels after hello.
 import { timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './errors';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -81,7 +82,24 @@ export type Message =
   | { type: 'connections'; count: number }
   | { type: 'status-result'; status: MasterStatus }
   /** admin -> master: stop gracefully. */
-  | { type: 'stop' };
+  | { type: 'stop' }
+  /**
+   * admin -> master: the last `lines` lines of output, then (`follow`) every
+   * new one; answered with log-lines frames, the first batch's last with `end`.
+   */
+  | { type: 'logs'; lines: number; follow: boolean }
+  | { type: 'log-lines'; lines: LogLine[]; end?: boolean };
+
+/** One line the master wrote or relayed; `generation` only for a worker's. */
+export interface LogLine {
+  /** ms since the epoch. */
+  time: number;
+  stream: 'stdout' | 'stderr';
+  /** The process that wrote it: the master or a worker. */
+  pid: number;
+  generation?: number;
+  text: string;
+}
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
@@ -96,8 +114,8 @@ export interface WorkerSample {
   rss?: number;
   /** CPU time (user + system), microseconds. */
   cpu?: number;
-  /** Event-loop delay, 99th percentile since the last answer, microseconds. */
-  loopDelay?: number;
+  /** Mean event-loop delay (ms) since the previous heartbeat (worker/loop-delay.ts). */
+  loopDelayMs?: number;
   /** HTTP responses with a 5xx status. */
   errors?: number;
   /** Responses by duration: cumulative counts per bucket of LATENCY_BUCKETS_S, then the sum of durations in microseconds. */
@@ -120,6 +138,9 @@ export interface MasterStatus {
     generation: number;
     state: string;
     connections?: number;
+    /** Requests served so far, and the mean event-loop delay (ms) at the last heartbeat, as the worker reported them. */
+    requests?: number;
+    loopDelayMs?: number;
     /** When it was spawned (ms since the epoch). */
     startedAt?: number;
     /** The version of the code it runs, recorded when it started (src/master/version.ts). */
@@ -138,11 +159,11 @@ export interface MasterStatus {
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
   /** The version each generation runs: the committed one and any other still alive. */
   versions?: Record<number, string>;
+  /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
+  omitted?: { workers: number; slots: number };
 }
 
-export class ProtocolError extends Error {
-  readonly code = 'ERR_HANDOVER_PROTOCOL';
-}
+export { ProtocolError };
 
 export function encode(message: Message): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');
@@ -180,7 +201,8 @@ export function validate(value: unknown): Message {
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
       case 'pong':
-        return (['requests', 'rss', 'cpu', 'loopDelay', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
+        return (['requests', 'rss', 'cpu', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
+          (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0)) &&
           (m.latency === undefined || (Array.isArray(m.latency) && m.latency.length === LATENCY_BUCKETS_S.length + 2 && m.latency.every(isCount)));
       case 'app-metrics':
         return Array.isArray(m.metrics) && (m.error === undefined || isString(m.error));
@@ -207,6 +229,10 @@ export function validate(value: unknown): Message {
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;
+      case 'logs':
+        return isInt(m.lines) && typeof m.follow === 'boolean';
+      case 'log-lines':
+        return Array.isArray(m.lines) && (m.end === undefined || typeof m.end === 'boolean');
       default:
         return false;
     }

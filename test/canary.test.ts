@@ -250,7 +250,7 @@ describe('canary options', () => {
     expect(() => resolveOptions({ canaryMaxErrorRate: 2 })).toThrow(new RangeError('canaryMaxErrorRate must be a fraction (0.01: one percentage point) from 0 to 1, got 2'));
     expect(() => resolveOptions({ canaryMaxLatencyRatio: 'x' as unknown as number })).toThrow(TypeError);
     expect(() => resolveOptions({ canarySlots: 0 })).toThrow(/canarySlots must be an integer from 1 to 1024, got 0/);
-    expect(() => resolveOptions({ rollout: 'canery' as 'canary' })).toThrow(/rollout must be 'parallel', 'phased' or 'canary', got "canery"/);
+    expect(() => resolveOptions({ rollout: 'canery' as 'canary' })).toThrow(/rollout must be 'parallel' or 'phased' or 'canary', got "canery"/);
     expect(() => resolveOptions({ mode: 'single', rollout: 'canary' })).toThrow(/rollout: 'canary': .* mode: 'single' has none/);
   });
 });

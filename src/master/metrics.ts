@@ -142,7 +142,7 @@ export class Metrics {
       family('handover_connections_closed_total', 'counter', 'Established connections closed because they could not move.', [[{}, this.closed]]),
       family('handover_worker_resident_memory_bytes', 'gauge', 'Each live worker\'s RSS at its last heartbeat.', per((s) => s.rss)),
       family('handover_worker_cpu_seconds_total', 'counter', 'Each live worker\'s CPU time (user + system).', per((s) => s.cpu, 1e-6)),
-      family('handover_worker_event_loop_delay_seconds', 'gauge', 'Each live worker\'s event-loop delay, p99 between heartbeats.', per((s) => s.loopDelay, 1e-6)),
+      family('handover_worker_event_loop_delay_seconds', 'gauge', 'Each live worker\'s mean event-loop delay between heartbeats.', per((s) => s.loopDelayMs, 1e-3)),
     ];
     const app = (await this.source.appMetrics?.()) ?? '';
     return `${sections.join('\n')}\n${app}`;

@@ -1,10 +1,10 @@
 // What a worker counts for the master's metrics and the canary's verdict:
 // requests, 5xx responses and a response-duration histogram, plus its CPU
-// time and event-loop delay, sampled with each heartbeat answer. Per request
-// this is one 'finish' listener and a few additions.
+// time and event-loop delay (loop-delay.ts), sampled with each heartbeat
+// answer. Per request this is one 'finish' listener and a few additions.
 import type * as http from 'node:http';
-import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { LATENCY_BUCKETS_S, type WorkerSample } from '../protocol';
+import { loopDelayMs } from './loop-delay';
 
 const BOUNDS_NS = LATENCY_BUCKETS_S.map((s) => BigInt(Math.round(s * 1e9)));
 
@@ -14,7 +14,6 @@ export class RequestStats {
   /** Per bucket (the last one +Inf), not cumulative; then the total in microseconds. */
   private readonly buckets = new Array<number>(LATENCY_BUCKETS_S.length + 1).fill(0);
   private sumUs = 0;
-  private loop?: IntervalHistogram;
 
   /** A connection on a plain net server: counted, no status or duration. */
   connection(): void {
@@ -34,19 +33,12 @@ export class RequestStats {
     });
   }
 
-  /** The heartbeat answer's numbers; the event-loop delay is the p99 since the last call. */
+  /** The heartbeat answer's numbers. */
   sample(): WorkerSample {
-    if (!this.loop) {
-      this.loop = monitorEventLoopDelay({ resolution: 20 });
-      this.loop.enable();
-    }
-    const p99 = this.loop.percentile(99); // NaN before the first sample
-    const loopDelay = Number.isFinite(p99) ? Math.round(p99 / 1000) : 0;
-    this.loop.reset();
     const { user, system } = process.cpuUsage();
     let running = 0;
     const latency = this.buckets.map((n) => (running += n));
     latency.push(Math.round(this.sumUs));
-    return { requests: this.requests, rss: process.memoryUsage.rss(), cpu: user + system, loopDelay, errors: this.errors, latency };
+    return { requests: this.requests, rss: process.memoryUsage.rss(), cpu: user + system, loopDelayMs: loopDelayMs(), errors: this.errors, latency };
   }
 }

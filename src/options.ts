@@ -4,6 +4,7 @@
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
 import type { Logger } from './log';
+import { parseAddress } from './platform/address';
 
 /**
  * Options of `new Server()`, `listenAndServe()` and `listenAndServeTLS()`.
@@ -58,8 +59,39 @@ export interface ServerOptions {
    * workers for a moment). 'phased': one slot at a time, start its new worker,
    * and once it is ready drain that slot's old one: at most N+1 workers, never
    * fewer than N serving. A failure stops the rollout; see the README.
+   * 'canary': the new generation first replaces `canarySlots` slots and
+   * serves beside the old generation for `canaryWindow` ms; if its error rate
+   * and p99 stay within `canaryMaxErrorRate` and `canaryMaxLatencyRatio` of the
+   * old generation's and none of its workers crashed, the rollout continues
+   * phased; otherwise the old workers of those slots (parked meanwhile) serve
+   * again and the reload fails with the verdict in numbers.
    */
-  rollout?: 'parallel' | 'phased';
+  rollout?: 'parallel' | 'phased' | 'canary';
+  /** rollout 'canary': how many slots the canary replaces first. Default 1. */
+  canarySlots?: number;
+  /** rollout 'canary': ms the canary serves before it is judged (the reload waits for the verdict). Default 30_000. */
+  canaryWindow?: number;
+  /**
+   * rollout 'canary': how far the canary's 5xx rate may exceed the old
+   * generation's over the window, as a fraction (0.01: one percentage point).
+   * Default 0.01.
+   */
+  canaryMaxErrorRate?: number;
+  /** rollout 'canary': how many times the old generation's p99 (at least 50 ms) the canary's p99 may be. Default 2. */
+  canaryMaxLatencyRatio?: number;
+  /**
+   * The version of the code, shown by status, the log and metrics. Default:
+   * $APP_VERSION, else the program's package.json version plus a digest of
+   * its entry file (`1.4.0+3f9a0c1b2d4e`). A worker whose version differs from
+   * its generation's (a respawn after a rollback, with newer code on disk)
+   * does not serve; see the README's "Versions".
+   */
+  version?: string;
+  /**
+   * Serve Prometheus metrics at `/metrics`, and `/healthz` and `/readyz`, on
+   * this address from the master (`'127.0.0.1:9464'`). Default: off.
+   */
+  metrics?: string;
   /**
    * Recycle a worker whose resident memory (RSS, bytes) exceeds this: a
    * replacement starts, and once it is ready the old worker drains. Sampled
@@ -135,7 +167,13 @@ export interface ResolvedOptions {
   workers: number;
   heartbeatTimeout: number;
   stopDelay: number;
-  rollout: 'parallel' | 'phased';
+  rollout: 'parallel' | 'phased' | 'canary';
+  canarySlots: number;
+  canaryWindow: number;
+  canaryMaxErrorRate: number;
+  canaryMaxLatencyRatio: number;
+  version?: string;
+  metrics?: string;
   maxMemory?: number;
   maxRequests?: number;
   maxLifetime?: number;
@@ -166,6 +204,8 @@ export const MAX_WORKERS = 1024;
 export type Check =
   | { kind: 'duration'; min: 0 | 1 }
   | { kind: 'integer'; min: number; max: number; what?: string }
+  | { kind: 'number'; min: number; max: number; what: string }
+  | { kind: 'address' }
   | { kind: 'bytes' }
   | { kind: 'mode' }
   | { kind: 'choice'; values: readonly string[] }
@@ -284,9 +324,36 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     cli: { flag: 'control-dir', arg: 'DIR', help: 'where the private control directory is made (default: the temp dir)' },
   },
   rollout: {
-    check: { kind: 'choice', values: ['parallel', 'phased'] }, default: 'parallel', shown: "`'parallel'`",
-    doc: "`'phased'`: a reload replaces one worker at a time (see [Rollouts](#rollouts))",
-    cli: { flag: 'rollout', arg: 'phased', help: 'reload one worker at a time (at most N+1 workers) instead of all at once' },
+    check: { kind: 'choice', values: ['parallel', 'phased', 'canary'] }, default: 'parallel', shown: "`'parallel'`",
+    doc: "`'phased'`: a reload replaces one worker at a time; `'canary'`: one slot first, judged against the old generation, then phased or rolled back (see [Rollouts](#rollouts))",
+    cli: { flag: 'rollout', arg: 'phased|canary', help: 'phased: reload one worker at a time (at most N+1 workers) instead of all at once;\ncanary: one slot first, judged against the old workers, then on or rolled back' },
+  },
+  canarySlots: {
+    check: { kind: 'integer', min: 1, max: MAX_WORKERS }, default: 1, shown: '`1`',
+    doc: "with `rollout: 'canary'`: slots the new generation replaces first",
+    cli: { flag: 'canary-slots', arg: 'N', help: 'with --rollout canary: slots the canary replaces first (default 1)' },
+  },
+  canaryWindow: {
+    check: { kind: 'duration', min: 1 }, default: 30_000, shown: '`30_000`',
+    doc: "with `rollout: 'canary'`: ms the canary serves before its verdict; the reload (and any reload requested meanwhile) waits for it",
+    cli: { flag: 'canary-window', arg: 'T', help: 'with --rollout canary: how long the canary serves before its verdict (default 30s)' },
+  },
+  canaryMaxErrorRate: {
+    check: { kind: 'number', min: 0, max: 1, what: 'a fraction (0.01: one percentage point)' }, default: 0.01, shown: '`0.01`',
+    doc: "with `rollout: 'canary'`: how far the canary's 5xx rate may exceed the old generation's over the window (0.01: one percentage point)",
+  },
+  canaryMaxLatencyRatio: {
+    check: { kind: 'number', min: 1, max: 1000, what: 'a ratio' }, default: 2, shown: '`2`',
+    doc: "with `rollout: 'canary'`: how many times the old generation's p99 (taken as at least 50 ms) the canary's p99 may be",
+  },
+  version: {
+    check: { kind: 'string' }, shown: 'see [Versions](#versions)',
+    doc: 'the version of the code, shown by `status`, the log and metrics; default `$APP_VERSION`, else the package.json version plus a digest of the entry file',
+  },
+  metrics: {
+    check: { kind: 'address' }, shown: 'none',
+    doc: "an address (`'127.0.0.1:9464'`) where the master serves `/metrics`, `/healthz` and `/readyz` (see [Metrics and probes](#metrics-and-probes))",
+    cli: { flag: 'metrics', arg: 'ADDR', help: 'serve Prometheus /metrics, /healthz and /readyz from the master (127.0.0.1:9464)' },
   },
   maxMemory: {
     check: { kind: 'bytes' }, shown: 'none',
@@ -429,6 +496,19 @@ export function checkValue(name: string, check: Check, value: unknown): unknown 
     case 'bytes': return checkInteger(name, value, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes');
     case 'mode': return checkInteger(name, value, 0, 0o777, 'a file mode such as 0o660');
     case 'string': return checkString(name, value);
+    case 'number':
+      if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${name} must be ${check.what}, got ${show(value)}`);
+      if (value < check.min || value > check.max) throw new RangeError(`${name} must be ${check.what} from ${check.min} to ${check.max}, got ${value}`);
+      return value;
+    case 'address': {
+      const address = checkString(name, value);
+      try {
+        parseAddress(address);
+      } catch (error) {
+        throw new TypeError(`${name}: ${(error as Error).message}`);
+      }
+      return address;
+    }
     case 'signals': return checkSignals(name, value);
     case 'logger': return checkLogger(value);
     case 'account':
@@ -477,9 +557,10 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     const masterOnly = [
       ...(['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined),
       ...(resolved.keepPrevious > 0 ? ['keepPrevious'] : []),
+      ...(resolved.rollout === 'canary' ? ["rollout: 'canary'"] : []),
     ];
     if (masterOnly.length > 0) {
-      throw new TypeError(`${masterOnly.join(', ')}: recycling and keeping workers are for a master's workers; mode: 'single' has none (use the default mode)`);
+      throw new TypeError(`${masterOnly.join(', ')}: recycling, keeping workers and canaries are for a master's workers; mode: 'single' has none (use the default mode)`);
     }
   }
   return resolved;

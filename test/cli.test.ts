@@ -65,7 +65,7 @@ function parseStatus(stdout: string): Status {
   const listening = /^listening on (.+)$/.exec(lines[1]);
   expect(listening, `second line of status: ${lines[1]}`).not.toBeNull();
   const workers = lines.slice(2).filter((line) => !line.startsWith('last reload: ') && !line.startsWith('  slot ')).map((line) => {
-    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\) {2}up (?:\d+[dhms] ?)+ {2}rss \d+\.\d MB {2}cpu (?:\d+\.\d%|\?) {2}(?:\d+|\?) restart\(s\)$/.exec(line);
+    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\) {2}up (?:\d+[dhms] ?)+ {2}rss \d+\.\d MB {2}cpu (?:\d+\.\d%|\?) {2}(?:\d+|\?) restart\(s\) {2}version \S+$/.exec(line);
     expect(m, `worker line of status: ${line}`).not.toBeNull();
     return { pid: Number(m![1]), slot: Number(m![2]), generation: Number(m![3]), state: m![4], connections: m![5] };
   });

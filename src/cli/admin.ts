@@ -97,6 +97,7 @@ export interface WorkerReport {
   rssBytes?: number;
   connections?: number;
   restarts?: number;
+  version?: string;
   /** CPU use over CPU_WINDOW_MS, 100 = one core. */
   cpuPercent?: number;
   requests?: number;
@@ -133,6 +134,7 @@ export async function fetchStatus(target: Target): Promise<StatusReport> {
         rssBytes: rssBytes(w.pid),
         connections: w.connections,
         restarts: status.slots?.find((s) => s.slot === w.slot)?.restarts,
+        version: w.version,
         cpuPercent: cpu.get(w.pid),
         requests: w.requests,
         loopDelayMs: w.loopDelayMs,
@@ -171,13 +173,15 @@ function formatStatus(s: StatusReport): string {
       `rss ${formatBytes(w.rssBytes)}`,
       `cpu ${formatPercent(w.cpuPercent)}`,
       `${w.restarts ?? '?'} restart(s)`,
+      `version ${w.version ?? '?'}`,
     ].join('  ')),
   ];
   // the slots without their own ready worker, and who serves their connections meanwhile
   for (const slot of s.slots ?? []) {
     if (slot.state === 'ready') continue;
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
-    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
+    const held = slot.held ? `  HELD: ${slot.held}` : '';
+    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)${held}`);
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

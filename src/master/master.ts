@@ -20,6 +20,9 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { AppMetrics } from './app-metrics';
+import { Metrics, MetricsServer } from './metrics';
+import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
 import { execUpgrade, probe, reapInherited, takeUpgradeState } from './upgrade';
 import { stopSockets } from './stop-sockets';
@@ -56,6 +59,12 @@ export class Master {
   private markStarted?: () => void;
   /** Resolves once generation 1 serves: an upgrade waits for it. */
   private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
+  /** Invariant 20: the version each generation runs, and slots whose respawn was refused for other code. */
+  private readonly versions = new GenerationVersions();
+  private readonly held = new Map<number, string>();
+  private readonly metrics: Metrics;
+  private readonly appMetrics = new AppMetrics();
+  private metricsServer?: MetricsServer;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -63,6 +72,16 @@ export class Master {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'master');
+    this.metrics = new Metrics({
+      generation: () => this.lifecycle.generation,
+      workers: () => this.lifecycle.all.map((c) => c as WorkerProcess),
+      restarts: () => Array.from({ length: this.lifecycle.slotCount }, (_, s) => this.lifecycle.slotState(s).restarts).reduce((a, b) => a + b, 0),
+      ready: () => this.lifecycle.generation > 0 && !this.stopping,
+      appMetrics: () => this.appMetrics.collect(
+        [...this.workers.values()].filter((w) => w.state !== 'starting' && w.conn).map((w) => w.pid),
+        (pid) => this.workers.get(pid)?.send({ type: 'metrics' }),
+      ),
+    });
     this.listeners = new ListenerSet({
       slots: options.workers,
       backlog: options.backlog,
@@ -84,6 +103,7 @@ export class Master {
         reloaded: (e) => {
           this.retireInherited();
           this.lastReload = { generation: e.generation, startedAt: Math.round(Date.now() - e.durationMs), durationMs: e.durationMs, ok: true };
+          this.metrics.reloaded(true, e.durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
         },
@@ -91,11 +111,15 @@ export class Master {
           const startedAt = this.reloadStartedAt ?? performance.now();
           const durationMs = Math.round(performance.now() - startedAt);
           this.lastReload = { generation: e.generation, startedAt: Date.now() - durationMs, durationMs, ok: false, error: e.error.message };
+          this.metrics.reloaded(false, durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reload-failed', e);
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
-        recycled: (e) => this.events.emit('recycled', e),
+        recycled: (e) => {
+          this.metrics.recycled(e.reason);
+          this.events.emit('recycled', e);
+        },
         rolledBack: (e) => {
           notify('READY=1', this.statusLine());
           this.events.emit('rolled-back', e);
@@ -110,6 +134,12 @@ export class Master {
       stopDelay: options.stopDelay,
       stopTimeout: options.stopTimeout,
       rollout: options.rollout,
+      canary: {
+        slots: options.canarySlots,
+        window: options.canaryWindow,
+        maxErrorRate: options.canaryMaxErrorRate,
+        maxLatencyRatio: options.canaryMaxLatencyRatio,
+      },
       keepPrevious: options.keepPrevious,
       maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
@@ -177,6 +207,10 @@ export class Master {
       },
       admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
     });
+    if (this.options.metrics) {
+      this.metricsServer = await MetricsServer.open(this.options.metrics, this.metrics);
+      this.log.info(`metrics on http://${this.metricsServer.bound}/metrics (and /healthz, /readyz)`);
+    }
     if (this.options.pidFile) writePidFile(this.options.pidFile);
     this.removeSignalHandlers = handleSignals({
       reloadSignals: this.options.reloadSignals,
@@ -328,10 +362,12 @@ export class Master {
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
       upgrades: this.upgrades,
-      workers: this.lifecycle.all.map((w) => ({
-        pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt),
-      })),
-      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
+      workers: this.lifecycle.all.map((c) => {
+        const w = c as WorkerProcess;
+        return { pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt), version: w.version };
+      }),
+      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot), held: this.held.get(slot) })),
+      versions: this.versions.of([this.lifecycle.generation, ...this.lifecycle.all.map((w) => w.generation)]),
     };
   }
 
@@ -360,6 +396,7 @@ export class Master {
     await this.lifecycle.stop(force);
     this.removeSignalHandlers?.();
     this.memory.close();
+    this.metricsServer?.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -388,6 +425,9 @@ export class Master {
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
+    this.metrics.exited(worker.pid);
+    this.appMetrics.exited(worker.pid);
+    this.versions.prune(this.lifecycle.all.map((w) => w.generation), this.lifecycle.generation);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
@@ -407,6 +447,20 @@ export class Master {
     if (!worker) return void conn.destroy();
     worker.conn = conn;
     worker.addresses = hello.addresses;
+    worker.version = hello.version;
+    const serving = (slot: number) => this.lifecycle.slotState(slot).state === 'ready';
+    const coverable = Array.from({ length: this.lifecycle.workers }, (_, s) => s).some((s) => s !== worker.slot && serving(s));
+    const wrongCode = hello.version === undefined ? undefined : this.versions.check(worker.generation, worker.slot, hello.version, coverable);
+    if (wrongCode) {
+      if (this.held.get(worker.slot) !== wrongCode.message) this.log.error(`${worker.describe()}: ${wrongCode.message}`);
+      this.held.set(worker.slot, wrongCode.message);
+    }
+    if (wrongCode?.refuse) {
+      worker.failure = wrongCode.message;
+      conn.write(encode({ type: 'refused', message: wrongCode.message }));
+      return;
+    }
+    this.log.info(`${worker.describe()} runs version ${hello.version ?? 'unknown'}`);
     // A master started as root binds for unprivileged workers only what its
     // own program registered: a worker must not get a privileged port or an
     // arbitrary Unix path just by asking.
@@ -426,15 +480,21 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
+        if (this.versions.matches(worker.generation, worker.version)) this.held.delete(worker.slot);
         worker.becameReady();
         break;
       case 'pong':
         if (message.requests !== undefined) worker.requests = message.requests;
         if (message.rss !== undefined) worker.rss = message.rss;
         if (message.loopDelayMs !== undefined) worker.loopDelayMs = message.loopDelayMs;
+        worker.sample = message;
+        this.metrics.sampled(worker.pid, message);
         break;
       case 'failed':
         worker.failure = message.message;
+        break;
+      case 'app-metrics':
+        this.appMetrics.received(worker.pid, message.metrics, message.error);
         break;
       case 'connections':
         worker.countWaiters.shift()?.(message.count);

@@ -2,15 +2,16 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV } from '../protocol';
+import { ENV, type Message } from '../protocol';
+import { appMetricsSnapshot } from './app-metrics';
 import { guardAgainstOrphaning } from './orphan';
-import { loopDelayMs } from './loop-delay';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
+import { codeVersion } from '../master/version';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -44,6 +45,7 @@ export class Worker {
   private finished!: () => void;
   private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   private nextReloadId = 1;
+  private appMetricsAsked = false;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -70,6 +72,7 @@ export class Worker {
       slot: this.slot,
       generation: this.generation,
       addresses: this.registrations.map((r) => r.address),
+      version: codeVersion(this.options.version),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
@@ -78,9 +81,10 @@ export class Worker {
       if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss(), loopDelayMs: loopDelayMs() });
+      if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
+      if (message.type === 'metrics') void this.reportAppMetrics();
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
@@ -131,6 +135,25 @@ export class Worker {
     }
   }
 
+  /**
+   * Sends the program's prom-client metrics (for the master's /metrics); once
+   * asked, also the last ones after the drain, so none of its counts are lost.
+   */
+  private async reportAppMetrics(): Promise<void> {
+    this.appMetricsAsked = true;
+    let answer: Message;
+    try {
+      answer = { type: 'app-metrics', metrics: await appMetricsSnapshot() };
+    } catch (error) {
+      answer = { type: 'app-metrics', metrics: [], error: error instanceof Error ? error.message : String(error) };
+    }
+    try {
+      this.control?.send(answer);
+    } catch (error) {
+      this.control?.send({ type: 'app-metrics', metrics: [], error: (error as Error).message }); // larger than a frame
+    }
+  }
+
   /** Asks the master for a reload; resolves when the new generation serves. */
   reload(): Promise<void> {
     const control = this.control;
@@ -175,8 +198,10 @@ export class Worker {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       process.exit(0);
     }, this.options.stopTimeout);
-    void drained.then(() => {
+    void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
+      // the last counts, so the master's totals include every request served here
+      this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();
       this.finished();
       setImmediate(() => process.exit(0));

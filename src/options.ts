@@ -1,6 +1,8 @@
 // Server options, their defaults, and their validation.
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
+import { parseAddress } from './platform/address';
+import { checkSingleMode } from './master/privilege';
 import type { Logger } from './log';
 
 /**
@@ -101,6 +103,12 @@ export interface ServerOptions {
   /** Group for the workers (name or gid). Default: the `user`'s primary group. */
   group?: string | number;
   /**
+   * `handover start --user`: addresses the master may bind for the program
+   * although its user could not bind them itself (a port below 1024, a path
+   * in a directory it cannot write), e.g. [':443']. Default: none.
+   */
+  allowListen?: string[];
+  /**
    * @internal For `handover start`: the master registers nothing itself and
    * binds the addresses its workers' programs listen on (each hello names them).
    */
@@ -136,6 +144,7 @@ export interface ResolvedOptions {
   controlDir: string;
   /** Who workers run as; undefined: the master's own identity. */
   identity?: Identity;
+  allowListen: string[];
   dynamicAddresses: boolean;
   adminIdleTimeout: number;
 }
@@ -165,7 +174,7 @@ const DEFAULTS = {
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
   heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
-  unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
+  unixSocketMode: true, controlDir: true, user: true, group: true, allowListen: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 /** Options for handover's own use (the CLI, tests), left out of suggestions. */
@@ -267,6 +276,13 @@ function checkLogger(value: unknown): Logger | false | undefined {
   return value as Logger;
 }
 
+function checkAddresses(name: string, value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of addresses such as [':443'], got ${show(value)}`);
+  for (const address of value) parseAddress(checkString(name, address));
+  return value as string[];
+}
+
 function checkAccount(name: 'user' | 'group', value: unknown): string | number | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'number') return checkInteger(name, value, 0, 2 ** 32 - 2, `a ${name} name or a numeric id`);
@@ -312,11 +328,13 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     unixSocketMode: o.unixSocketMode === undefined ? undefined : checkInteger('unixSocketMode', o.unixSocketMode, 0, 0o777, 'a file mode such as 0o660'),
     controlDir: o.controlDir === undefined ? os.tmpdir() : checkString('controlDir', o.controlDir),
     identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
+    allowListen: checkAddresses('allowListen', o.allowListen),
     dynamicAddresses: o.dynamicAddresses === true,
     adminIdleTimeout: o.adminIdleTimeout === undefined ? 30_000 : checkDuration('adminIdleTimeout', o.adminIdleTimeout, 1),
   };
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
+  checkSingleMode(resolved.mode, resolved.identity);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (resolved.mode === 'single') {
     const masterOnly = [

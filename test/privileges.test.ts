@@ -206,8 +206,9 @@ describe('privilege separation: new Server({ user: \'nobody\' })', () => {
     const dirStat = fs.statSync(dir);
     const sockStat = fs.statSync(socket);
     expect(sockStat.isSocket()).toBe(true);
-    expect({ uid: dirStat.uid, gid: dirStat.gid, mode: dirStat.mode & 0o7777 }).toEqual({ uid: NOBODY, gid: NOBODY, mode: 0o700 });
-    expect({ uid: sockStat.uid, gid: sockStat.gid, mode: sockStat.mode & 0o7777 }).toEqual({ uid: NOBODY, gid: NOBODY, mode: 0o600 });
+    // root's, reachable by the workers' group only (the setgid bit hands the group down to the socket)
+    expect({ uid: dirStat.uid, gid: dirStat.gid, mode: dirStat.mode & 0o7777 }).toEqual({ uid: 0, gid: NOBODY, mode: 0o2750 });
+    expect({ uid: sockStat.uid, gid: sockStat.gid, mode: sockStat.mode & 0o7777 }).toEqual({ uid: 0, gid: NOBODY, mode: 0o660 });
 
     const outcome = await master.reload();
     expect(outcome.event, outcome.error).toBe('reloaded');
@@ -239,7 +240,7 @@ describe('privilege separation: new Server({ user: \'nobody\' })', () => {
       status: closed,
       stop: closed,
     });
-    for (const why of ['not a process this master spawned', 'admin requests come from the master\'s own uid only']) {
+    for (const why of ['not a process this master spawned', 'admin requests come from root only']) {
       const line = `control: refused pid ${pid} (uid ${NOBODY}): ${why}`;
       await pollUntil(() => master.stderr.includes(line), `the master to log "${line}"`);
     }

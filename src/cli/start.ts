@@ -29,6 +29,7 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'keep-previous', value: 'required' },
   { name: 'user', value: 'required' },
   { name: 'group', value: 'required' },
+  { name: 'allow-listen', value: 'required' },
   { name: 'env-file', value: 'required' },
   { name: 'watch', value: 'optional' },
   { name: 'wait-ready', value: 'none' },
@@ -65,6 +66,8 @@ program calls require('handover').ready().
   --json-logs            the master's output as one JSON object per line
   --user USER            run workers as USER (the master must run as root)
   --group GROUP          with --user: the workers' group
+  --allow-listen A,B     with --user: addresses the program may listen on although USER could
+                         not bind them itself (a port < 1024, a path in a directory USER cannot write)
   --control-dir DIR      where the private control directory is made (default: the temp dir)
   --pid-file FILE        write the master's pid here
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
@@ -107,6 +110,7 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     maxLifetime: parsed('max-lifetime', parseDuration),
     keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
+    allowListen: value('allow-listen')?.split(',').filter(Boolean),
   };
 }
 

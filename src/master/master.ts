@@ -58,6 +58,8 @@ export class Master {
       backlog: options.backlog,
       shared: options.shared,
       unixMode: options.unixSocketMode,
+      // handover start --user: the program asks for its addresses, so each one is judged (privilege.ts)
+      bindFor: options.identity && options.dynamicAddresses ? { identity: options.identity, allowListen: options.allowListen } : undefined,
     });
     this.lifecycle = new Lifecycle({
       slots: options.workers,

@@ -19,7 +19,7 @@
 //     listening fd and the result comparison fails;
 //   - the admin gate accepting the workers' uid: the fake process's status
 //     request gets an answer.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -41,7 +41,7 @@ function worldReadableCopy(): string {
     if (fs.existsSync(path.join(ROOT, from))) fs.cpSync(path.join(ROOT, from), path.join(dir, from), { recursive: true });
   };
   for (const entry of ['package.json', 'dist', 'prebuilds', 'build/Release/handover.node', 'node_modules/node-gyp-build',
-    'test/fixtures/eco-privileged.js', 'test/fixtures/report.js']) copy(entry);
+    'test/fixtures/eco-privileged.js', 'test/fixtures/report.js', 'test/fixtures/privileged-program.js']) copy(entry);
   // mkdtemp makes it 0700 and the copies keep the checkout's modes
   execFileSync('chmod', ['-R', 'a+rX', dir]);
   return dir;
@@ -305,3 +305,206 @@ describe('an unknown user', () => {
     expect(ourProcesses()).toEqual([]);
   });
 });
+
+// --- `handover start --user nobody`, and what nobody can do to it ------------
+
+const CLI = path.join(PACKAGE, 'dist', 'cli', 'cli.js');
+const PROGRAM = path.join(PACKAGE, 'test', 'fixtures', 'privileged-program.js');
+const AS_NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `command` as root (setpriv []), or as nobody (setpriv AS_NOBODY), to its end. */
+function run(as: string[], command: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile('setpriv', [...as, ...command], { cwd: '/', timeout: 120_000, env: { ...process.env, ...env } },
+      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }));
+    cleanups.push(() => child.kill('SIGKILL'));
+  });
+}
+
+/** A directory of `uid` (mode `mode`) in a fresh root-owned 0755 directory, so nobody can reach it. */
+function dirOf(uid: number, mode: number): string {
+  const parent = controlParent();
+  const dir = path.join(parent, `owned-by-${uid}`);
+  fs.mkdirSync(dir);
+  fs.chownSync(dir, uid, uid);
+  fs.chmodSync(dir, mode);
+  return dir;
+}
+
+class Started {
+  constructor(readonly master: Master, readonly name: string, readonly controlDir: string, private readonly runtime: string) {}
+
+  /** `handover ...args` as root (AS_ROOT) or nobody (AS_NOBODY), with this master's registry. */
+  cli(as: string[], ...args: string[]): Promise<Run> {
+    return run(as, [process.execPath, CLI, ...args], { XDG_RUNTIME_DIR: this.runtime });
+  }
+
+  /** The addresses it serves once generation 1 is ready, from its log. */
+  async ready(): Promise<string[]> {
+    const line = await pollUntil(() => {
+      if (this.master.proc.exitCode !== null) throw new Error(`the master exited ${this.master.proc.exitCode}:\n${this.master.stderr}`);
+      return /ready: generation 1 serving on (.*)/.exec(this.master.stderr);
+    }, 'generation 1 to serve', 60_000);
+    return line[1].split(', ');
+  }
+
+  get socket(): string {
+    return controlPaths(this.controlDir, this.master).socket;
+  }
+}
+
+const AS_ROOT: string[] = [];
+
+/** `handover start --user nobody [args] privileged-program.js` as root, with its own registry and control directory. */
+async function handoverStart(args: string[], env: Record<string, string> = {}): Promise<Started> {
+  const controlDir = controlParent();
+  const runtime = controlParent();
+  const name = `priv-${process.pid}-${cleanups.length}`;
+  const master = await startMaster({
+    script: path.relative(ROOT, CLI),
+    args: ['start', '--user', 'nobody', '--control-dir', controlDir, '--name', name, ...args, PROGRAM],
+    env: { XDG_RUNTIME_DIR: runtime, ...env },
+    waitReady: false,
+  });
+  return new Started(master, name, controlDir, runtime);
+}
+
+function getFrom(port: number): Promise<{ pid: number; uid: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 20_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ pid: Number(res.headers['x-pid']), uid: Number(res.headers['x-uid']), body }));
+    }).on('error', reject);
+  });
+}
+
+function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+}
+
+describe('handover start --user nobody', () => {
+  it.skipIf(!isRoot)('root administers it (status, reload, scale, stop); nobody is refused with who may', async () => {
+    const app = await handoverStart([]);
+    const port = portOf((await app.ready())[0]);
+    const first = await getFrom(port);
+    expect(first.uid).toBe(NOBODY);
+
+    const status = await app.cli(AS_ROOT, 'status', app.name, '--json');
+    expect(status.stderr).toBe('');
+    expect(JSON.parse(status.stdout)).toMatchObject({ pid: app.master.pid, generation: 1, workers: [{ pid: first.pid, state: 'ready' }] });
+    expect(await app.cli(AS_ROOT, 'reload', app.name)).toMatchObject({ code: 0, stdout: 'reloaded\n' });
+    await pollUntil(async () => (await getFrom(port)).pid !== first.pid, 'the new generation to answer');
+    expect(await app.cli(AS_ROOT, 'scale', app.name, '2')).toMatchObject({ code: 0, stdout: 'scaled to 2 worker(s)\n' });
+
+    // nobody: refused by the command, which says who may, and by the master
+    for (const args of [['status', '--socket', app.socket], ['reload', '--socket', app.socket], ['stop', '--socket', app.socket]]) {
+      const refused = await app.cli(AS_NOBODY, ...args);
+      expect(refused.code, refused.stdout).toBe(2);
+      expect(refused.stderr).toContain(`the master at ${app.socket} runs as root, and only root may administer it (you are nobody); run the command as root`);
+    }
+    const direct = await runAs(['--reuid=65534', '--regid=65534'], PROBE, [app.socket, String(port), '0']);
+    expect(direct.result.status).toEqual({ connect: 'ok', bytes: 0, fds: 0 });
+    await pollUntil(() => app.master.stderr.includes(`control: refused pid ${direct.pid} (uid ${NOBODY}): admin requests come from root only`), 'the refusal line');
+    expect(isAlive(app.master.pid)).toBe(true);
+
+    expect(await app.cli(AS_ROOT, 'stop', app.name)).toMatchObject({ code: 0, stdout: 'stopped\n' });
+    expect((await app.master.exited).code).toBe(0);
+  });
+
+  it.skipIf(!isRoot)('binds neither port < 1024 nor a path in a root-only directory for the program unless --allow-listen names it', async () => {
+    const port = await privilegedPort();
+    const rootOnly = dirOf(0, 0o700);
+    const sock = path.join(rootOnly, 'app.sock');
+    const refused = await handoverStart([], { PORT: String(port), SOCK: sock });
+    const { code } = await refused.master.exited;
+    await outputDone(refused.master);
+    expect(code).not.toBe(0);
+    expect(refused.master.stderr).toContain(
+      `cannot listen on 127.0.0.1:${port}: refused: the program runs as nobody:65534 (65534:65534), and port ${port} is below 1024, which that user cannot bind itself; ` +
+        `allow it with --allow-listen 127.0.0.1:${port} (the \`allowListen\` option)`,
+    );
+    await expect(getFrom(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(fs.readdirSync(rootOnly)).toEqual([]);
+
+    const onlyPath = await handoverStart([], { SOCK: sock });
+    expect((await onlyPath.master.exited).code).not.toBe(0);
+    await outputDone(onlyPath.master);
+    expect(onlyPath.master.stderr).toContain(
+      `cannot listen on unix:${sock}: refused: the program runs as nobody:65534 (65534:65534), and that user cannot create files in ${rootOnly} (owner uid 0, mode 0700); ` +
+        `allow it with --allow-listen unix:${sock}`,
+    );
+    expect(fs.readdirSync(rootOnly)).toEqual([]);
+
+    const allowed = await handoverStart([`--allow-listen=127.0.0.1:${port},unix:${sock}`], { PORT: String(port), SOCK: sock });
+    await allowed.ready();
+    expect(await getFrom(port)).toMatchObject({ uid: NOBODY });
+    expect(fs.statSync(sock).isSocket()).toBe(true);
+    expect((await allowed.master.stop()).code).toBe(0);
+  });
+
+  it.skipIf(!isRoot)('nobody cannot remove the control socket; 2,000 silent connections do not exhaust the master, and a crashed worker is respawned', async () => {
+    const app = await handoverStart([]);
+    const port = portOf((await app.ready())[0]);
+    const { pid: worker } = await getFrom(port);
+    // a small fd table, so a flood that the master held would fill it
+    execFileSync('prlimit', ['--pid', String(app.master.pid), '--nofile=256:256']);
+    const attacker = spawn('setpriv', [...AS_NOBODY, process.execPath, '-e', FLOOD, app.socket, '2000'], { cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] });
+    cleanups.push(() => attacker.kill('SIGKILL'));
+    let out = '';
+    attacker.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+    attacker.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+    const report = await pollUntil(() => /^(\{.*\})$/m.exec(out)?.[1], 'the attacker to report', 90_000);
+    const flood = JSON.parse(report);
+    expect(flood.unlink, 'nobody removing control.sock').toBe('EACCES');
+    expect(flood.connected).toBe(2000);
+
+    // while the flood goes on: the worker crashes, and is respawned, and serves
+    process.kill(worker, 'SIGKILL');
+    const respawned = await pollUntil(async () => {
+      const answer = await getFrom(port).catch(() => undefined);
+      return answer && answer.pid !== worker ? answer : undefined;
+    }, 'a respawned worker to answer', 60_000);
+    expect(respawned.uid).toBe(NOBODY);
+    attacker.stdin!.end();
+    const [attempts] = (await once(attacker.stdout!, 'end').then(() => /attempts (\d+)/.exec(out)?.slice(1) ?? ['0']));
+    expect(Number(attempts)).toBeGreaterThanOrEqual(2000);
+    expect(isAlive(app.master.pid)).toBe(true);
+    expect(app.master.stderr).toContain('connections of this uid have not said who they are yet');
+    expect(app.master.stderr).not.toMatch(/EMFILE/);
+    expect((await app.master.stop()).code).toBe(0);
+  });
+});
+
+// As nobody: unlink the control socket, then keep `count` silent connections
+// open (reconnecting each one the master closes) until stdin ends, at most
+// 20,000 attempts or 90 s; report once all `count` have connected.
+const FLOOD = `
+const fs = require('fs'), net = require('net');
+const [socketPath, count] = [process.argv[1], Number(process.argv[2])];
+let unlink = 'removed';
+try { fs.unlinkSync(socketPath); } catch (error) { unlink = error.code; }
+let attempts = 0, connected = 0, reported = false, stopping = false;
+const open = new Set();
+function one() {
+  if (stopping || attempts >= 20000) return;
+  attempts++;
+  const socket = net.connect(socketPath);
+  open.add(socket);
+  socket.on('connect', () => {
+    if (++connected === count && !reported) { reported = true; console.log(JSON.stringify({ unlink, connected })); }
+  });
+  socket.on('error', () => {});
+  socket.on('close', () => { open.delete(socket); setImmediate(one); });
+}
+for (let i = 0; i < count; i++) one();
+const end = () => { stopping = true; for (const s of open) s.destroy(); console.log('attempts ' + attempts); process.exit(0); };
+process.stdin.on('end', end).resume();
+setTimeout(end, 90000);
+`;

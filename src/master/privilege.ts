@@ -204,9 +204,9 @@ function cannotCreateIn(dir: string, identity: Identity): string | undefined {
   } catch (error) {
     return `${dir} cannot be used (${(error as NodeJS.ErrnoException).code})`;
   }
-  if (!permits(stat, identity, 0o3)) return `${identity.label} cannot create files in ${dir} (owner uid ${stat.uid}, mode ${modeText(stat)})`;
+  if (!permits(stat, identity, 0o3)) return `that user cannot create files in ${dir} (owner uid ${stat.uid}, mode ${modeText(stat)})`;
   for (let above = path.dirname(dir); ; above = path.dirname(above)) {
-    if (!permits(fs.statSync(above), identity, 0o1)) return `${identity.label} cannot reach ${above}`;
+    if (!permits(fs.statSync(above), identity, 0o1)) return `that user cannot reach ${above}`;
     if (above === path.dirname(above)) return undefined;
   }
 }
@@ -221,14 +221,14 @@ export function checkBindFor(address: Address, policy: BindPolicy): void {
   if (allowedByOperator(address, policy)) return;
   let why: string | undefined;
   if (address.kind === 'tcp') {
-    if (address.port !== 0 && address.port < 1024) why = `port ${address.port} is below 1024, which ${policy.identity.label} cannot bind itself`;
+    if (address.port !== 0 && address.port < 1024) why = `port ${address.port} is below 1024, which that user cannot bind itself`;
   } else if (!address.path.startsWith('@')) {
     why = cannotCreateIn(path.dirname(address.path), policy.identity);
   }
   if (!why) return;
   throw Object.assign(
     new Error(
-      `refused to listen on ${address.text} for a program running as ${policy.identity.label}: ${why}; ` +
+      `refused: the program runs as ${policy.identity.label}, and ${why}; ` +
         `allow it with --allow-listen ${address.text} (the \`allowListen\` option)`,
     ),
     { code: 'ERR_HANDOVER_NOT_ALLOWED', address: address.text },

@@ -26,7 +26,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type Master, ROOT, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { type Master, ROOT, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const isRoot = process.getuid!() === 0;
 
@@ -508,3 +508,136 @@ const end = () => { stopping = true; for (const s of open) s.destroy(); console.
 process.stdin.on('end', end).resume();
 setTimeout(end, 90000);
 `;
+
+describe('--env-file under --user nobody', () => {
+  it.skipIf(!isRoot)('a root-only env file works: the workers get its variables through their environment', async () => {
+    const secrets = dirOf(0, 0o700);
+    const envFile = path.join(secrets, '.env');
+    fs.writeFileSync(envFile, 'GREETING=from a root-only file\n', { mode: 0o600 });
+    const app = await handoverStart([`--env-file=${envFile}`]);
+    const port = portOf((await app.ready())[0]);
+    expect(await getFrom(port)).toMatchObject({ uid: NOBODY, body: 'from a root-only file' });
+    const worker = (await getFrom(port)).pid;
+    const argv = fs.readFileSync(`/proc/${worker}/cmdline`, 'utf8').split('\0');
+    expect(argv.some((arg) => arg.startsWith('--env-file')), 'the env file is not in the worker\'s command line').toBe(false);
+    expect((await app.master.stop()).code).toBe(0);
+  });
+
+  it.skipIf(!isRoot)('nobody flipping .env to a symlink at a root-only file never gets its contents into a worker', async () => {
+    // the operator's env file, root's, in a directory of nobody's (the app's)
+    const appDir = dirOf(NOBODY, 0o755);
+    const envFile = path.join(appDir, '.env');
+    fs.writeFileSync(envFile, 'GREETING=public\n', { mode: 0o644 });
+    const secret = path.join(dirOf(0, 0o700), 'secret.env');
+    fs.writeFileSync(secret, 'GREETING=TOPSECRET\n', { mode: 0o600 });
+    const app = await handoverStart([`--env-file=${envFile}`]);
+    const port = portOf((await app.ready())[0]);
+    expect((await getFrom(port)).body).toBe('public');
+
+    // nobody swaps .env for a symlink to the secret and back, as fast as it can
+    const flipper = spawn('setpriv', [...AS_NOBODY, process.execPath, '-e', FLIP, envFile, secret], { cwd: '/', stdio: ['pipe', 'ignore', 'inherit'] });
+    cleanups.push(() => flipper.kill('SIGKILL'));
+    const bodies = new Set<string>();
+    for (let i = 0; i < 5; i++) {
+      const outcome = await reloadVia(app);
+      if (outcome.code === 0) bodies.add((await getFrom(port)).body);
+      else expect(outcome.stdout).toContain(`refused to read --env-file ${envFile}`);
+      for (const pid of childrenOf(app.master.pid)) expect(environOf(pid)).not.toContain('TOPSECRET');
+    }
+    flipper.stdin!.end(); // it leaves .env a symlink to the secret
+    await once(flipper, 'exit');
+    expect(fs.lstatSync(envFile).isSymbolicLink()).toBe(true);
+    const last = await reloadVia(app);
+    expect(last.code).toBe(1);
+    expect(last.stdout).toContain(`refused to read --env-file ${envFile}: it is a symbolic link`);
+    bodies.add((await getFrom(port)).body);
+    expect([...bodies]).not.toContain('TOPSECRET');
+    expect(app.master.stderr).not.toContain('TOPSECRET');
+    expect((await app.master.stop()).code).toBe(0);
+  });
+});
+
+/** `handover reload` as root, its exit status and output. */
+function reloadVia(app: Started): Promise<Run> {
+  return app.cli(AS_ROOT, 'reload', app.name);
+}
+
+function environOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+  } catch {
+    return ''; // gone
+  }
+}
+
+// As nobody: swap `file` for a symlink to `target` and back until stdin ends,
+// then leave the symlink in place.
+const FLIP = `
+const fs = require('fs');
+const [file, target] = process.argv.slice(1);
+const aside = file + '.aside';
+let stopping = false;
+process.stdin.on('end', () => (stopping = true)).resume();
+function flip() {
+  fs.renameSync(file, aside);
+  fs.symlinkSync(target, file);
+  if (stopping) return process.exit(0);
+  fs.unlinkSync(file);
+  fs.renameSync(aside, file);
+  setImmediate(flip);
+}
+flip();
+`;
+
+describe('mode: \'single\' with user', () => {
+  it.skipIf(!isRoot)('is refused at construction, with the alternatives; nothing answers, as root or otherwise', async () => {
+    const port = await privilegedPort();
+    const master = await startMaster({
+      script: SCRIPT,
+      fixture: { mode: 'single', user: 'nobody', addresses: [`127.0.0.1:${port}`], controlDir: controlParent() },
+      waitReady: false,
+    });
+    const { code } = await master.exited;
+    await outputDone(master);
+    expect(code).toBe(1);
+    const fatal = master.events.find((e) => e.event === 'fatal') as { phase?: string; error?: string } | undefined;
+    expect(fatal?.phase, master.stderr).toBe('construct');
+    expect(fatal?.error).toMatch(/^mode: 'single' cannot run as nobody.*use the default mode \(a root master binds, workers run as `user`\)/);
+    await expect(get(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(ourProcesses()).toEqual([]);
+  });
+});
+
+describe('a root master in a shared temp directory', () => {
+  it.skipIf(!isRoot)('5 starts racing nobody\'s planted directory (swapped for a symlink and back) delete nothing outside their own', async () => {
+    const shared = controlParent();
+    fs.chmodSync(shared, 0o1777); // like /tmp
+    const victim = dirOf(0, 0o755);
+    const victims = Array.from({ length: 20 }, (_, i) => path.join(victim, `file-${i}`));
+    for (const file of victims) fs.writeFileSync(file, 'root\'s');
+    // nobody's directory, named and locked (stale) like a dead master's, with its own files
+    const planted = path.join(shared, 'handover-1-planted');
+    const plant = await run(AS_NOBODY, [process.execPath, '-e', `
+      const fs = require('fs'), path = require('path');
+      fs.mkdirSync(${JSON.stringify(planted)});
+      for (const name of ['lock', 'control.sock', 'a', 'b']) fs.writeFileSync(path.join(${JSON.stringify(planted)}, name), 'nobody\\'s');
+      const old = new Date(Date.now() - 3600e3);
+      fs.utimesSync(${JSON.stringify(planted)}, old, old);
+    `]);
+    expect(plant.code, plant.stderr).toBe(0);
+    const flipper = spawn('setpriv', [...AS_NOBODY, process.execPath, '-e', FLIP, planted, victim], { cwd: '/', stdio: ['pipe', 'ignore', 'inherit'] });
+    cleanups.push(() => flipper.kill('SIGKILL'));
+
+    const masters = await Promise.all(Array.from({ length: 5 }, () => startMaster({ script: SCRIPT, fixture: { controlDir: shared } })));
+    for (const master of masters) expect((await master.stop()).code).toBe(0);
+    flipper.stdin!.end();
+    await once(flipper, 'exit');
+
+    expect(victims.filter((file) => !fs.existsSync(file)), 'root\'s files deleted').toEqual([]);
+    expect(fs.readdirSync(victim).sort()).toEqual(victims.map((file) => path.basename(file)).sort());
+    // nobody's directory is untouched too (it ends aside, the symlink in its place)
+    expect(fs.readdirSync(`${planted}.aside`).sort()).toEqual(['a', 'b', 'control.sock', 'lock']);
+    // and each master removed its own directory
+    expect(fs.readdirSync(shared).sort()).toEqual(['handover-1-planted', 'handover-1-planted.aside']);
+  });
+});

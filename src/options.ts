@@ -174,7 +174,7 @@ const DEFAULTS = {
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
   heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
-  unixSocketMode: true, controlDir: true, user: true, group: true, allowListen: true, dynamicAddresses: true, adminIdleTimeout: true,
+  unixSocketMode: true, controlDir: true, allowListen: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 /** Options for handover's own use (the CLI, tests), left out of suggestions. */

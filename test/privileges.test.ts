@@ -26,7 +26,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type Master, ROOT, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { controlSocketOf } from './helpers/control';
+import { type Master, ROOT, childrenOf, fdCount, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const isRoot = process.getuid!() === 0;
 
@@ -455,6 +456,7 @@ describe('handover start --user nobody', () => {
     const { pid: worker } = await getFrom(port);
     // a small fd table, so a flood that the master held would fill it
     execFileSync('prlimit', ['--pid', String(app.master.pid), '--nofile=256:256']);
+    const baseline = fdCount(app.master.pid);
     const attacker = spawn('setpriv', [...AS_NOBODY, process.execPath, '-e', FLOOD, app.socket, '2000'], { cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] });
     cleanups.push(() => attacker.kill('SIGKILL'));
     let out = '';
@@ -464,6 +466,9 @@ describe('handover start --user nobody', () => {
     const flood = JSON.parse(report);
     expect(flood.unlink, 'nobody removing control.sock').toBe('EACCES');
     expect(flood.connected).toBe(2000);
+    // what the master holds for nobody's connections stays bounded, far below its 256 fds
+    const during = fdCount(app.master.pid);
+    expect(during, `master fds during the flood (baseline ${baseline})`).toBeLessThan(baseline + 64);
 
     // while the flood goes on: the worker crashes, and is respawned, and serves
     process.kill(worker, 'SIGKILL');
@@ -476,8 +481,8 @@ describe('handover start --user nobody', () => {
     const [attempts] = (await once(attacker.stdout!, 'end').then(() => /attempts (\d+)/.exec(out)?.slice(1) ?? ['0']));
     expect(Number(attempts)).toBeGreaterThanOrEqual(2000);
     expect(isAlive(app.master.pid)).toBe(true);
-    expect(app.master.stderr).toContain('connections of this uid have not said who they are yet');
     expect(app.master.stderr).not.toMatch(/EMFILE/);
+    expect(app.master.stderr, 'refused with a reason').toContain('connections of this uid have not said who they are yet');
     expect((await app.master.stop()).code).toBe(0);
   });
 });
@@ -639,5 +644,27 @@ describe('a root master in a shared temp directory', () => {
     expect(fs.readdirSync(`${planted}.aside`).sort()).toEqual(['a', 'b', 'control.sock', 'lock']);
     // and each master removed its own directory
     expect(fs.readdirSync(shared).sort()).toEqual(['handover-1-planted', 'handover-1-planted.aside']);
+  });
+});
+
+describe('a master at its fd limit', () => {
+  it('a respawn that fails with EMFILE is retried, never fatal; with fds again, the crashed slot is served', async () => {
+    const master = await startMaster({ fixture: { controlDir: controlParent() } });
+    const [worker] = master.workerPids;
+    const socket = controlSocketOf(master);
+    const limit = fdCount(master.pid) + 1;
+    execFileSync('prlimit', ['--pid', String(master.pid), `--nofile=${limit}:`]);
+    const conns = Array.from({ length: 5 }, () => net.connect(socket).on('error', () => {}));
+    cleanups.push(() => conns.forEach((c) => c.destroy()));
+    process.kill(worker, 'SIGKILL');
+    await pollUntil(() => /worker pid -1 \(slot 0, generation 1\) exited before it was ready; respawning/.test(master.stderr), 'a respawn to fail');
+    expect(isAlive(master.pid)).toBe(true);
+    conns.forEach((c) => c.destroy());
+    execFileSync('prlimit', ['--pid', String(master.pid), '--nofile=4096:']);
+    await pollUntil(async () => {
+      const pid = await get(master.port).catch(() => undefined);
+      return pid !== undefined && pid !== worker;
+    }, 'a respawned worker to answer', 60_000);
+    expect((await master.stop()).code).toBe(0);
   });
 });

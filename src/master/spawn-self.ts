@@ -106,9 +106,6 @@ function withoutEnvFile(args: string[], envFile: string | undefined): string[] {
   return out;
 }
 
-/** Inherited fds are marked close-on-exec once: later spawns (a respawn under fd pressure, say) need no directory listing. */
-let inheritedMarked = false;
-
 /** One line of a child's output as this process writes it. */
 type Format = (line: string) => string;
 
@@ -160,10 +157,7 @@ function relayLines(from: Readable, to: Writable, format: Format, tail?: string[
  * flags stay with the parent.
  */
 export function spawnSelf(env: Record<string, string>, identity?: { uid: number; gid: number }): ChildProcess {
-  if (!inheritedMarked) {
-    markCloseOnExec(3);
-    inheritedMarked = true;
-  }
+  markCloseOnExec(3);
   const inherited = withoutEnvFile(process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg)), undefined);
   const fromFile = settings.envFile ? readEnvFile(settings.envFile) : {};
   const childEnv: Record<string, string | undefined> = { ...process.env };

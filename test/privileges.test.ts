@@ -456,6 +456,27 @@ describe('handover start --user nobody', () => {
     expect((await allowed.master.stop()).code).toBe(0);
   });
 
+  it.skipIf(!isRoot)('does not replace another user\'s stale socket file that the program\'s user could not remove itself', async () => {
+    const shared = controlParent();
+    fs.chmodSync(shared, 0o1777); // like /tmp: nobody may create files here, not remove uid 1000's
+    const sock = path.join(shared, 'other-service.sock');
+    // uid 1000's socket, left behind (bound, never unlinked: its process is gone)
+    const stale = await run(['--reuid=1000', '--regid=1000', '--clear-groups'], [process.execPath, '-e',
+      `require(${JSON.stringify(path.join(PACKAGE, 'dist/platform/native.js'))}).bindUnix({ path: ${JSON.stringify(sock)} })`]);
+    expect(stale.code, stale.stderr).toBe(0);
+    const before = fs.lstatSync(sock);
+    expect({ socket: before.isSocket(), uid: before.uid }).toEqual({ socket: true, uid: 1000 });
+
+    const app = await handoverStart([], { SOCK: sock });
+    expect(await startOutcome(app), app.master.stderr).toBe('exited');
+    await outputDone(app.master);
+    expect(app.master.stderr).toContain(
+      `cannot listen on unix:${sock}: bind EADDRINUSE ${sock} (a stale socket file nobody:65534 (65534:65534) could not remove itself, so root leaves it; ` +
+        `remove it, or allow the address with --allow-listen unix:${sock})`,
+    );
+    expect(fs.lstatSync(sock).ino, 'uid 1000\'s file is still there').toBe(before.ino);
+  });
+
   it.skipIf(!isRoot)('nobody cannot remove the control socket; 2,000 silent connections do not exhaust the master, and a crashed worker is respawned', async () => {
     const app = await handoverStart([]);
     const port = portOf((await app.ready())[0]);

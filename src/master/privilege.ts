@@ -14,8 +14,7 @@
 // it opens files for workers with O_NOFOLLOW and checks the fd it got.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Address } from '../platform/address';
-import { parseAddress } from '../platform/address';
+import { type Address, parseAddress } from '../platform/address';
 import type { Identity } from '../platform/identity';
 
 const S_ISVTX = 0o1000;

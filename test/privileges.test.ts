@@ -697,3 +697,22 @@ describe('a master at its fd limit', () => {
     expect((await master.stop()).code).toBe(0);
   });
 });
+
+describe('unixSocketMode', () => {
+  it('is the socket file\'s mode from its bind (set by the umask, not a chmod on the path afterwards)', async () => {
+    const dir = controlParent();
+    const sock = path.join(dir, 'app.sock');
+    const master = await startMaster({ fixture: { addresses: [`unix:${sock}`], unixSocketMode: 0o660, controlDir: controlParent() } });
+    expect(fs.lstatSync(sock).mode & 0o7777).toBe(0o660);
+    const body = await new Promise<number>((resolve, reject) => {
+      http.get({ socketPath: sock, path: '/', agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }).on('error', reject);
+    });
+    expect(body).toBe(200);
+    const umask = /^Umask:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${master.pid}/status`, 'utf8'))?.[1];
+    expect(umask, 'the master\'s own umask is back as it was').toBe('0022');
+    expect((await master.stop()).code).toBe(0);
+  });
+});

@@ -150,6 +150,14 @@ function relayLines(from: Readable, to: Writable, format: Format, tail?: string[
 }
 
 /**
+ * Fds this process inherited are marked close-on-exec at the first spawn;
+ * every fd opened later is close-on-exec already. So a respawn at the fd
+ * limit needs no fd to list /proc/self/fd, and fails (EMFILE, an 'error' on
+ * the child) instead of throwing in the master.
+ */
+let inheritedMarked = false;
+
+/**
  * Spawns this program again with `env` added. Only stdio crosses the spawn:
  * listening sockets travel over the control socket (invariant 5). Every fd
  * handover opens is close-on-exec; fds this process inherited may not be, so
@@ -157,7 +165,10 @@ function relayLines(from: Readable, to: Writable, format: Format, tail?: string[
  * flags stay with the parent.
  */
 export function spawnSelf(env: Record<string, string>, identity?: { uid: number; gid: number }): ChildProcess {
-  markCloseOnExec(3);
+  if (!inheritedMarked) {
+    markCloseOnExec(3);
+    inheritedMarked = true;
+  }
   const inherited = withoutEnvFile(process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg)), undefined);
   const fromFile = settings.envFile ? readEnvFile(settings.envFile) : {};
   const childEnv: Record<string, string | undefined> = { ...process.env };

@@ -280,7 +280,8 @@ export function readFileForWorkers(file: string, what: string): string {
     fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    return refuse(code === 'ELOOP' ? 'it is a symbolic link (name the file it points to, in a directory only root and this user can write)' : `${code}`);
+    if (code !== 'ELOOP') throw new Error(`cannot read ${what} ${file} (${code})`);
+    return refuse('it is a symbolic link (name the file it points to, in a directory only root and this user can write)');
   }
   try {
     const stat = fs.fstatSync(fd);

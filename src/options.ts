@@ -302,6 +302,11 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     doc: 'old generations that may drain at once; past it the oldest is closed at once, cutting what it still has open, and that is logged: a bound for reloads far faster than requests finish',
     cli: { flag: 'max-draining', arg: 'N', help: 'old generations draining at once; past it the oldest is closed (default 10)' },
   },
+  allowListen: {
+    check: { kind: 'addresses' }, default: [], shown: '`[]`',
+    doc: "`handover start --user` only: addresses the master binds for the program although its user could not bind them itself, e.g. `[':443']`",
+    cli: { flag: 'allow-listen', arg: 'A,B', help: 'with --user: addresses the program may listen on although USER could not\nbind them itself (a port < 1024, a path in a directory USER cannot write)' },
+  },
   user: {
     check: { kind: 'account', of: 'user' }, shown: "the master's",
     doc: "workers run as this user (name or uid) while a root master binds privileged ports (see [Privileges](#privileges)); not with `mode: 'single'`",
@@ -309,11 +314,6 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
   group: {
     check: { kind: 'account', of: 'group' }, shown: "`user`'s group",
     doc: "with `user`: the workers' group (name or gid)",
-  },
-  allowListen: {
-    check: { kind: 'addresses' }, default: [], shown: '`[]`',
-    doc: "`handover start --user` only: addresses the master binds for the program although its user could not bind them itself, e.g. `[':443']`",
-    cli: { flag: 'allow-listen', arg: 'A,B', help: 'with --user: addresses the program may listen on although USER could not\nbind them itself (a port < 1024, a path in a directory USER cannot write)' },
   },
   dynamicAddresses: { check: { kind: 'boolean' }, default: false, shown: '', doc: '', internal: true },
   adminIdleTimeout: { check: { kind: 'duration', min: 1 }, default: 30_000, shown: '', doc: '', internal: true },

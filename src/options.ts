@@ -3,8 +3,9 @@
 // options table follow: a new option is one row.
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
-import type { Logger } from './log';
 import { parseAddress } from './platform/address';
+import { checkSingleMode } from './master/privilege';
+import type { Logger } from './log';
 
 /**
  * Options of `new Server()`, `listenAndServe()` and `listenAndServeTLS()`.
@@ -145,6 +146,12 @@ export interface ServerOptions {
   /** Group for the workers (name or gid). Default: the `user`'s primary group. */
   group?: string | number;
   /**
+   * `handover start --user`: addresses the master may bind for the program
+   * although its user could not bind them itself (a port below 1024, a path
+   * in a directory it cannot write), e.g. [':443']. Default: none.
+   */
+  allowListen?: string[];
+  /**
    * @internal For `handover start`: the master registers nothing itself and
    * binds the addresses its workers' programs listen on (each hello names them).
    */
@@ -188,6 +195,7 @@ export interface ResolvedOptions {
   controlDir: string;
   /** Who workers run as; undefined: the master's own identity. */
   identity?: Identity;
+  allowListen: string[];
   dynamicAddresses: boolean;
   adminIdleTimeout: number;
 }
@@ -214,7 +222,8 @@ export type Check =
   | { kind: 'signals' }
   | { kind: 'function'; why: string }
   | { kind: 'logger' }
-  | { kind: 'account'; of: 'user' | 'group' };
+  | { kind: 'account'; of: 'user' | 'group' }
+  | { kind: 'addresses' };
 
 /** The `handover start` flag of an option. */
 export interface CliFlag {
@@ -315,12 +324,12 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
   },
   unixSocketMode: {
     check: { kind: 'mode' }, shown: 'umask',
-    doc: 'file mode of Unix sockets the master creates, e.g. `0o660`',
+    doc: 'file mode of Unix sockets the master creates, e.g. `0o660` (set by the umask at bind, never a `chmod` afterwards)',
     cli: { flag: 'unix-socket-mode', arg: 'MODE', help: 'file mode of Unix sockets the master creates, in octal (660)' },
   },
   controlDir: {
     check: { kind: 'string' }, default: () => os.tmpdir(), shown: '`os.tmpdir()`',
-    doc: 'where the private (0700) control directory is made',
+    doc: 'where the control directory is made (0700; with `user` 02750, see [Privileges](#privileges)); refused if another user could rename entries in it or above it',
     cli: { flag: 'control-dir', arg: 'DIR', help: 'where the private control directory is made (default: the temp dir)' },
   },
   rollout: {
@@ -380,9 +389,14 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     doc: 'old generations that may drain at once; past it the oldest is closed at once, cutting what it still has open, and that is logged: a bound for reloads far faster than requests finish',
     cli: { flag: 'max-draining', arg: 'N', help: 'old generations draining at once; past it the oldest is closed (default 10)' },
   },
+  allowListen: {
+    check: { kind: 'addresses' }, default: [], shown: '`[]`',
+    doc: "`handover start --user` only: addresses the master binds for the program although its user could not bind them itself, e.g. `[':443']`",
+    cli: { flag: 'allow-listen', arg: 'A,B', help: 'with --user: addresses the program may listen on although USER could not\nbind them itself (a port < 1024, a path in a directory USER cannot write)' },
+  },
   user: {
     check: { kind: 'account', of: 'user' }, shown: "the master's",
-    doc: 'workers run as this user (name or uid) while a root master binds privileged ports',
+    doc: "workers run as this user (name or uid) while a root master binds privileged ports (see [Privileges](#privileges)); not with `mode: 'single'`",
   },
   group: {
     check: { kind: 'account', of: 'group' }, shown: "`user`'s group",
@@ -511,6 +525,10 @@ export function checkValue(name: string, check: Check, value: unknown): unknown 
     }
     case 'signals': return checkSignals(name, value);
     case 'logger': return checkLogger(value);
+    case 'addresses':
+      if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of addresses such as [':443'], got ${show(value)}`);
+      for (const address of value) parseAddress(checkString(name, address));
+      return value;
     case 'account':
       return typeof value === 'number' ? checkInteger(name, value, 0, 2 ** 32 - 2, `a ${check.of} name or a numeric id`) : checkString(name, value);
     case 'choice':
@@ -552,6 +570,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   if (upgradeOverlap.length > 0) {
     throw new TypeError(`${upgradeOverlap.join(', ')} is in upgradeSignals and in reloadSignals or stopSignals; list each signal in one of them`);
   }
+  checkSingleMode(resolved.mode, resolved.identity);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (resolved.mode === 'single') {
     const masterOnly = [

@@ -245,7 +245,7 @@ export class SingleProcess {
       [SUCCESSOR.socket]: this.control!.path,
       [SUCCESSOR.token]: token,
       [SUCCESSOR.generation]: String(generation),
-    }, this.options.identity);
+    });
     const successor = new WorkerProcess(child, 0, generation, this.options.startTimeout, this.options.stopTimeout);
     this.successor = successor;
     this.control!.expect(successor.pid, token);

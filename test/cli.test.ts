@@ -290,21 +290,24 @@ describe('command-line forms and messages (issue 12)', () => {
     });
   });
 
-  it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and how to ask as that user, instead of "closed the connection"', async () => {
-    // A socket that listens, owned by nobody: the uid check happens before any request is sent.
+  it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and who may administer it, instead of "closed the connection"', async () => {
+    // A socket that listens, root's: the check happens before any request is sent.
     const dir = scratch('handover-cli-');
+    fs.chmodSync(dir, 0o755);
     const socket = path.join(dir, 'control.sock');
     const server = net.createServer((conn) => conn.destroy());
     await new Promise<void>((resolve) => server.listen(socket, resolve));
     onCleanUp(() => server.close());
-    fs.chownSync(socket, 65534, 65534);
     const nobody = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === '65534')!.split(':')[0];
-    const run = await cli('status', '--socket', socket);
+    const run = await new Promise<Run>((resolve) => {
+      execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'status', '--socket', socket], { cwd: '/' },
+        (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }));
+    });
     expect(run).toEqual({
       code: 2,
       stdout: '',
-      stderr: `handover: the master at ${socket} runs as ${nobody}, and answers only its own user (you are root); ` +
-        `run the command as that user, e.g. sudo -u ${nobody} handover ...\n`,
+      stderr: `handover: the master at ${socket} runs as root, and only root may administer it (you are ${nobody}); ` +
+        'run the command as root, e.g. sudo handover ...\n',
     });
   });
 });

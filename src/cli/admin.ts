@@ -1,9 +1,11 @@
 // The operator's commands against running masters: list, status, reload,
-// stop. They talk to a master over its control socket, which answers only its
-// own uid: a caller of another uid is told so before it connects.
+// stop. They talk to a master over its control socket, which answers only
+// root and its own uid (privilege.ts): another caller is told so before it
+// connects.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
+import { administrators, mayAdminister } from '../master/privilege';
 import { type RegistryEntry, liveMasters } from '../master/registry';
 import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
 import { type Target, locate } from './locate';
@@ -28,9 +30,10 @@ function userName(uid: number): string {
 }
 
 /**
- * The master accepts admin requests from its own uid only, and closes any
- * other caller's connection without a word (logging why on its side); so the
- * socket's owner is checked first and a mismatch explained here.
+ * The master accepts admin requests from root and its own uid only, and
+ * closes any other caller's connection without a word (logging why on its
+ * side); so the socket's owner (the master's uid) is checked first and a
+ * refusal explained here.
  */
 export function checkOwner(socket: string): void {
   let stat: fs.Stats;
@@ -39,17 +42,17 @@ export function checkOwner(socket: string): void {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES') {
-      throw new ReachError(`cannot reach the master at ${socket} (EACCES): its directory belongs to another user; run handover as the user the master runs as`);
+      throw new ReachError(`cannot reach the master at ${socket} (EACCES): its directory belongs to another user; run handover as root or as the user the master runs as`);
     }
     if (code === 'ENOENT') throw new ReachError(`cannot reach the master at ${socket}: no such socket (ENOENT); the master has stopped (\`handover list\` shows the running ones)`);
     throw new ReachError(`cannot reach the master at ${socket} (${code})`);
   }
   const uid = process.getuid!();
-  if (stat.uid !== uid) {
+  if (!mayAdminister(uid, stat.uid)) {
     const owner = userName(stat.uid);
     throw new ReachError(
-      `the master at ${socket} runs as ${owner}, and answers only its own user (you are ${userName(uid)}); ` +
-        `run the command as that user, e.g. sudo -u ${owner} handover ...`,
+      `the master at ${socket} runs as ${owner}, and only ${administrators(stat.uid, userName)} may administer it (you are ${userName(uid)}); ` +
+        `run the command as ${stat.uid === 0 ? 'root, e.g. sudo handover ...' : `one of them, e.g. sudo -u ${owner} handover ...`}`,
     );
   }
 }

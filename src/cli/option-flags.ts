@@ -53,6 +53,7 @@ function parse(flag: string, check: Check, text: string): unknown {
     case 'choice':
       if (!check.values.includes(text)) throw new UsageError(`--${flag} is ${check.values.join(' or ')} (got ${JSON.stringify(text)})`);
       return text;
+    case 'addresses': return text.split(',').filter(Boolean);
     default: return text;
   }
 }

@@ -8,7 +8,9 @@ import { MAX_FDS_PER_MESSAGE, encode } from '../protocol';
 import { sendWithFds } from './control-server';
 import * as native from '../platform/native';
 import { type FdStore, parseFdName } from '../platform/fdstore';
+import type { Identity } from '../platform/identity';
 import type { ActivatedSocket } from '../platform/systemd';
+import { type BindPolicy, allowedByOperator, checkBindFor, mayUnlinkFor, withUmask } from './privilege';
 
 export interface Listener {
   /** The registration key: the address string, '#n' added for repeated ephemeral ports. */
@@ -37,6 +39,8 @@ export interface ListenerOptions {
   unixMode?: number;
   /** systemd's fd store: every socket we bind is stored there, and removed when a reload drops it. */
   store?: FdStore;
+  /** `handover start --user`: bind only what the program's user could bind itself, or the operator allowed. */
+  bindFor?: BindPolicy;
 }
 
 /** Sockets a previous master of this service left us, per slot: from the fd store, or kept across an upgrade's exec. */
@@ -192,6 +196,7 @@ export class ListenerSet {
     }
     let listener: Listener;
     try {
+      if (this.options.bindFor) checkBindFor(address, this.options.bindFor);
       listener = { key: text, ...(address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address)) };
     } catch (error) {
       throw explain(error, text);
@@ -336,14 +341,22 @@ export class ListenerSet {
 
   private bindUnix(address: Extract<Address, { kind: 'unix' }>): Omit<Listener, 'key'> {
     const { path } = address;
-    if (!path.startsWith('@')) this.removeStaleSocket(path);
-    const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });
+    const { bindFor } = this.options;
+    if (!path.startsWith('@')) this.removeStaleSocket(address, bindFor && !allowedByOperator(address, bindFor) ? bindFor.identity : undefined);
+    // The mode comes from the umask at bind: a chmod after it would follow a symlink swapped in meanwhile.
+    const { unixMode } = this.options;
+    const bind = () => native.bindUnix({ path, backlog: this.options.backlog });
+    const fd = unixMode === undefined || path.startsWith('@') ? bind() : withUmask(~unixMode & 0o777, bind);
     const createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
     return { address, fds: [fd], shared: true, bound: address.text, createdInode };
   }
 
-  /** A socket file nobody listens on is stale and replaced; anything else stays. */
-  private removeStaleSocket(path: string): void {
+  /**
+   * A socket file nobody listens on is stale and replaced (for `onBehalfOf`,
+   * only one that user could remove itself); anything else stays.
+   */
+  private removeStaleSocket(address: Extract<Address, { kind: 'unix' }>, onBehalfOf: Identity | undefined): void {
+    const { path } = address;
     let stat: fs.Stats;
     try {
       stat = fs.lstatSync(path);
@@ -359,6 +372,12 @@ export class ListenerSet {
       native.closeFd(native.connectUnix(path));
     } catch (error) {
       if (native.isSystemError(error, 'ECONNREFUSED')) {
+        if (onBehalfOf && !mayUnlinkFor(path, stat, onBehalfOf)) {
+          throw Object.assign(new Error(
+            `bind EADDRINUSE ${path} (a stale socket file ${onBehalfOf.label} could not remove itself, so root leaves it; ` +
+              `remove it, or allow the address with --allow-listen ${address.text})`,
+          ), { code: 'EADDRINUSE', errno: -98, syscall: 'bind' });
+        }
         fs.unlinkSync(path);
         return;
       }

@@ -88,6 +88,8 @@ export class Master {
       shared: options.shared,
       unixMode: options.unixSocketMode,
       store: fdStoreWanted(options.fdStore) ? new FdStore((message) => this.log.warn(message)) : undefined,
+      // handover start --user: the program asks for its addresses, so each one is judged (privilege.ts)
+      bindFor: options.identity && options.dynamicAddresses ? { identity: options.identity, allowListen: options.allowListen } : undefined,
     });
     this.lifecycle = new Lifecycle({
       slots: options.workers,

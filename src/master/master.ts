@@ -237,10 +237,11 @@ export class Master {
 
   /** Stops (Lifecycle.stop); `force` (a failed start) kills instead of draining. */
   private async shutdown(force: boolean): Promise<void> {
-    if (!force) notify('STOPPING=1');
+    if (force) this.removeSignalHandlers?.();
+    else notify('STOPPING=1');
     await this.opened?.catch(() => {}); // a stop during start-up closes what start-up opened
     await this.lifecycle.stop(force);
-    this.removeSignalHandlers?.();
+    this.removeSignalHandlers?.(); // stopped: a later signal is the process's own business
     this.memory.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included

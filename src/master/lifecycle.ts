@@ -742,7 +742,7 @@ export class Lifecycle {
     return this.locked(async () => {
       const previous = this.previous;
       if (!previous) {
-        throw new Error('nothing to roll back to: no previous generation is kept (set keepPrevious; it is kept that long after a reload)');
+        throw new Error('nothing to roll back to: no previous generation is kept (set keepPrevious, handover start --keep-previous 60s; it is kept that long after a reload)');
       }
       const lost = previous.children.find((c) => !c.alive || c.state !== 'parked');
       if (lost || previous.children.length !== this.active) {

@@ -37,7 +37,7 @@ export interface ListenerOptions {
 }
 
 const HINTS: Record<string, string> = {
-  EADDRINUSE: 'another process is listening there; stop it or choose another address (or set `shared: true` to join its SO_REUSEPORT group on purpose)',
+  EADDRINUSE: 'another process is listening there; stop it or choose another address (or join its SO_REUSEPORT group on purpose: `shared: true`, handover start --shared)',
   EACCES: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port >= 1024, or start the master as root with the `user` option',
   EADDRNOTAVAIL: 'that IP is not an address of this machine',
   ENAMETOOLONG: 'use a shorter Unix socket path',

@@ -10,6 +10,7 @@ import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
+import { serveLogs } from './log-ring';
 import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, MAX_FRAME_BYTES, type MasterStatus, type Message, encode } from '../protocol';
@@ -225,7 +226,10 @@ export class Master {
   private async statusWithConnections(): Promise<MasterStatus> {
     const status = this.status();
     const counts = await Promise.all(status.workers.map((w) => this.workers.get(w.pid)?.countConnections(1_000)));
-    status.workers.forEach((w, i) => (w.connections = counts[i]));
+    status.workers.forEach((w, i) => {
+      const worker = this.workers.get(w.pid);
+      Object.assign(w, { connections: counts[i], requests: worker?.requests, loopDelayMs: worker?.loopDelayMs });
+    });
     return status;
   }
 
@@ -314,6 +318,7 @@ export class Master {
       case 'pong':
         if (message.requests !== undefined) worker.requests = message.requests;
         if (message.rss !== undefined) worker.rss = message.rss;
+        if (message.loopDelayMs !== undefined) worker.loopDelayMs = message.loopDelayMs;
         break;
       case 'failed':
         worker.failure = message.message;
@@ -358,6 +363,9 @@ export class Master {
         break;
       case 'stop':
         void this.stop().then(() => socket.end());
+        break;
+      case 'logs':
+        serveLogs(message, socket);
         break;
       default:
         this.log.warn(`control: unexpected ${message.type} frame from a non-worker; connection closed`);

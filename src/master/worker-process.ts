@@ -20,6 +20,8 @@ export class WorkerProcess implements Child {
   lastSeen = performance.now();
   requests = 0;
   rss = 0;
+  /** Mean event-loop delay (ms) since the previous heartbeat, as the worker measured it. */
+  loopDelayMs?: number;
   state: ChildState = 'starting';
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */

@@ -392,11 +392,12 @@ export class Master {
 
   /** Stops (Lifecycle.stop); `force` (a failed start) kills instead of draining. */
   private async shutdown(force: boolean): Promise<void> {
-    if (!force) notify('STOPPING=1');
+    if (force) this.removeSignalHandlers?.();
+    else notify('STOPPING=1');
     await this.opened?.catch(() => {}); // a stop during start-up closes what start-up opened
     this.retireInherited();
     await this.lifecycle.stop(force);
-    this.removeSignalHandlers?.();
+    this.removeSignalHandlers?.(); // stopped: a later signal is the process's own business
     this.memory.close();
     this.metricsServer?.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);

@@ -79,6 +79,15 @@ export interface ServerOptions {
    * generation usually drains within Node's 5 s keep-alive timeout. Default 10.
    */
   maxDraining?: number;
+  /**
+   * When a worker drains (reload, recycle, scale-down, rollback), its idle
+   * HTTP/1.1 keep-alive connections move to the worker that replaces it
+   * instead of being closed, and one with a request in flight moves right
+   * after its response: clients keep their connection. false: they drain as
+   * before (`Connection: close`, keep-alive timeout). WebSockets and raw TCP
+   * move only through `migrate()`, either way. Default true.
+   */
+  migrate?: boolean;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -127,6 +136,7 @@ export interface ResolvedOptions {
   maxLifetime?: number;
   maxDraining: number;
   keepPrevious: number;
+  migrate: boolean;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -159,12 +169,13 @@ const DEFAULTS = {
   keepPrevious: 0,
   backlog: 1024,
   shared: false,
+  migrate: true,
 } as const;
 
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, migrate: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -289,6 +300,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     throw new TypeError(`ready must be a function (it runs in each worker before it serves), got ${show(o.ready)}`);
   }
   if (typeof o.shared !== 'boolean') throw new TypeError(`shared must be true or false, got ${show(o.shared)}`);
+  if (typeof o.migrate !== 'boolean') throw new TypeError(`migrate must be true or false, got ${show(o.migrate)}`);
   const resolved: ResolvedOptions = {
     mode: o.mode,
     stopTimeout: checkDuration('stopTimeout', o.stopTimeout, 1),
@@ -304,6 +316,7 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
     maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
     keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
+    migrate: o.migrate,
     ready: o.ready as ResolvedOptions['ready'],
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),

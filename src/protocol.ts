@@ -37,12 +37,22 @@ export type Message =
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
   | { type: 'refused'; message: string }
-  /** worker -> master: listening on every fd and the application's ready hook resolved. */
-  | { type: 'ready' }
+  /**
+   * worker -> master: listening on every fd and the application's ready hook
+   * resolved; `handoff`: where it takes over connections from the worker it
+   * replaces (worker/handoff.ts).
+   */
+  | { type: 'ready'; handoff?: HandoffEndpoint }
   /** worker -> master: start-up failed; the message is shown in the master's report. */
   | { type: 'failed'; message: string }
-  /** master -> worker: stop accepting, finish what is in flight, exit. */
-  | { type: 'drain' }
+  /**
+   * master -> worker: stop accepting, finish what is in flight, exit.
+   * `handoff`: the ready worker that replaces it, to move connections to
+   * instead of closing them (invariant 15).
+   */
+  | { type: 'drain'; handoff?: HandoffEndpoint }
+  /** worker -> master, draining: what became of its connections so far (see ConnectionTally). */
+  | { type: 'moves'; tally: ConnectionTally }
   /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
   | { type: 'closing' }
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
@@ -78,6 +88,25 @@ export type Message =
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
+/** A worker's hand-off channel: a Unix socket path ('\0'-prefixed: abstract) and the token a sender presents. */
+export interface HandoffEndpoint {
+  path: string;
+  token: string;
+}
+
+/**
+ * What a drain did with connections: moved to the new generation, or
+ * closed, and for each one that did not move, why ('tls', 'http2',
+ * 'busy', 'no answer'...): counted by reason.
+ */
+export interface ConnectionTally {
+  moved: number;
+  closed: number;
+  notMoved: Record<string, number>;
+  /** Still open when this was counted (they close, or move, later). */
+  open?: number;
+}
+
 export interface MasterStatus {
   pid: number;
   generation: number;
@@ -111,8 +140,13 @@ export class ProtocolError extends Error {
 }
 
 export function encode(message: Message): Buffer {
-  const body = Buffer.from(JSON.stringify(message), 'utf8');
-  if (body.length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  return encodeFrame(message, MAX_FRAME_BYTES);
+}
+
+/** One frame of any JSON value, for this protocol and the hand-off channel's (worker/handoff.ts). */
+export function encodeFrame(value: unknown, maxBytes: number): Buffer {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  if (body.length > maxBytes) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${maxBytes}`);
   const frame = Buffer.allocUnsafe(4 + body.length);
   frame.writeUInt32BE(body.length, 0);
   body.copy(frame, 4);
@@ -121,6 +155,19 @@ export function encode(message: Message): Buffer {
 
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
+
+function isEndpoint(v: unknown): v is HandoffEndpoint {
+  const e = v as Record<string, unknown>;
+  return typeof v === 'object' && v !== null && isString(e.path) && e.path.length <= 256 && isString(e.token) && e.token.length <= 128;
+}
+
+function isTally(v: unknown): v is ConnectionTally {
+  const t = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null || !isInt(t.moved) || !isInt(t.closed) || !(t.open === undefined || isInt(t.open))) return false;
+  const reasons = t.notMoved as Record<string, unknown>;
+  return typeof reasons === 'object' && reasons !== null && Object.keys(reasons).length <= 32 &&
+    Object.entries(reasons).every(([k, n]) => k.length <= 64 && isInt(n));
+}
 
 /** Checks a decoded value field by field; anything unexpected is a ProtocolError. */
 export function validate(value: unknown): Message {
@@ -144,13 +191,17 @@ export function validate(value: unknown): Message {
       case 'uncover':
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
+        return m.handoff === undefined || isEndpoint(m.handoff);
+      case 'drain':
+        return m.handoff === undefined || isEndpoint(m.handoff);
+      case 'moves':
+        return isTally(m.tally);
       case 'pong':
         return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
       case 'ping':
       case 'closing':
       case 'park':
       case 'resume':
-      case 'drain':
       case 'count':
       case 'status':
       case 'stop':
@@ -177,15 +228,20 @@ export function validate(value: unknown): Message {
 }
 
 /** Accumulates bytes and yields whole, validated messages. Throws ProtocolError. */
-export class FrameDecoder {
+export class FrameDecoder<T = Message> {
   private buffer: Buffer = Buffer.alloc(0);
 
-  push(chunk: Buffer): Message[] {
+  constructor(
+    private readonly check: (value: unknown) => T = validate as (value: unknown) => T,
+    private readonly maxBytes = MAX_FRAME_BYTES,
+  ) {}
+
+  push(chunk: Buffer): T[] {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    const messages: Message[] = [];
+    const messages: T[] = [];
     while (this.buffer.length >= 4) {
       const length = this.buffer.readUInt32BE(0);
-      if (length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+      if (length > this.maxBytes) throw new ProtocolError(`frame of ${length} bytes exceeds ${this.maxBytes}`);
       if (this.buffer.length < 4 + length) break;
       const body = this.buffer.subarray(4, 4 + length);
       this.buffer = this.buffer.subarray(4 + length);
@@ -195,7 +251,7 @@ export class FrameDecoder {
       } catch {
         throw new ProtocolError('frame is not valid JSON');
       }
-      messages.push(validate(value));
+      messages.push(this.check(value));
     }
     return messages;
   }

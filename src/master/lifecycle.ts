@@ -48,8 +48,11 @@ export interface Child {
   ping(): void;
   /** Takes it out of service for missing heartbeats: it drains, and is killed at stopTimeout. */
   markUnresponsive(): void;
-  /** Stop accepting, finish in-flight work, exit; killed at stopTimeout. */
-  drain(): void;
+  /**
+   * Stop accepting, finish in-flight work, exit; killed at stopTimeout.
+   * `successor`: the ready child taking its place, to move connections to.
+   */
+  drain(successor?: Child): void;
   /** Stop accepting and finish in-flight work as a drain does, but stay alive (keepPrevious). */
   park(): void;
   /** A parked child accepts again (a rollback). */
@@ -343,7 +346,7 @@ export class Lifecycle {
       for (let slot = workers; slot < from; slot++) {
         this.clock.clearTimeout(this.backoff[slot]);
         this.backoff[slot] = undefined;
-        for (const c of [this.serving[slot], this.replacing[slot]]) c?.drain();
+        for (const c of [this.serving[slot], this.replacing[slot]]) c?.drain(this.serving[slot % workers]);
         this.serving[slot] = undefined;
         this.replacing[slot] = undefined;
       }
@@ -473,7 +476,7 @@ export class Lifecycle {
     this.replacing[slot] = undefined;
     for (const c of replaced) {
       if (park && c === serving && c.state === 'ready') c.park();
-      else c.drain();
+      else c.drain(child);
     }
     return replaced;
   }
@@ -484,7 +487,7 @@ export class Lifecycle {
       c.resume();
       const current = this.serving[c.slot];
       this.serving[c.slot] = c;
-      current?.drain();
+      current?.drain(c);
     }
     this.rebalance();
   }

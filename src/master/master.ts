@@ -306,6 +306,7 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
+        worker.handoff = message.handoff;
         worker.becameReady();
         break;
       case 'pong':
@@ -317,6 +318,9 @@ export class Master {
         break;
       case 'connections':
         worker.countWaiters.shift()?.(message.count);
+        break;
+      case 'moves':
+        this.log.info(`${worker.describe()} moves: ${JSON.stringify(message.tally)}`);
         break;
       case 'reload':
         this.reload().then(

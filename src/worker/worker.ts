@@ -2,13 +2,14 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV } from '../protocol';
+import { ENV, type HandoffEndpoint } from '../protocol';
 import { guardAgainstOrphaning } from './orphan';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { type Registration, Serving } from './serving';
+import { HandoffListener } from './handoff';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -36,6 +37,8 @@ export class Worker {
   private readonly log: Logger;
   private readonly serving: Serving;
   private control?: ControlClient;
+  /** Where the worker that this one replaces hands over its connections. */
+  private handoff?: HandoffListener;
   private draining = false;
   private finished!: () => void;
   private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
@@ -48,7 +51,7 @@ export class Worker {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'worker');
-    this.serving = new Serving(registrations);
+    this.serving = new Serving(registrations, options.migrate);
   }
 
   get bound(): string[] {
@@ -69,7 +72,7 @@ export class Worker {
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
-      if (message.type === 'drain') this.drain('the master asked');
+      if (message.type === 'drain') this.drain('the master asked', message.handoff);
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
@@ -97,7 +100,12 @@ export class Worker {
       client.send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
       throw error;
     }
-    client.send({ type: 'ready' });
+    try {
+      this.handoff = await HandoffListener.open(this.options.controlDir, (item, fd) => this.serving.adopt(item, fd));
+    } catch (error) {
+      this.log.warn(`cannot take over connections from the previous generation: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    client.send({ type: 'ready', handoff: this.handoff?.endpoint });
     await this.done;
   }
 
@@ -142,8 +150,12 @@ export class Worker {
     for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
   }
 
-  /** Drains every server, then exits; at stopTimeout exits regardless. Idempotent. */
-  drain(reason: string): void {
+  /**
+   * Drains every server, then exits; at stopTimeout exits regardless.
+   * Idempotent. `to`: the worker that replaces this one, which takes the
+   * connections that can move.
+   */
+  drain(reason: string, to?: HandoffEndpoint): void {
     if (this.draining) return;
     this.draining = true;
     if (!this.serving.started) {
@@ -151,14 +163,20 @@ export class Worker {
       process.exit(0);
     }
     this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
-    const drained = this.serving.drain();
+    this.handoff?.close();
+    const drained = this.serving.drain(to);
     this.events.emit('drain');
+    const report = () => this.control?.send({ type: 'moves', tally: this.serving.tally });
+    // (after the moved sockets' 'close', which comes a tick after their destroy())
+    if (to) void this.serving.moved().then(() => setImmediate(report));
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
+      report();
       process.exit(0);
     }, this.options.stopTimeout);
     void drained.then(() => {
       clearTimeout(deadline);
+      report();
       this.control?.end();
       this.finished();
       setImmediate(() => process.exit(0));

@@ -126,7 +126,15 @@ export interface MasterStatus {
   /** The control socket admin tools connect to (the `handover` command registers it). */
   controlSocket?: string;
   /** The last reload's outcome; absent before the first. `error`: why it failed, with the new worker's own error output. */
-  lastReload?: { generation: number; startedAt: number; durationMs: number; ok: boolean; error?: string };
+  lastReload?: {
+    generation: number;
+    startedAt: number;
+    durationMs: number;
+    ok: boolean;
+    error?: string;
+    /** What became of the drained workers' connections so far (moved, closed, why not moved). */
+    connections?: ConnectionTally;
+  };
   /**
    * Each slot's truth: 'ready' (its own worker serves), 'starting',
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or

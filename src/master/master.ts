@@ -22,6 +22,7 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { ReloadConnections, describeTally } from './moves';
 import { spawnSelf } from './spawn-self';
 import { WorkerProcess } from './worker-process';
 
@@ -40,6 +41,7 @@ export class Master {
   private readonly workers = new Map<number, WorkerProcess>();
   private readonly startedAt = Date.now();
   private readonly memory = new MasterMemory();
+  private readonly moves = new ReloadConnections();
   private control?: ControlServer;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
@@ -67,13 +69,20 @@ export class Master {
       events: {
         reload: ({ generation }) => {
           this.reloadStartedAt = Date.now();
+          this.moves.begin();
           notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
           this.events.emit('reload', { generation });
         },
         reloaded: (e) => {
           this.lastReload = { generation: e.generation, startedAt: Date.now() - e.durationMs, durationMs: e.durationMs, ok: true };
           notify('READY=1', this.statusLine());
-          this.events.emit('reloaded', e);
+          // Said once the drained workers have reported their first moves.
+          for (const w of this.workers.values()) if (w.handingOff && w.state === 'draining') this.moves.expect(w.pid);
+          void this.moves.firstReports().then(() => {
+            const connections = this.moves.summary;
+            this.log.info(`reload: generation ${e.generation}: connections ${describeTally(connections)}`);
+            this.events.emit('reloaded', { ...e, connections });
+          });
         },
         reloadFailed: (e) => {
           const startedAt = this.reloadStartedAt ?? Date.now();
@@ -203,7 +212,7 @@ export class Master {
       reloading: this.lifecycle.reloading,
       addresses: this.bound,
       controlSocket: this.control?.path,
-      lastReload: this.lastReload,
+      lastReload: this.lastReload && { ...this.lastReload, ...(this.lastReload.ok ? { connections: this.moves.summary } : {}) },
       workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
       slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
@@ -268,6 +277,7 @@ export class Master {
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
+    this.moves.gone(worker.pid);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
@@ -320,7 +330,7 @@ export class Master {
         worker.countWaiters.shift()?.(message.count);
         break;
       case 'moves':
-        this.log.info(`${worker.describe()} moves: ${JSON.stringify(message.tally)}`);
+        this.moves.report(worker.pid, message.tally);
         break;
       case 'reload':
         this.reload().then(

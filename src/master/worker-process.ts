@@ -24,6 +24,8 @@ export class WorkerProcess implements Child {
   addresses?: string[];
   /** Where it takes over connections from a worker it replaces (from its ready frame). */
   handoff?: HandoffEndpoint;
+  /** Told to drain with a successor to move its connections to: it reports what moved. */
+  handingOff = false;
   /** Why it could not start, as the worker reported it. */
   failure?: string;
   exit?: { code: number | null; signal: NodeJS.Signals | null };
@@ -185,6 +187,7 @@ export class WorkerProcess implements Child {
     // A worker that is not ready serves nothing yet and may not be reading the
     // control socket: a stop signal makes it drain just the same.
     const to = successor instanceof WorkerProcess && successor.state === 'ready' && successor.alive ? successor.handoff : undefined;
+    this.handingOff = wasReady && to !== undefined;
     if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain', ...(to ? { handoff: to } : {}) });
     else this.kill('SIGTERM');
     this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.stopTimeout + KILL_GRACE_MS);

@@ -330,7 +330,27 @@ export class ConnectionMover {
 }
 
 
-/** The public migrate(): false outside a draining worker. */
+/**
+ * Moves an established connection to the new generation while this worker
+ * drains (call it from the socket's `'handover:drain'` event): `connection` is
+ * a `net.Socket` or a `ws` WebSocket, `state` any JSON (at most 64 KiB) that
+ * the new worker receives with it. Resolves true once the new worker has
+ * adopted it: this process must not touch it again (its copy is closed,
+ * without a FIN; a WebSocket here sees 'close' 1006). Resolves false when it
+ * cannot move (TLS, bytes already read into user space, a partial `ws`
+ * frame or one being sent, permessage-deflate, no new worker, or the new
+ * worker did not take it): it stays open here, so close it as before.
+ * In the new worker the server registered for the same address emits
+ * `'handover:adopt'` with `(socket, state)`; see adoptWebSocket().
+ *
+ * ```ts
+ * wss.on('connection', (ws, req) => {
+ *   req.socket.on('handover:drain', async () => {
+ *     if (!(await migrate(ws, { user: ws.user }))) ws.close(1001);
+ *   });
+ * });
+ * ```
+ */
 export function migrate(connection: net.Socket | MigratableWebSocket, state?: unknown): Promise<boolean> {
   if (!current) return Promise.resolve(false);
   return current.migrate(connection, state);

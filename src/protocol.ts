@@ -88,7 +88,7 @@ export type Message =
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
-/** A worker's hand-off channel: a Unix socket path ('\0'-prefixed: abstract) and the token a sender presents. */
+/** A worker's hand-off channel: a Unix socket path ('@name': abstract, Linux) and the token a sender presents. */
 export interface HandoffEndpoint {
   path: string;
   token: string;

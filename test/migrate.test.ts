@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { type Master, ROOT, cleanUp, isAlive, pollUntil, scratch, startMaster } from './helpers/processes';
+import { type Master, ROOT, cleanUp, isAlive, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
 
 afterEach(cleanUp);
 
@@ -199,18 +199,16 @@ describe('HTTP/1.1 keep-alive connections move on a reload', () => {
 
   it('a new worker SIGKILLed while it is being handed connections: the old worker keeps them and drains them as before', async () => {
     const blockFile = path.join(scratch(), 'block');
-    const { master, http } = await start({ workers: 1, blockFile, stopTimeout: 60_000 });
+    // A keep-alive timeout longer than the test: the old worker must keep the connection, not time it out.
+    const { master, http } = await start({ workers: 1, blockFile, stopTimeout: 60_000, keepAliveTimeout: 120_000 });
     const conn = await Conn.open(http);
     const before = await conn.get('/before');
     fs.writeFileSync(blockFile, ''); // the next generation blocks its event loop once ready: it never answers
     master.proc.kill('SIGHUP');
-    const stuck = await master.waitFor((e) => e.event === 'reloaded', 'the reload').then(() => pollUntil(() => {
-      const s = [...master.events].reverse().find((e) => e.status)?.status;
-      return s?.workers.find((w) => w.generation === 2)?.pid;
-    }, 'the new worker\'s pid'));
-    // The old worker has offered the connection and waits for an answer that
-    // cannot come: the new worker's loop is blocked.
-    await pollUntil(() => /draining \(the master asked\)/.test(master.stderr), 'the old worker to drain');
+    // Once the old worker drains, it has offered the connection (or is about
+    // to) and waits for an answer that cannot come.
+    await pollUntil(() => new RegExp(`\\[${before.pid}\\] worker info: draining`).test(master.stderr), 'the old worker to drain');
+    const stuck = workerProcessesOf(master.pid).find((pid) => pid !== before.pid)!;
     fs.rmSync(blockFile);
     process.kill(stuck, 'SIGKILL');
     const after = await conn.get('/after');
@@ -309,7 +307,7 @@ describe('handover start', () => {
       env: { XDG_RUNTIME_DIR: runtime },
       waitReady: false,
     });
-    const port = await pollUntil(() => Number(/listening on 127\.0\.0\.1:(\d+)|listening on [^:]*:(\d+)/.exec(master.stderr)?.slice(1).find(Boolean)), 'the port');
+    const port = await pollUntil(() => Number(/serving on \S*:(\d+)/.exec(master.stderr)?.[1]), 'the port');
     const conn = await Conn.open(port);
     const before = await conn.get('/');
     master.proc.kill('SIGHUP');

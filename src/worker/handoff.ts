@@ -238,35 +238,7 @@ export interface SenderOptions {
   timeoutMs?: number;
 }
 
-/**
- * Node binds an abstract name ('\0name') padded to the whole sun_path, so
- * only Node connects to it: then the fd is taken before the other end says a
- * word (it speaks only after our hello), and Node's socket let go.
- */
-function connectAbstract(socketPath: string): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ path: socketPath });
-    const timer = setTimeout(() => socket.destroy(new Error(`connect ETIMEDOUT ${JSON.stringify(socketPath)}`)), HANDOFF_TIMEOUT_MS);
-    socket.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      try {
-        const fd = native.dup((socket as net.Socket & { _handle: { fd: number } })._handle.fd);
-        resolve(new FdWire(fd));
-      } catch (error) {
-        reject(error);
-      } finally {
-        socket.destroy();
-      }
-    });
-  });
-}
-
 async function connectWire(socketPath: string): Promise<Wire> {
-  if (socketPath.startsWith('\0')) return connectAbstract(socketPath);
   const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
   for (;;) {
     try {
@@ -529,19 +501,24 @@ export class HandoffListener {
     const token = randomBytes(24).toString('hex');
     const id = `handover-handoff-${process.pid}-${randomBytes(6).toString('hex')}`;
     const dir = process.platform === 'linux' ? undefined : fs.mkdtempSync(path.join(parentDir || os.tmpdir(), `${id}-`));
-    const socketPath = dir ? path.join(dir, 's') : `\0${id}`;
+    const socketPath = dir ? path.join(dir, 's') : `@${id}`;
     let listener: HandoffListener | undefined;
     // Paused: Node must never read from it (that would drop the fds).
     const server = net.createServer({ pauseOnConnect: true }, (socket) => listener?.accept(socket, adopt));
+    let fd = -1;
     try {
+      // Bound natively (Node pads an abstract name to the whole sun_path),
+      // and listened on by fd, which `handover start`'s listen() interception lets through.
+      fd = native.bindUnix({ path: socketPath, mode: 0o600 });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(socketPath, () => {
+        server.listen({ fd }, () => {
           server.removeListener('error', reject);
           resolve();
         });
       });
     } catch (error) {
+      if (fd >= 0 && !server.listening) native.closeFd(fd);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
       throw error;
     }

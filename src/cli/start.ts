@@ -32,6 +32,7 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'env-file', value: 'required' },
   { name: 'watch', value: 'optional' },
   { name: 'wait-ready', value: 'none' },
+  { name: 'no-migrate', value: 'none' },
   { name: 'json-logs', value: 'none' },
   { name: 'control-dir', value: 'required' },
   { name: 'pid-file', value: 'required' },
@@ -62,6 +63,8 @@ program calls require('handover').ready().
   --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
   --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
   --wait-ready           ready only when the program calls require('handover').ready()
+  --no-migrate           on a reload, close keep-alive connections (Connection: close)
+                         instead of moving them to the new generation
   --json-logs            the master's output as one JSON object per line
   --user USER            run workers as USER (the master must run as root)
   --group GROUP          with --user: the workers' group
@@ -107,6 +110,7 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     maxLifetime: parsed('max-lifetime', parseDuration),
     keepPrevious: parsed('keep-previous', parseDuration),
     controlDir: value('control-dir'),
+    migrate: o.has('no-migrate') ? false : undefined,
   };
 }
 

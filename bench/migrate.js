@@ -9,6 +9,12 @@
 // every worker of the old generation has exited.
 //
 //   node bench/migrate.js [--connections 10000] [--reloads 5] [--servers handover,handover-no-migrate,cluster]
+//   node bench/migrate.js --websockets 2000 [--reloads 5]
+//
+// --websockets: N `ws` clients of test/fixtures/migrate-app.js (workers 2), each
+// sending a message after every reload: with migrate() and adoptWebSocket(),
+// and with the application closing them on 'handover:drain' (1001, today's
+// way); a closed client reconnects and sends again.
 //
 // The client holds every connection in this process (raw sockets, a minimal
 // HTTP/1.1 parser); the fd limit must allow them (`ulimit -n`, checked).
@@ -29,8 +35,8 @@ const RELOADS = Number(flag('reloads', 5));
 const SERVERS = flag('servers', 'handover,handover-no-migrate,cluster').split(',');
 
 const limit = Number(execFileSync('bash', ['-c', 'ulimit -n']).toString().trim());
-if (limit < CONNECTIONS * 2 + 100) {
-  console.error(`ulimit -n is ${limit}: ${CONNECTIONS} connections (and reconnects) need at least ${CONNECTIONS * 2 + 100}; raise it (ulimit -n ${CONNECTIONS * 2 + 100}) or pass --connections`);
+if (limit < CONNECTIONS + 1000) {
+  console.error(`ulimit -n is ${limit}: ${CONNECTIONS} connections (and reconnects) need at least ${CONNECTIONS + 1000} (a closed one is let go before its reconnect); raise it (ulimit -n ${CONNECTIONS + 1000}) or pass --connections`);
   process.exit(1);
 }
 
@@ -135,10 +141,27 @@ const p99 = (values) => {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
 };
 
+const started = new Set();
+process.on('exit', () => {
+  for (const proc of started) proc.kill('SIGKILL');
+});
+
 async function run(name) {
   const server = await startServer(name);
-  const conns = Array.from({ length: CONNECTIONS }, () => new Conn(server.port));
-  await pool(conns, 500, (c) => c.get());
+  started.add(server.proc);
+  // Opened 200 at a time; one refused or reset while the accept queue is full tries again.
+  const conns = [];
+  await pool(Array.from({ length: CONNECTIONS }, (_, i) => i), 200, async (i) => {
+    for (let attempt = 0; ; attempt++) {
+      conns[i] = new Conn(server.port);
+      try {
+        return await conns[i].get();
+      } catch (error) {
+        conns[i].socket.destroy();
+        if (attempt >= 5) throw error;
+      }
+    }
+  });
   const rows = [];
   for (let r = 1; r <= RELOADS; r++) {
     const old = childrenOf(server.proc.pid);
@@ -188,11 +211,100 @@ async function run(name) {
   for (const c of conns) c.socket.destroy();
   server.proc.kill('SIGTERM');
   await new Promise((resolve) => server.proc.once('exit', resolve));
+  started.delete(server.proc);
+  return rows;
+}
+
+async function runWebSockets(count, closeWebSockets) {
+  const { WebSocket } = require('ws');
+  const proc = spawn(process.execPath, [path.join(ROOT, 'test/fixtures/migrate-app.js')], {
+    cwd: ROOT, env: { ...process.env, FIXTURE_OPTIONS: JSON.stringify({ workers: 2, closeWebSockets }) }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  started.add(proc);
+  let stderr = '';
+  proc.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
+  const server = { log: () => stderr };
+  await until(() => /serving on 127\.0\.0\.1:\d+/.test(stderr), 'the server to be ready', server);
+  const port = Number(/serving on 127\.0\.0\.1:(\d+)/.exec(stderr)[1]);
+  const open = () => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    ws.closed = false;
+    ws.on('close', () => (ws.closed = true));
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+  const ask = (ws) => new Promise((resolve, reject) => {
+    if (ws.closed) return reject(new Error('closed'));
+    ws.once('message', resolve);
+    ws.once('close', reject);
+    ws.send('next');
+  });
+  const clients = [];
+  await pool(Array.from({ length: count }, (_, i) => i), 100, async (i) => {
+    clients[i] = await open();
+    await ask(clients[i]);
+  });
+  const rows = [];
+  for (let r = 1; r <= RELOADS; r++) {
+    const old = childrenOf(proc.pid);
+    const t0 = Date.now();
+    proc.kill('SIGHUP');
+    await until(() => (stderr.match(/connections \d+ moved/g) ?? []).length >= r, `reload ${r}`, server);
+    // The closes of the old generation's sockets reach the clients a moment later.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const exited = until(() => old.every((pid) => !alive(pid)), 'the old generation to exit', server, 60_000).then(() => Date.now() - t0);
+    const row = { reload: r, same: 0, closed: 0, reconnects: 0, failed: 0, latencies: [] };
+    const cpu = process.cpuUsage();
+    await pool(clients.map((c, i) => i), 500, async (i) => {
+      const t = process.hrtime.bigint();
+      try {
+        await ask(clients[i]);
+        row.same++;
+      } catch {
+        row.closed++;
+        row.reconnects++;
+        try {
+          clients[i] = await open();
+          await ask(clients[i]);
+        } catch {
+          row.failed++;
+        }
+      }
+      row.latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
+    });
+    const used = process.cpuUsage(cpu);
+    row.cpuMs = Math.round((used.user + used.system) / 1000);
+    row.p99 = p99(row.latencies).toFixed(1);
+    row.oldExitMs = await exited.catch(() => 'did not exit');
+    delete row.latencies;
+    rows.push(row);
+    console.error(`ws ${closeWebSockets ? 'closed on drain' : 'migrate()'} reload ${r}: ${JSON.stringify(row)}`);
+  }
+  for (const ws of clients) ws.terminate();
+  proc.kill('SIGTERM');
+  await new Promise((resolve) => proc.once('exit', resolve));
+  started.delete(proc);
   return rows;
 }
 
 (async () => {
   const results = {};
+  const websockets = Number(flag('websockets', 0));
+  if (websockets > 0) {
+    results['ws, migrate()'] = await runWebSockets(websockets, false);
+    results['ws, closed on drain (1001)'] = await runWebSockets(websockets, true);
+    console.log([
+      `### WebSockets across reloads (\`node bench/migrate.js --websockets ${websockets} --reloads ${RELOADS}\`)`,
+      '',
+      `${websockets} \`ws\` clients of test/fixtures/migrate-app.js, workers 2; after each reload every client sends a message. Node ${process.version}, ${require('node:os').cpus().length} cores, ${new Date().toISOString().slice(0, 10)}.`,
+      '',
+      '| application | reload | same connection | closed | reconnects | failed | first message p99 (ms) | client CPU (ms) | old generation exited after (ms) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      ...Object.entries(results).flatMap(([name, rows]) => rows.map((r) =>
+        `| ${name} | ${r.reload} | ${r.same} | ${r.closed} | ${r.reconnects} | ${r.failed} | ${r.p99} | ${r.cpuMs} | ${r.oldExitMs} |`)),
+    ].join('\n'));
+    return;
+  }
   for (const name of SERVERS) results[name] = await run(name);
   const lines = [
     `### Idle keep-alive connections across reloads (\`node bench/migrate.js --connections ${CONNECTIONS} --reloads ${RELOADS}\`)`,

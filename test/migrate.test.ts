@@ -95,7 +95,10 @@ async function start(fixture: Record<string, unknown> = {}): Promise<{ master: M
 interface Reloaded {
   generation: number;
   connections?: { moved: number; closed: number; notMoved: Record<string, number>; open?: number };
-  status?: { workers: { pid: number; generation: number; state: string }[] };
+  status?: {
+    workers: { pid: number; generation: number; state: string }[];
+    lastReload?: { connections?: Reloaded['connections'] };
+  };
 }
 
 /** Reloads and returns the reloaded event, which comes once the drained workers have said what moved. */
@@ -123,7 +126,10 @@ describe('HTTP/1.1 keep-alive connections move on a reload', () => {
     expect(oldPids.length).toBe(2);
 
     const event = await reload(master);
+    // Said in the reloaded event, the status (`handover status --json`) and the log line.
     expect(event.connections).toMatchObject({ moved: 200, closed: 0 });
+    expect(event.status?.lastReload?.connections).toMatchObject({ moved: 200, closed: 0 });
+    expect(master.stderr).toMatch(/reload: generation 2: connections 200 moved, 0 closed/);
     const newPids = pidsOf(event, 2);
 
     const second = await Promise.all(conns.map((c, i) => c.get(`/second/${i}`)));

@@ -76,7 +76,7 @@ function setUp(options: { timeoutMs?: number; refuse?: (item: Item) => string | 
   const byFd = new Map<number, Conn>();
   const sender = new HandoffSender({ path: '/fake', token: options.token ?? TOKEN }, {
     connect: async () => oldEnd,
-    timeoutMs: options.timeoutMs ?? 1_000,
+    timeoutMs: options.timeoutMs ?? 10_000,
   });
   const receiver = new HandoffReceiver(newEnd, TOKEN, (item: Item, fd: number): Held | string => {
     const conn = byFd.get(fd)!;
@@ -118,15 +118,21 @@ function exactlyOneOwner(conn: Conn): 'old' | 'new' {
   return [...conn.owners][0];
 }
 
-/** Lets the receiver act on what is already in its inbox. */
-const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+/** Polls until `check` holds (the receiver acts on its inbox asynchronously); fails after a generous deadline. */
+async function until(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
 
 describe('hand-off protocol: every path ends with exactly one owner', () => {
   it('taken: the old worker closes its copy, then the new worker reads', async () => {
     const { offer, newEnd, oldEnd } = setUp();
     const conns = [new Conn(), new Conn(), new Conn()];
     await Promise.all(conns.map(offer));
-    await settle();
+    await until(() => conns.every((c) => c.reading.has('new')), 'the new worker to read them');
     for (const c of conns) {
       expect(c.outcome).toBe('moved');
       expect(exactlyOneOwner(c)).toBe('new');
@@ -142,7 +148,7 @@ describe('hand-off protocol: every path ends with exactly one owner', () => {
     const conn = new Conn();
     await offer(conn);
     expect(conn.outcome).toMatch(/did not answer within 50 ms/);
-    await settle();
+    await until(() => !conn.owners.has('new'), 'the new worker to close its copy on the cancel');
     expect(exactlyOneOwner(conn)).toBe('old');
     void receiver;
   });
@@ -185,7 +191,7 @@ describe('hand-off protocol: every path ends with exactly one owner', () => {
     const reading = oldEnd.read.bind(oldEnd);
     oldEnd.read = () => new Promise(() => {});
     void offer(conn);
-    await settle();
+    await until(() => conn.owners.has('new'), 'the new worker to hold a copy');
     expect(conn.owners).toEqual(new Set(['old', 'new'])); // the new one holds a copy, not reading
     expect(conn.reading.has('new')).toBe(false);
     conn.owners.delete('old'); // its process is gone, and its copy with it
@@ -212,7 +218,7 @@ describe('hand-off protocol: every path ends with exactly one owner', () => {
     const { offer } = setUp({ refuse: () => (n++ === 1 ? 'nothing listens here' : undefined) });
     const conns = [new Conn(), new Conn(), new Conn()];
     await Promise.all(conns.map(offer));
-    await settle();
+    await until(() => conns[0].reading.has('new') && conns[2].reading.has('new'), 'the new worker to read the two it took');
     expect(conns.map((c) => c.outcome)).toEqual(['moved', 'the new worker refused it: nothing listens here', 'moved']);
     expect(conns.map(exactlyOneOwner)).toEqual(['new', 'old', 'new']);
   });
@@ -229,7 +235,7 @@ describe('hand-off protocol: every path ends with exactly one owner', () => {
     const { offer, oldEnd } = setUp();
     const conns = Array.from({ length: 600 }, () => new Conn());
     await Promise.all(conns.map(offer));
-    await settle();
+    await until(() => conns.every((c) => c.reading.has('new')), 'the new worker to read all 600');
     expect(conns.every((c) => exactlyOneOwner(c) === 'new')).toBe(true);
     expect(oldEnd.written.map((m) => m.type)).toEqual(['hello', 'offer', 'commit', 'offer', 'commit', 'offer', 'commit']);
     for (const c of conns) fs.closeSync(c.fd);

@@ -310,11 +310,11 @@ describe('handover start', () => {
       env: { XDG_RUNTIME_DIR: runtime },
       waitReady: false,
     });
-    const port = await pollUntil(() => Number(/serving on \S*:(\d+)/.exec(master.stderr)?.[1]), 'the port');
+    const port = await pollUntil(() => Number(/serving on \S*:(\d+)/.exec(master.stderr)?.[1]), 'the port', 120_000);
     const conn = await Conn.open(port);
     const before = await conn.get('/');
     master.proc.kill('SIGHUP');
-    await pollUntil(() => /connections 1 moved/.test(master.stderr), 'the reload to move the connection');
+    await pollUntil(() => /connections 1 moved/.test(master.stderr), 'the reload to move the connection', 120_000);
     const after = await conn.get('/');
     expect(after.status).toBe(200);
     expect(after.pid).not.toBe(before.pid);

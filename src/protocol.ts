@@ -8,7 +8,9 @@
 // A worker receives, for each address, the socket of every slot (one per slot
 // on Linux, a single shared one elsewhere). It accepts from its own slot's
 // socket; the others stay dormant until the master asks it to `cover` a slot
-// that has no ready worker (invariant 11). So no fd ever travels after hello.
+// that has no ready worker (invariant 11). So no fd travels on this socket
+// after hello; connections that move between workers (invariant 15) go over
+// a channel of their own between the two workers (worker/handoff.ts).
 import { timingSafeEqual } from 'node:crypto';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */

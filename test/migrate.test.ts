@@ -317,7 +317,8 @@ describe('handover start', () => {
     const conn = await Conn.open(port);
     const before = await conn.get('/');
     master.proc.kill('SIGHUP');
-    await pollUntil(() => /connections 1 moved/.test(master.stderr), 'the reload to move the connection', 120_000);
+    await pollUntil(() => /reload: generation 2: connections/.test(master.stderr), 'the reload to say what moved', 120_000);
+    expect(master.stderr).toMatch(/reload: generation 2: connections 1 moved, 0 closed/);
     const after = await conn.get('/');
     expect(after.status).toBe(200);
     expect(after.pid).not.toBe(before.pid);

@@ -256,8 +256,6 @@ export class HandoffSender {
   private running?: Promise<void>;
   private channel?: { wire: Wire; reader: Reader };
   private broken?: string;
-  /** The system error behind the last 'the new worker is gone', for the log. */
-  lastError?: string;
   private nextBatch = 1;
   private closed = false;
   private readonly connect: (socketPath: string) => Promise<Wire>;
@@ -340,10 +338,11 @@ export class HandoffSender {
       if (batch.length === 0) return;
       await channel.wire.write(encode({ type: 'offer', batch: number, items: batch.map((o) => o.item) }), batch.map((o) => o.fd));
     } catch (error) {
-      this.lastError = error instanceof Error ? error.message : String(error);
-      if (process.env.HANDOVER_DEBUG) process.stderr.write(`handoff: ${this.lastError}\n`);
-      keepAll('the new worker is gone');
-      return this.fail('the new worker is gone');
+      // By its errno (ECONNREFUSED, EPIPE...): a reason is counted by name, so it stays short.
+      const code = (error as NodeJS.ErrnoException).code;
+      const reason = `the new worker is gone${code ? ` (${code})` : ''}`;
+      keepAll(reason);
+      return this.fail(reason);
     }
     const answer = await this.taken(channel.reader, number);
     if (answer === 'timeout') {

@@ -6,6 +6,7 @@ export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker, isServin
 export { ready } from './run/ready';
 export { migrate, type MigratableWebSocket } from './worker/migrate';
 export { adoptWebSocket, type AdoptingWebSocketServer } from './worker/adopt';
+export * from './errors';
 export type { Handler, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';

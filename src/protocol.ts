@@ -12,6 +12,7 @@
 // after hello; connections that move between workers (invariant 15) go over
 // a channel of their own between the two workers (worker/handoff.ts).
 import { timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './errors';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -33,8 +34,8 @@ export interface ListenerInfo {
 }
 
 export type Message =
-  /** worker -> master, first frame: who I am and which addresses my code registered. */
-  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[] }
+  /** worker -> master, first frame: who I am, which addresses my code registered, and my code's version (version.ts). */
+  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[]; version?: string }
   /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
@@ -55,6 +56,12 @@ export type Message =
   | { type: 'drain'; handoff?: HandoffEndpoint }
   /** worker -> master, draining: what became of its connections so far (see ConnectionTally). */
   | { type: 'moves'; tally: ConnectionTally }
+  /**
+   * master -> worker: the master is about to exec a fresh image of itself in
+   * the same pid (an upgrade): when this connection closes, keep serving
+   * until the new image sends a stop signal (its generation is ready).
+   */
+  | { type: 'upgrading' }
   /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
   | { type: 'closing' }
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
@@ -64,8 +71,15 @@ export type Message =
   | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
-  /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
-  | { type: 'pong'; requests?: number; rss?: number }
+  /**
+   * worker -> master: alive; with what recycling (maxRequests, maxMemory),
+   * metrics and the canary look at (WorkerSample: counters since it started).
+   */
+  | ({ type: 'pong' } & WorkerSample)
+  /** master -> worker: send your program's prom-client metrics; answered with app-metrics (also sent unasked once drained). */
+  | { type: 'metrics' }
+  /** `metrics`: prom-client's getMetricsAsJSON(); `error`: why there are none this time (e.g. too large for a frame). */
+  | { type: 'app-metrics'; metrics: unknown[]; error?: string }
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -86,7 +100,33 @@ export type Message =
   | { type: 'connections'; count: number }
   | { type: 'status-result'; status: MasterStatus }
   /** admin -> master: stop gracefully. */
-  | { type: 'stop' };
+  | { type: 'stop' }
+  /**
+   * admin -> master: the last `lines` lines of output, then (`follow`) every
+   * new one; answered with log-lines frames, the first batch's last with `end`.
+   */
+  | { type: 'logs'; lines: number; follow: boolean }
+  | { type: 'log-lines'; lines: LogLine[]; end?: boolean }
+  /**
+   * admin -> master: exec a fresh image of the master in the same pid (under
+   * `node` if given). Answered with upgrade-result: not ok means nothing
+   * changed (the new image failed its probe); ok means the exec comes next,
+   * this connection closes with it, and the new image's status shows
+   * `upgrades` one higher once its generation serves.
+   */
+  | { type: 'upgrade'; id: number; node?: string }
+  | { type: 'upgrade-result'; id: number; ok: boolean; message?: string };
+
+/** One line the master wrote or relayed; `generation` only for a worker's. */
+export interface LogLine {
+  /** ms since the epoch. */
+  time: number;
+  stream: 'stdout' | 'stderr';
+  /** The process that wrote it: the master or a worker. */
+  pid: number;
+  generation?: number;
+  text: string;
+}
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
@@ -109,6 +149,28 @@ export interface ConnectionTally {
   open?: number;
 }
 
+/**
+ * What a worker reports with each heartbeat answer. Counters run from its
+ * start: the master keeps the last one per worker and adds up the increases.
+ */
+export interface WorkerSample {
+  /** Requests served (connections, on a plain net server). */
+  requests?: number;
+  /** Resident memory, bytes. */
+  rss?: number;
+  /** CPU time (user + system), microseconds. */
+  cpu?: number;
+  /** Mean event-loop delay (ms) since the previous heartbeat (worker/loop-delay.ts). */
+  loopDelayMs?: number;
+  /** HTTP responses with a 5xx status. */
+  errors?: number;
+  /** Responses by duration: cumulative counts per bucket of LATENCY_BUCKETS_S, then the sum of durations in microseconds. */
+  latency?: number[];
+}
+
+/** Upper bounds (seconds) of the response-duration buckets of WorkerSample.latency (the last one is +Inf). */
+export const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
 export interface MasterStatus {
   pid: number;
   generation: number;
@@ -122,8 +184,13 @@ export interface MasterStatus {
     generation: number;
     state: string;
     connections?: number;
+    /** Requests served so far, and the mean event-loop delay (ms) at the last heartbeat, as the worker reported them. */
+    requests?: number;
+    loopDelayMs?: number;
     /** When it was spawned (ms since the epoch). */
     startedAt?: number;
+    /** The version of the code it runs, recorded when it started (src/master/version.ts). */
+    version?: string;
   }[];
   /** The control socket admin tools connect to (the `handover` command registers it). */
   controlSocket?: string;
@@ -140,14 +207,19 @@ export interface MasterStatus {
   /**
    * Each slot's truth: 'ready' (its own worker serves), 'starting',
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
-   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
+   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile;
+   * `held`: why the slot's own worker is refused (its code is not its generation's).
    */
-  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
+  /** In-place upgrades (exec of a fresh image, same pid) since this pid started. */
+  upgrades?: number;
+  /** The version each generation runs: the committed one and any other still alive. */
+  versions?: Record<number, string>;
+  /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
+  omitted?: { workers: number; slots: number };
 }
 
-export class ProtocolError extends Error {
-  readonly code = 'ERR_HANDOVER_PROTOCOL';
-}
+export { ProtocolError };
 
 export function encode(message: Message): Buffer {
   return encodeFrame(message, MAX_FRAME_BYTES);
@@ -165,6 +237,7 @@ export function encodeFrame(value: unknown, maxBytes: number): Buffer {
 
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => isInt(v) && v >= 0;
 
 function isEndpoint(v: unknown): v is HandoffEndpoint {
   const e = v as Record<string, unknown>;
@@ -187,7 +260,7 @@ export function validate(value: unknown): Message {
     switch (m.type) {
       case 'hello':
         return isString(m.token) && isInt(m.pid) && isInt(m.slot) && isInt(m.generation) &&
-          Array.isArray(m.addresses) && m.addresses.every(isString);
+          Array.isArray(m.addresses) && m.addresses.every(isString) && (m.version === undefined || isString(m.version));
       case 'listeners':
         return Array.isArray(m.listeners) && m.listeners.every((l: unknown) => {
           const x = l as Record<string, unknown>;
@@ -207,9 +280,15 @@ export function validate(value: unknown): Message {
       case 'moves':
         return isTally(m.tally);
       case 'pong':
-        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
+        return (['requests', 'rss', 'cpu', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
+          (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0)) &&
+          (m.latency === undefined || (Array.isArray(m.latency) && m.latency.length === LATENCY_BUCKETS_S.length + 2 && m.latency.every(isCount)));
+      case 'app-metrics':
+        return Array.isArray(m.metrics) && (m.error === undefined || isString(m.error));
+      case 'metrics':
       case 'ping':
       case 'closing':
+      case 'upgrading':
       case 'park':
       case 'resume':
       case 'count':
@@ -224,11 +303,18 @@ export function validate(value: unknown): Message {
         return isInt(m.id) && isInt(m.workers);
       case 'rollback':
         return isInt(m.id);
+      case 'upgrade':
+        return isInt(m.id) && (m.node === undefined || isString(m.node));
       case 'reload-result':
       case 'scale-result':
+      case 'upgrade-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;
+      case 'logs':
+        return isInt(m.lines) && typeof m.follow === 'boolean';
+      case 'log-lines':
+        return Array.isArray(m.lines) && (m.end === undefined || typeof m.end === 'boolean');
       default:
         return false;
     }

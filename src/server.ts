@@ -8,11 +8,13 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import { type Address, parseAddress } from './platform/address';
 import type { ConnectionTally, MasterStatus } from './protocol';
+import { AddressOverlapError, SecondServerError, TLSFileError } from './errors';
 import { createLogger } from './log';
 import { Master, reported } from './master/master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
 import type { Registration } from './worker/serving';
 import { SingleProcess } from './single';
+import { isProbe, reportProbe } from './master/upgrade';
 import { Worker, isWorkerProcess } from './worker/worker';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
@@ -44,6 +46,8 @@ export interface ServerEvents {
   recycled: [event: { slot: number; pid: number; replacedBy: number; reason: string }];
   /** Master: rollback() put generation `generation` back; generation `from` drains. */
   'rolled-back': [event: { generation: number; from: number }];
+  /** Master: an upgrade in place did not happen (the new image cannot start); the same image and generation keep serving. */
+  'upgrade-failed': [event: { error: Error }];
   /** Master: the number of workers changed (scale(), SIGTTIN/SIGTTOU, `handover scale`). */
   scaled: [event: { workers: number; from: number }];
   /** Master or single process: the stop is complete. */
@@ -143,19 +147,14 @@ function readTLS(address: string, certFile: string, keyFile: string): { cert: Bu
     try {
       check();
     } catch (error) {
-      throw Object.assign(
-        new Error(`TLS ${what} file ${file} for ${address} is not a PEM ${what} (${(error as Error).message}); ` +
-          `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`),
-        { code: 'ERR_HANDOVER_TLS_FILE' },
-      );
+      throw new TLSFileError(`TLS ${what} file ${file} for ${address} is not a PEM ${what} (${(error as Error).message}); ` +
+        `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`);
     }
   };
   parse(certFile, 'certificate', 'CERTIFICATE', () => new crypto.X509Certificate(cert));
   parse(keyFile, 'key', 'PRIVATE KEY', () => crypto.createPrivateKey(key));
   if (!new crypto.X509Certificate(cert).checkPrivateKey(crypto.createPrivateKey(key))) {
-    throw Object.assign(new Error(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`), {
-      code: 'ERR_HANDOVER_TLS_FILE',
-    });
+    throw new TLSFileError(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`);
   }
   return { cert, key };
 }
@@ -223,12 +222,9 @@ export class Server extends EventEmitter {
     const parsed = parseAddress(address);
     const clash = this.registrations.find((r) => overlaps(parseAddress(r.address.replace(/#\d+$/, '')), parsed));
     if (clash && clash.address !== parsed.text) {
-      throw Object.assign(
-        new Error(
-          `'${clash.address}' and '${parsed.text}' are both registered in this program and overlap: both would listen ` +
-            `on port ${(parsed as { port: number }).port} of the same address. Register one of them; ':PORT' alone listens on every address`,
-        ),
-        { code: 'ERR_HANDOVER_ADDRESS_OVERLAP' },
+      throw new AddressOverlapError(
+        `'${clash.address}' and '${parsed.text}' are both registered in this program and overlap: both would listen ` +
+          `on port ${(parsed as { port: number }).port} of the same address. Register one of them; ':PORT' alone listens on every address`,
       );
     }
     const taken = (k: string) => this.registrations.some((r) => r.address === k);
@@ -266,12 +262,12 @@ export class Server extends EventEmitter {
   run(): Promise<void> {
     if (this.runtime) return Promise.reject(new Error('run() was already called'));
     if (running && running !== this) {
-      return Promise.reject(Object.assign(
-        new Error(`a second Server was started in this program; handover runs one per program (one master, one control directory): ${ONE_SERVER_FIX}`),
-        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      return Promise.reject(new SecondServerError(
+        `a second Server was started in this program; handover runs one per program (one master, one control directory): ${ONE_SERVER_FIX}`,
       ));
     }
     running = this;
+    if (isProbe()) return reportProbe(this.registrations.map((r) => r.address)); // an upgrade checks the new image
     if (isWorkerProcess()) {
       this.runtime = new Worker(this.options, this.registrations, this);
     } else if (this.options.mode === 'single') {
@@ -312,6 +308,23 @@ export class Server extends EventEmitter {
     return this.runtime.rollback();
   }
 
+  /**
+   * Master only: upgrade in place, as SIGUSR2 does. The master starts the
+   * program now on disk once in probe mode (under `node`, default the current
+   * binary); if that loads, it execs it in the same pid, keeping the listening
+   * sockets, and the new image's generation takes over. Rejects if the new
+   * image cannot start (nothing changed then); on success this process image
+   * is replaced, so the promise never settles: the new image emits `ready`.
+   *
+   * ```ts
+   * process.on('SIGUSR2', () => server.upgrade('/opt/node-22/bin/node'));
+   * ```
+   */
+  upgrade(node?: string): Promise<void> {
+    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('upgrade() is for the master (mode: \'master\'), after run()'));
+    return this.runtime.upgrade(node);
+  }
+
   /** Master only: a graceful stop, as a stop signal does. */
   stop(): Promise<void> {
     if (!this.runtime || this.runtime instanceof Worker) return Promise.reject(new Error('stop() is for the master; workers drain on their own'));
@@ -348,9 +361,8 @@ async function serveOrExit(options: ServerOptions | undefined, build: (server: S
     await new Promise<void>((resolve) => setImmediate(resolve));
     if (helperCalls > 1) {
       if (call > 1) return new Promise<void>(() => {}); // the first call reports it, once
-      throw Object.assign(
-        new Error(`listenAndServe()/listenAndServeTLS() was called ${helperCalls} times in this program; each call would start its own master. Instead, ${ONE_SERVER_FIX}`),
-        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      throw new SecondServerError(
+        `listenAndServe()/listenAndServeTLS() was called ${helperCalls} times in this program; each call would start its own master. Instead, ${ONE_SERVER_FIX}`,
       );
     }
     await server.run();

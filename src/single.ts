@@ -86,6 +86,7 @@ export class SingleProcess {
     handleSignals({
       reloadSignals: this.options.reloadSignals,
       stopSignals: this.options.stopSignals,
+      upgradeSignals: this.options.upgradeSignals,
       log: this.log,
       // A process that is handing over or stopping ignores reload signals (its
       // pidFile already names the successor); never fatal (invariant 9).

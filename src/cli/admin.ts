@@ -7,7 +7,10 @@ import * as os from 'node:os';
 import { type RegistryEntry, liveMasters } from '../master/registry';
 import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
 import { type Target, locate } from './locate';
-import { rssBytes, startedAt } from './proc';
+import { cpuPercent, rssBytes, startedAt } from './proc';
+
+/** CPU % in status is the use over this window. */
+const CPU_WINDOW_MS = 250;
 
 /** How long `status` and `list` wait for a master's answer. */
 const STATUS_TIMEOUT_MS = 10_000;
@@ -29,7 +32,7 @@ function userName(uid: number): string {
  * other caller's connection without a word (logging why on its side); so the
  * socket's owner is checked first and a mismatch explained here.
  */
-function checkOwner(socket: string): void {
+export function checkOwner(socket: string): void {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(socket);
@@ -52,7 +55,7 @@ function checkOwner(socket: string): void {
 }
 
 /** Sends one request and resolves with the first answer, or undefined at EOF. */
-function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
+export function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
   checkOwner(socket);
   return new Promise((resolve, reject) => {
     const conn = net.connect(socket);
@@ -94,24 +97,32 @@ export interface WorkerReport {
   rssBytes?: number;
   connections?: number;
   restarts?: number;
+  version?: string;
+  /** CPU use over CPU_WINDOW_MS, 100 = one core. */
+  cpuPercent?: number;
+  requests?: number;
+  loopDelayMs?: number;
 }
 
 /** What `status --json` prints: the master's status plus what /proc tells about each process. */
 export interface StatusReport extends Omit<MasterStatus, 'workers'> {
   name?: string;
   rssBytes?: number;
+  cpuPercent?: number;
   workers: WorkerReport[];
 }
 
-async function fetchStatus(target: Target): Promise<StatusReport> {
+export async function fetchStatus(target: Target): Promise<StatusReport> {
   const answer = await ask(target.socket, { type: 'status' }, STATUS_TIMEOUT_MS);
   if (answer?.type !== 'status-result') throw noAnswer(target.socket);
   const status = answer.status;
   const now = Date.now();
+  const cpu = await cpuPercent([status.pid, ...status.workers.map((w) => w.pid)], CPU_WINDOW_MS);
   return {
     ...status,
     name: target.entry?.name,
     rssBytes: rssBytes(status.pid),
+    cpuPercent: cpu.get(status.pid),
     workers: status.workers.map((w) => {
       const started = w.startedAt ?? startedAt(w.pid);
       return {
@@ -123,6 +134,10 @@ async function fetchStatus(target: Target): Promise<StatusReport> {
         rssBytes: rssBytes(w.pid),
         connections: w.connections,
         restarts: status.slots?.find((s) => s.slot === w.slot)?.restarts,
+        version: w.version,
+        cpuPercent: cpu.get(w.pid),
+        requests: w.requests,
+        loopDelayMs: w.loopDelayMs,
       };
     }),
   };
@@ -135,8 +150,12 @@ export function formatDuration(ms: number): string {
   return shown.map(([n, u]) => `${n}${u}`).join(' ');
 }
 
-function formatBytes(bytes: number | undefined): string {
+export function formatBytes(bytes: number | undefined): string {
   return bytes === undefined ? '?' : `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+export function formatPercent(percent: number | undefined): string {
+  return percent === undefined ? '?' : `${percent.toFixed(1)}%`;
 }
 
 function formatStatus(s: StatusReport): string {
@@ -152,14 +171,17 @@ function formatStatus(s: StatusReport): string {
       `${w.connections ?? '?'} open connection(s)`,
       `up ${w.uptimeMs === undefined ? '?' : formatDuration(w.uptimeMs)}`,
       `rss ${formatBytes(w.rssBytes)}`,
+      `cpu ${formatPercent(w.cpuPercent)}`,
       `${w.restarts ?? '?'} restart(s)`,
+      `version ${w.version ?? '?'}`,
     ].join('  ')),
   ];
   // the slots without their own ready worker, and who serves their connections meanwhile
   for (const slot of s.slots ?? []) {
     if (slot.state === 'ready') continue;
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
-    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
+    const held = slot.held ? `  HELD: ${slot.held}` : '';
+    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)${held}`);
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

@@ -7,6 +7,7 @@ import { adopt } from './adopt';
 import { ServerDrain } from './drain';
 import type { Held, Item } from './handoff';
 import { ConnectionMover } from './migrate';
+import { RequestStats } from './stats';
 
 /** An address and how to build the server that serves it (in serving processes only). */
 export interface Registration {
@@ -42,8 +43,8 @@ export class Serving {
   private draining = false;
   /** The addresses served, as bound ('127.0.0.1:41234'). */
   bound: string[] = [];
-  /** Requests served (connections, on a plain net server): what maxRequests counts. */
-  requests = 0;
+  /** Requests served (connections, on a plain net server), 5xx and durations: for maxRequests, metrics, the canary. */
+  readonly stats = new RequestStats();
 
   private readonly mover: ConnectionMover;
 
@@ -83,7 +84,8 @@ export class Serving {
       this.drains[i] = new ServerDrain(server);
       this.drains[i].willMove = (socket) => this.mover.willMove(socket);
       this.mover.watch(server, listeners[i].bound);
-      server.on(this.drains[i].kind === 'net' ? 'connection' : 'request', () => this.requests++);
+      if (this.drains[i].kind === 'net') server.on('connection', () => this.stats.connection());
+      else server.on('request', (_req, res) => this.stats.request(res));
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // Node's listen({fd}) ignores `backlog` in the options object and

@@ -2,14 +2,17 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV, type HandoffEndpoint } from '../protocol';
+import { ENV, type HandoffEndpoint, type Message } from '../protocol';
+import { appMetricsSnapshot } from './app-metrics';
 import { guardAgainstOrphaning } from './orphan';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
+import { masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
 import { HandoffListener } from './handoff';
+import { codeVersion } from '../master/version';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -40,9 +43,12 @@ export class Worker {
   /** Where the worker that this one replaces hands over its connections. */
   private handoff?: HandoffListener;
   private draining = false;
+  /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
+  private masterUpgrading = false;
   private finished!: () => void;
   private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   private nextReloadId = 1;
+  private appMetricsAsked = false;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -69,16 +75,19 @@ export class Worker {
       slot: this.slot,
       generation: this.generation,
       addresses: this.registrations.map((r) => r.address),
+      version: codeVersion(this.options.version),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked', message.handoff);
       if (message.type === 'closing') this.serving.closeEachResponse();
+      if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
+      if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
+      if (message.type === 'metrics') void this.reportAppMetrics();
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
@@ -90,6 +99,7 @@ export class Worker {
     client.on('protocol-error', (error: Error) => this.log.error(`control: ${error.message}`));
     client.on('close', () => {
       this.control = undefined;
+      if (this.masterUpgrading && process.ppid === this.masterPid) return this.serveThroughUpgrade();
       this.drain('the master is gone');
     });
     try {
@@ -133,6 +143,25 @@ export class Worker {
     }
   }
 
+  /**
+   * Sends the program's prom-client metrics (for the master's /metrics); once
+   * asked, also the last ones after the drain, so none of its counts are lost.
+   */
+  private async reportAppMetrics(): Promise<void> {
+    this.appMetricsAsked = true;
+    let answer: Message;
+    try {
+      answer = { type: 'app-metrics', metrics: await appMetricsSnapshot() };
+    } catch (error) {
+      answer = { type: 'app-metrics', metrics: [], error: error instanceof Error ? error.message : String(error) };
+    }
+    try {
+      this.control?.send(answer);
+    } catch (error) {
+      this.control?.send({ type: 'app-metrics', metrics: [], error: (error as Error).message }); // larger than a frame
+    }
+  }
+
   /** Asks the master for a reload; resolves when the new generation serves. */
   reload(): Promise<void> {
     const control = this.control;
@@ -144,10 +173,22 @@ export class Worker {
     });
   }
 
-  /** Reload signals are the master's business; stop signals drain (invariant 9). */
+  /** Reload, upgrade and scale signals are the master's business; stop signals drain (invariant 9). */
   private installSignalHandlers(): void {
-    for (const signal of this.options.reloadSignals) process.on(signal, () => {});
+    for (const signal of masterOnlySignals(this.options)) process.on(signal, () => {});
     for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
+  }
+
+  /**
+   * The master exec'd a fresh image (same pid): keep serving until the new
+   * image's generation is ready and sends a stop signal, so no moment passes
+   * without an acceptor. If the master dies, the parent-death signal drains
+   * this worker; if the new image never takes over, so does the timer.
+   */
+  private serveThroughUpgrade(): void {
+    const waitMs = 2 * this.options.startTimeout;
+    this.log.info(`the master is upgrading in place; serving until its new image is ready (at most ${waitMs} ms)`);
+    setTimeout(() => this.drain('the upgraded master did not take over'), waitMs).unref();
   }
 
   /**
@@ -174,9 +215,11 @@ export class Worker {
       report();
       process.exit(0);
     }, this.options.stopTimeout);
-    void drained.then(() => {
+    void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
       report();
+      // the last counts, so the master's totals include every request served here
+      this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();
       this.finished();
       setImmediate(() => process.exit(0));

@@ -23,6 +23,15 @@ export class FakeClock implements Clock {
     this.timers.delete(handle as number);
   }
 
+  /**
+   * A pause of the whole process group (Ctrl-Z, docker pause, a VM freeze):
+   * time moves on while nothing runs; the timers that fell due fire once each
+   * at the next advance(), as a resumed event loop fires them.
+   */
+  pause(ms: number): void {
+    this.time += ms;
+  }
+
   /** Moves time forward, firing due timers in order (and the ones they set). */
   async advance(ms: number): Promise<void> {
     const end = this.time + ms;
@@ -112,6 +121,10 @@ export class FakeChild implements Child {
     if (this.state !== 'unresponsive') this.state = 'draining';
   }
 
+  closing(): void {
+    this.calls.push('closing');
+  }
+
   park(): void {
     this.calls.push('park');
     if (this.state === 'ready') this.state = 'parked';
@@ -119,7 +132,9 @@ export class FakeChild implements Child {
 
   resume(): void {
     this.calls.push('resume');
-    if (this.state === 'parked') this.state = 'ready';
+    if (this.state !== 'parked') return;
+    this.state = 'ready';
+    this.lastSeen = this.clock.now(); // as WorkerProcess.resume: a parked child is not pinged
   }
 
   abandon(): void {

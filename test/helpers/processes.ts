@@ -1,10 +1,12 @@
 // Starting masters for tests, waiting on their events, and reaping every
 // process a test started (masters, workers, orphans) by an env marker.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ENV } from '../../src/protocol';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -111,6 +113,24 @@ export async function cleanUp(): Promise<void> {
   for (const undo of afterTest.splice(0).reverse()) undo();
 }
 
+/** Calls `onLine` with each line of `stream` that is JSON (an example's other output is skipped). */
+export function onJsonLines(stream: Readable, onLine: (value: unknown) => void): void {
+  let buffered = '';
+  stream.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      try {
+        onLine(JSON.parse(line));
+      } catch (error) {
+        if (!(error instanceof SyntaxError)) throw error;
+      }
+    }
+  });
+}
+
 export class Master {
   readonly events: MasterEvent[] = [];
   stderr = '';
@@ -118,20 +138,9 @@ export class Master {
   private waiters: (() => void)[] = [];
 
   constructor(readonly proc: ChildProcess) {
-    let buffered = '';
-    proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // a line an example printed; not an event
-        }
-        this.wake();
-      }
+    onJsonLines(proc.stdout!, (event) => {
+      this.events.push(event as MasterEvent);
+      this.wake();
     });
     proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;
@@ -215,6 +224,8 @@ export interface StartOptions {
   args?: string[];
   /** Wait for the `ready` event (default true). */
   waitReady?: boolean;
+  /** fds of this process to place at 3, 4, ... in the master (as systemd passes sockets). */
+  fds?: number[];
 }
 
 /** Starts a master as the user would (`node script`), tagged for reaping. */
@@ -228,12 +239,15 @@ export async function startMaster(options: StartOptions = {}): Promise<Master> {
       FIXTURE_OPTIONS: JSON.stringify(options.fixture ?? {}),
       [MARKER]: RUN_ID,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...(options.fds ?? [])],
   });
   const master = new Master(proc);
   if (options.waitReady !== false) await master.waitFor((e) => e.event === 'ready', 'the master to be ready');
   return master;
 }
+
+/** The environment entry that tags a process (and its children) for reaping, for tests that spawn their own. */
+export const REAP_TAG: Record<string, string> = { [MARKER]: RUN_ID };
 
 /** Every live process this test run started, found by its environment marker. */
 export function ourProcesses(): number[] {
@@ -259,4 +273,26 @@ export async function reapAll(): Promise<void> {
     }
   }
   await pollUntil(() => ourProcesses().length === 0, 'every test process to be reaped', 10_000);
+}
+
+/** The error code of a connection attempt ('ECONNREFUSED' once nothing listens), or 'connected'. */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+}
+
+/** Why a test needing `command` must skip (it is not installed, and how to get it), or undefined. */
+export function missingTool(command: string, versionFlag: string, install: string): string | undefined {
+  try {
+    execFileSync(command, [versionFlag], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `${command} is not installed (${install})`;
+  }
 }

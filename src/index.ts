@@ -4,8 +4,10 @@
 /// <reference types="node" preserve="true" />
 export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker, isServing } from './server';
 export { ready } from './run/ready';
+export { migrate, type MigratableWebSocket } from './worker/migrate';
+export { adoptWebSocket, type AdoptingWebSocketServer } from './worker/adopt';
 export * from './errors';
 export type { Handler, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';
-export type { MasterStatus } from './protocol';
+export type { ConnectionTally, MasterStatus } from './protocol';

@@ -124,6 +124,15 @@ export interface ServerOptions {
    * generation usually drains within Node's 5 s keep-alive timeout. Default 10.
    */
   maxDraining?: number;
+  /**
+   * When a worker drains (reload, recycle, scale-down, rollback), its idle
+   * HTTP/1.1 keep-alive connections move to the worker that replaces it
+   * instead of being closed, and one with a request in flight moves right
+   * after its response: clients keep their connection. false: they drain as
+   * before (`Connection: close`, keep-alive timeout). WebSockets and raw TCP
+   * move only through `migrate()`, either way. Default true.
+   */
+  migrate?: boolean;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -186,6 +195,7 @@ export interface ResolvedOptions {
   maxLifetime?: number;
   maxDraining: number;
   keepPrevious: number;
+  migrate: boolean;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -316,6 +326,10 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     check: { kind: 'boolean' }, default: false, shown: '`false`',
     doc: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE',
     cli: { flag: 'shared', help: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE' },
+  },
+  migrate: {
+    check: { kind: 'boolean' }, default: true, shown: '`true`',
+    doc: 'when a worker drains (reload, recycle, scale-down, rollback), its idle HTTP/1.1 keep-alive connections move to the worker that replaces it, and one with a request in flight right after its response; `false`: they drain as before (see [Moving connections](#moving-connections))',
   },
   fdStore: {
     check: { kind: 'boolean' }, default: false, shown: '`false` (on when `$FDSTORE` is set)',

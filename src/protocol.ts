@@ -8,7 +8,9 @@
 // A worker receives, for each address, the socket of every slot (one per slot
 // on Linux, a single shared one elsewhere). It accepts from its own slot's
 // socket; the others stay dormant until the master asks it to `cover` a slot
-// that has no ready worker (invariant 11). So no fd ever travels after hello.
+// that has no ready worker (invariant 11). So no fd travels on this socket
+// after hello; connections that move between workers (invariant 15) go over
+// a channel of their own between the two workers (worker/handoff.ts).
 import { timingSafeEqual } from 'node:crypto';
 import { ProtocolError } from './errors';
 
@@ -38,12 +40,22 @@ export type Message =
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
   | { type: 'refused'; message: string }
-  /** worker -> master: listening on every fd and the application's ready hook resolved. */
-  | { type: 'ready' }
+  /**
+   * worker -> master: listening on every fd and the application's ready hook
+   * resolved; `handoff`: where it takes over connections from the worker it
+   * replaces (worker/handoff.ts).
+   */
+  | { type: 'ready'; handoff?: HandoffEndpoint }
   /** worker -> master: start-up failed; the message is shown in the master's report. */
   | { type: 'failed'; message: string }
-  /** master -> worker: stop accepting, finish what is in flight, exit. */
-  | { type: 'drain' }
+  /**
+   * master -> worker: stop accepting, finish what is in flight, exit.
+   * `handoff`: the ready worker that replaces it, to move connections to
+   * instead of closing them (invariant 15).
+   */
+  | { type: 'drain'; handoff?: HandoffEndpoint }
+  /** worker -> master, draining: what became of its connections so far (see ConnectionTally). */
+  | { type: 'moves'; tally: ConnectionTally }
   /**
    * master -> worker: the master is about to exec a fresh image of itself in
    * the same pid (an upgrade): when this connection closes, keep serving
@@ -118,6 +130,25 @@ export interface LogLine {
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
+/** A worker's hand-off channel: a Unix socket path ('@name': abstract, Linux) and the token a sender presents. */
+export interface HandoffEndpoint {
+  path: string;
+  token: string;
+}
+
+/**
+ * What a drain did with connections: moved to the new generation, or
+ * closed, and for each one that did not move, why ('tls', 'http2',
+ * 'busy', 'no answer'...): counted by reason.
+ */
+export interface ConnectionTally {
+  moved: number;
+  closed: number;
+  notMoved: Record<string, number>;
+  /** Still open when this was counted (they close, or move, later). */
+  open?: number;
+}
+
 /**
  * What a worker reports with each heartbeat answer. Counters run from its
  * start: the master keeps the last one per worker and adds up the increases.
@@ -164,7 +195,15 @@ export interface MasterStatus {
   /** The control socket admin tools connect to (the `handover` command registers it). */
   controlSocket?: string;
   /** The last reload's outcome; absent before the first. `error`: why it failed, with the new worker's own error output. */
-  lastReload?: { generation: number; startedAt: number; durationMs: number; ok: boolean; error?: string };
+  lastReload?: {
+    generation: number;
+    startedAt: number;
+    durationMs: number;
+    ok: boolean;
+    error?: string;
+    /** What became of the drained workers' connections so far (moved, closed, why not moved). */
+    connections?: ConnectionTally;
+  };
   /**
    * Each slot's truth: 'ready' (its own worker serves), 'starting',
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
@@ -183,8 +222,13 @@ export interface MasterStatus {
 export { ProtocolError };
 
 export function encode(message: Message): Buffer {
-  const body = Buffer.from(JSON.stringify(message), 'utf8');
-  if (body.length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  return encodeFrame(message, MAX_FRAME_BYTES);
+}
+
+/** One frame of any JSON value, for this protocol and the hand-off channel's (worker/handoff.ts). */
+export function encodeFrame(value: unknown, maxBytes: number): Buffer {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  if (body.length > maxBytes) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${maxBytes}`);
   const frame = Buffer.allocUnsafe(4 + body.length);
   frame.writeUInt32BE(body.length, 0);
   body.copy(frame, 4);
@@ -194,6 +238,19 @@ export function encode(message: Message): Buffer {
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
 const isCount = (v: unknown): v is number => isInt(v) && v >= 0;
+
+function isEndpoint(v: unknown): v is HandoffEndpoint {
+  const e = v as Record<string, unknown>;
+  return typeof v === 'object' && v !== null && isString(e.path) && e.path.length <= 256 && isString(e.token) && e.token.length <= 128;
+}
+
+function isTally(v: unknown): v is ConnectionTally {
+  const t = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null || !isInt(t.moved) || !isInt(t.closed) || !(t.open === undefined || isInt(t.open))) return false;
+  const reasons = t.notMoved as Record<string, unknown>;
+  return typeof reasons === 'object' && reasons !== null && Object.keys(reasons).length <= 32 &&
+    Object.entries(reasons).every(([k, n]) => k.length <= 64 && isInt(n));
+}
 
 /** Checks a decoded value field by field; anything unexpected is a ProtocolError. */
 export function validate(value: unknown): Message {
@@ -217,6 +274,11 @@ export function validate(value: unknown): Message {
       case 'uncover':
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
+        return m.handoff === undefined || isEndpoint(m.handoff);
+      case 'drain':
+        return m.handoff === undefined || isEndpoint(m.handoff);
+      case 'moves':
+        return isTally(m.tally);
       case 'pong':
         return (['requests', 'rss', 'cpu', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
           (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0)) &&
@@ -229,7 +291,6 @@ export function validate(value: unknown): Message {
       case 'upgrading':
       case 'park':
       case 'resume':
-      case 'drain':
       case 'count':
       case 'status':
       case 'stop':
@@ -263,15 +324,20 @@ export function validate(value: unknown): Message {
 }
 
 /** Accumulates bytes and yields whole, validated messages. Throws ProtocolError. */
-export class FrameDecoder {
+export class FrameDecoder<T = Message> {
   private buffer: Buffer = Buffer.alloc(0);
 
-  push(chunk: Buffer): Message[] {
+  constructor(
+    private readonly check: (value: unknown) => T = validate as (value: unknown) => T,
+    private readonly maxBytes = MAX_FRAME_BYTES,
+  ) {}
+
+  push(chunk: Buffer): T[] {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    const messages: Message[] = [];
+    const messages: T[] = [];
     while (this.buffer.length >= 4) {
       const length = this.buffer.readUInt32BE(0);
-      if (length > MAX_FRAME_BYTES) throw new ProtocolError(`frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+      if (length > this.maxBytes) throw new ProtocolError(`frame of ${length} bytes exceeds ${this.maxBytes}`);
       if (this.buffer.length < 4 + length) break;
       const body = this.buffer.subarray(4, 4 + length);
       this.buffer = this.buffer.subarray(4 + length);
@@ -281,7 +347,7 @@ export class FrameDecoder {
       } catch {
         throw new ProtocolError('frame is not valid JSON');
       }
-      messages.push(validate(value));
+      messages.push(this.check(value));
     }
     return messages;
   }

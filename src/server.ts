@@ -7,7 +7,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import { type Address, parseAddress } from './platform/address';
-import type { MasterStatus } from './protocol';
+import type { ConnectionTally, MasterStatus } from './protocol';
 import { AddressOverlapError, SecondServerError, TLSFileError } from './errors';
 import { createLogger } from './log';
 import { Master, reported } from './master/master';
@@ -26,8 +26,15 @@ export interface ServerEvents {
   ready: [event: { generation: number; addresses: string[] }];
   /** A reload began: generation `generation` is starting. */
   reload: [event: { generation: number }];
-  /** The new generation serves and the old one drains. `pid`: single mode's successor. */
-  reloaded: [event: { generation: number; durationMs: number; pid?: number }];
+  /**
+   * The new generation serves and the old one drains. `pid`: single mode's
+   * successor. `connections`: what the drained workers did with their
+   * connections as they first reported it (moved, closed, and why not moved,
+   * by reason); idle ones have moved by then, busy ones move after their
+   * response and show as `open` (`status().lastReload.connections` has the
+   * running total).
+   */
+  reloaded: [event: { generation: number; durationMs: number; pid?: number; connections?: ConnectionTally }];
   /** The new generation did not become ready; the old one keeps serving. */
   'reload-failed': [event: { generation: number; error: Error }];
   /** Master: a worker process exited. */

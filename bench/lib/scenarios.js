@@ -301,7 +301,8 @@ async function manyConnClient() {
   return { ask, stop, pid: child.pid };
 }
 
-// Many idle keep-alive connections across a reload.
+// Many idle keep-alive connections across a reload, drained as before
+// (`migrate: false`); bench/migrate.js measures them moving.
 async function manyConnections(ctx) {
   const o = ctx.o;
   const rows = [];
@@ -310,7 +311,7 @@ async function manyConnections(ctx) {
     ok = ok && good;
     rows.push([what, expected, result, good ? 'yes' : '**no**']);
   };
-  const server = new HandoverServer({ workers: 1, fdLimit: true, env: { KEEPALIVE_MS: '120000' }, verbose: o.verbose });
+  const server = new HandoverServer({ workers: 1, fdLimit: true, env: { KEEPALIVE_MS: '120000', NO_MIGRATE: '1' }, verbose: o.verbose });
   let count = o.connections;
   let limits;
   await using(server, async () => {

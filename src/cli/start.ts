@@ -26,6 +26,7 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'env-file', value: 'required' },
   { name: 'watch', value: 'optional' },
   { name: 'wait-ready', value: 'none' },
+  { name: 'no-migrate', value: 'none' },
   { name: 'json-logs', value: 'none' },
   { name: 'pid-file', value: 'required' },
   ...LAUNCH_OPTIONS,
@@ -47,6 +48,8 @@ ${optionFlagsUsage()}
   --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
   --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
   --wait-ready           ready only when the program calls require('handover').ready()
+  --no-migrate           on a reload, close keep-alive connections (Connection: close)
+                         instead of moving them to the new generation
   --json-logs            the master's output as one JSON object per line
   --user USER            run workers as USER (the master must run as root)
   --group GROUP          with --user: the workers' group
@@ -76,6 +79,11 @@ function watchList(option: string | true | undefined, script: string): string[] 
   return paths;
 }
 
+/** --no-migrate: the table's flags only turn a boolean on, and migrate is on by default. */
+function withMigrate(options: ServerOptions, given: ParsedArgs['options']): ServerOptions {
+  return given.has('no-migrate') ? { ...options, migrate: false } : options;
+}
+
 /**
  * In a worker: runs the program. Synchronously, outside any promise, so an
  * exception at its start-up is uncaught and printed exactly as under `node
@@ -84,7 +92,7 @@ function watchList(option: string | true | undefined, script: string): string[] 
  */
 export function startWorker(argv: string[]): void {
   const parsed = parseArgs('start', argv, START_OPTIONS, true);
-  runProgram({ script: parsed.positionals[0], args: parsed.programArgs, waitReady: parsed.options.has('wait-ready'), server: optionsFromFlags(parsed.options) });
+  runProgram({ script: parsed.positionals[0], args: parsed.programArgs, waitReady: parsed.options.has('wait-ready'), server: withMigrate(optionsFromFlags(parsed.options), parsed.options) });
 }
 
 /** In the master (the process the user started): serves until stopped; resolves with the exit status. */
@@ -100,7 +108,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
     envFile: typeof envFile === 'string' ? path.resolve(envFile) : undefined,
     output: jsonLogs ? 'json' : 'text',
   });
-  const options = optionsFromFlags(o);
+  const options = withMigrate(optionsFromFlags(o), o);
   if (!fs.existsSync(script)) throw new UsageError(`cannot find ${script} (in ${process.cwd()}): handover start runs a Node program, e.g. handover start server.js`);
   if (typeof envFile === 'string' && !fs.existsSync(envFile)) throw new UsageError(`--env-file: ${envFile} does not exist`);
   const watch = watchList(o.get('watch'), script);

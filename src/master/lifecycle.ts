@@ -64,8 +64,11 @@ export interface Child {
   ping(): void;
   /** Takes it out of service for missing heartbeats: it drains, and is killed at stopTimeout. */
   markUnresponsive(): void;
-  /** Stop accepting, finish in-flight work, exit; killed at stopTimeout. */
-  drain(): void;
+  /**
+   * Stop accepting, finish in-flight work, exit; killed at stopTimeout.
+   * `successor`: the ready child taking its place, to move connections to.
+   */
+  drain(successor?: Child): void;
   /** A stop is coming (stopDelay): keep serving, but close each connection after its response. */
   closing(): void;
   /** Stop accepting and finish in-flight work as a drain does, but stay alive (keepPrevious). */
@@ -464,7 +467,7 @@ export class Lifecycle {
     slot.replacing = undefined;
     for (const c of replaced) {
       if (park && c === serving && c.state === 'ready') c.park();
-      else c.drain();
+      else c.drain(child);
     }
     return replaced;
   }
@@ -755,7 +758,7 @@ export class Lifecycle {
       for (const slot of this.slots.slice(workers, from)) {
         this.clock.clearTimeout(slot.backoff);
         slot.backoff = undefined;
-        for (const c of [slot.serving, slot.replacing]) c?.drain();
+        for (const c of [slot.serving, slot.replacing]) c?.drain(this.slots[0]?.serving);
         slot.serving = undefined;
         slot.replacing = undefined;
       }
@@ -820,7 +823,7 @@ export class Lifecycle {
       c.resume();
       const current = slot.serving;
       slot.serving = c;
-      current?.drain();
+      current?.drain(c);
     }
     this.rebalance();
   }

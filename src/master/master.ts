@@ -20,6 +20,7 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { ReloadConnections, describeTally } from './moves';
 import { AppMetrics } from './app-metrics';
 import { Metrics, MetricsServer } from './metrics';
 import { GenerationVersions } from './version';
@@ -43,6 +44,7 @@ export class Master {
   private readonly workers = new Map<number, WorkerProcess>();
   private readonly startedAt = performance.now();
   private readonly memory = new MasterMemory();
+  private readonly moves = new ReloadConnections();
   private control?: ControlServer;
   /** Binding, the control socket and the signal handlers: what a stop during start-up waits for. */
   private opened?: Promise<void>;
@@ -99,6 +101,7 @@ export class Master {
       events: {
         reload: ({ generation }) => {
           this.reloadStartedAt = performance.now();
+          this.moves.begin();
           notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
           this.events.emit('reload', { generation });
         },
@@ -107,7 +110,13 @@ export class Master {
           this.lastReload = { generation: e.generation, startedAt: Math.round(Date.now() - e.durationMs), durationMs: e.durationMs, ok: true };
           this.metrics.reloaded(true, e.durationMs);
           notify('READY=1', this.statusLine());
-          this.events.emit('reloaded', e);
+          // Said once the drained workers have reported their first moves.
+          for (const w of this.workers.values()) if (w.handingOff && w.state === 'draining') this.moves.expect(w.pid);
+          void this.moves.firstReports().then(() => {
+            const connections = this.moves.summary;
+            this.log.info(`reload: generation ${e.generation}: connections ${describeTally(connections)}`);
+            this.events.emit('reloaded', { ...e, connections });
+          });
         },
         reloadFailed: (e) => {
           const startedAt = this.reloadStartedAt ?? performance.now();
@@ -362,7 +371,7 @@ export class Master {
       reloading: this.lifecycle.reloading,
       addresses: this.bound,
       controlSocket: this.control?.path,
-      lastReload: this.lastReload,
+      lastReload: this.lastReload && { ...this.lastReload, ...(this.lastReload.ok ? { connections: this.moves.summary } : {}) },
       upgrades: this.upgrades,
       workers: this.lifecycle.all.map((c) => {
         const w = c as WorkerProcess;
@@ -428,6 +437,7 @@ export class Master {
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
+    this.moves.gone(worker.pid);
     this.metrics.exited(worker.pid);
     this.appMetrics.exited(worker.pid);
     this.versions.prune(this.lifecycle.all.map((w) => w.generation), this.lifecycle.generation);
@@ -483,6 +493,7 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
+        worker.handoff = message.handoff;
         if (this.versions.matches(worker.generation, worker.version)) this.held.delete(worker.slot);
         worker.becameReady();
         break;
@@ -501,6 +512,9 @@ export class Master {
         break;
       case 'connections':
         worker.countWaiters.shift()?.(message.count);
+        break;
+      case 'moves':
+        this.moves.report(worker.pid, message.tally);
         break;
       case 'reload':
         this.reload().then(

@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { type Message, type WorkerSample, encode } from '../protocol';
+import { type HandoffEndpoint, type Message, type WorkerSample, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
 
@@ -29,6 +29,10 @@ export class WorkerProcess implements Child {
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */
   addresses?: string[];
+  /** Where it takes over connections from a worker it replaces (from its ready frame). */
+  handoff?: HandoffEndpoint;
+  /** Told to drain with a successor to move its connections to: it reports what moved. */
+  handingOff = false;
   /** Why it could not start, as the worker reported it. */
   failure?: string;
   exit?: { code: number | null; signal: NodeJS.Signals | null };
@@ -183,14 +187,19 @@ export class WorkerProcess implements Child {
     if (this.alive) this.child.kill(signal);
   }
 
-  /** Tells the worker to drain; kills it if it is still there after stopTimeout. */
-  drain(): void {
+  /**
+   * Tells the worker to drain, naming the ready `successor` that takes its
+   * connections; kills it if it is still there after stopTimeout.
+   */
+  drain(successor?: Child): void {
     if (!this.alive || this.state === 'draining' || this.state === 'unresponsive') return;
     const wasReady = this.state === 'ready' || this.state === 'parked';
     this.state = 'draining';
     // A worker that is not ready serves nothing yet and may not be reading the
     // control socket: a stop signal makes it drain just the same.
-    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain' });
+    const to = successor instanceof WorkerProcess && successor.state === 'ready' && successor.alive ? successor.handoff : undefined;
+    this.handingOff = wasReady && to !== undefined;
+    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain', ...(to ? { handoff: to } : {}) });
     else this.kill('SIGTERM');
     this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.stopTimeout + KILL_GRACE_MS);
   }

@@ -30,6 +30,7 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { sendWhole } from '../platform/native';
+import { ADOPT_EVENT, ours } from './migrate';
 
 /** Emitted on raw and upgraded sockets when their worker starts draining. */
 export const SOCKET_DRAIN_EVENT = 'handover:drain';
@@ -138,24 +139,32 @@ export class ServerDrain {
   private readonly sessions = new Map<http2.Http2Session, net.Socket | undefined>();
   /** The socket whose session Node is creating (it emits 'session' synchronously). */
   private accepted?: net.Socket;
+  /** A connection that will move to the new generation after its response: no `Connection: close` (migrate.ts). */
+  willMove?: (socket: net.Socket) => boolean;
 
   constructor(readonly server: net.Server) {
     this.kind = kindOf(server);
     const tlsServer = server instanceof tls.Server;
     server.prependListener('connection', (socket: net.Socket) => {
       if (this.kind === 'http2') this.accepted = socket;
-      this.sockets.add(socket);
-      socket.once('close', () => {
-        this.sockets.delete(socket);
-        if (this.sockets.size === 0) this.lastClosed?.();
-      });
+      this.track(socket);
       if (this.draining && this.kind === 'net' && !tlsServer) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
     });
+    // A connection moved here from the old generation with migrate(): the
+    // application holds it as it holds an upgraded one.
+    server.prependListener(ADOPT_EVENT, ours((socket: net.Socket) => {
+      this.track(socket);
+      if (this.kind !== 'net') {
+        this.upgraded.add(socket);
+        socket.once('close', () => this.upgraded.delete(socket));
+      }
+      if (this.draining) process.nextTick(() => socket.emit(SOCKET_DRAIN_EVENT));
+    }));
     if (this.kind === 'http' || this.kind === 'http2') {
       // HTTP/1 requests: on http servers, and on http2 servers with allowHTTP1.
       // Nothing per request until the drain: it must cost nothing while serving.
       server.prependListener('request', (_req: unknown, res: unknown) => {
-        if ((this.draining || this.closing) && res instanceof http.ServerResponse) closeAfterThisResponse(res);
+        if ((this.draining || this.closing) && res instanceof http.ServerResponse && !this.moves(res)) closeAfterThisResponse(res);
       });
     }
     if (this.kind === 'http') this.trackUpgrades();
@@ -177,6 +186,18 @@ export class ServerDrain {
         session.once('close', () => this.sessions.delete(session));
       });
     }
+  }
+
+  private track(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      if (this.sockets.size === 0) this.lastClosed?.();
+    });
+  }
+
+  private moves(res: http.ServerResponse): boolean {
+    return this.draining && !this.closing && res.socket !== null && this.willMove?.(res.socket) === true;
   }
 
   /**
@@ -233,6 +254,11 @@ export class ServerDrain {
     this.closing = true;
   }
 
+  /** The open connections themselves (a copy). */
+  get openSockets(): net.Socket[] {
+    return [...this.sockets];
+  }
+
   /** Open connections (upgraded ones included). */
   get connections(): number {
     return this.sockets.size;
@@ -253,7 +279,7 @@ export class ServerDrain {
     // A request in flight: its response is the socket's current message.
     for (const socket of [...this.sockets, ...this.secureSockets]) {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
-      if (res instanceof http.ServerResponse) closeAfterThisResponse(res);
+      if (res instanceof http.ServerResponse && !this.moves(res)) closeAfterThisResponse(res);
     }
     for (const [session, socket] of this.sessions) closeSession(session, socket);
     const told = this.kind !== 'net' ? this.upgraded : this.server instanceof tls.Server ? this.secureSockets : this.sockets;

@@ -1,9 +1,12 @@
 // The application's servers on received listening fds, covering a sibling's
 // slot when the master asks, and the drain.
 import * as net from 'node:net';
-import type { ListenerInfo } from '../protocol';
+import type { ConnectionTally, HandoffEndpoint, ListenerInfo } from '../protocol';
 import * as native from '../platform/native';
+import { adopt } from './adopt';
 import { ServerDrain } from './drain';
+import type { Held, Item } from './handoff';
+import { ConnectionMover } from './migrate';
 import { RequestStats } from './stats';
 
 /** An address and how to build the server that serves it (in serving processes only). */
@@ -43,7 +46,12 @@ export class Serving {
   /** Requests served (connections, on a plain net server), 5xx and durations: for maxRequests, metrics, the canary. */
   readonly stats = new RequestStats();
 
-  constructor(private readonly registrations: Registration[]) {}
+  private readonly mover: ConnectionMover;
+
+  /** `migrate`: idle HTTP/1.1 connections move to the replacing worker by themselves when this one drains. */
+  constructor(private readonly registrations: Registration[], migrate = true) {
+    this.mover = new ConnectionMover(migrate);
+  }
 
   /** True once every server listens. */
   get started(): boolean {
@@ -74,6 +82,8 @@ export class Serving {
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
       this.drains[i] = new ServerDrain(server);
+      this.drains[i].willMove = (socket) => this.mover.willMove(socket);
+      this.mover.watch(server, listeners[i].bound);
       if (this.drains[i].kind === 'net') server.on('connection', () => this.stats.connection());
       else server.on('request', (_req, res) => this.stats.request(res));
       return new Promise<void>((resolve, reject) => {
@@ -131,13 +141,33 @@ export class Serving {
     for (const drain of this.drains) drain.closeEachResponse();
   }
 
-  /** Drains every server; resolves when the last connection has closed. */
-  drain(): Promise<void> {
+  /** A connection a draining worker offers: held for the server of its address (adopt.ts). */
+  adopt(item: Item, fd: number): Held | string {
+    if (this.draining) return 'it is draining too';
+    return adopt(this.servers[this.bound.indexOf(item.address)], item, fd, this.mover);
+  }
+
+  /** What became of the connections since the drain began. */
+  get tally(): ConnectionTally {
+    return this.mover.report(this.connections);
+  }
+
+  /** Resolves once every connection offered so far has moved or stayed. */
+  moved(): Promise<void> {
+    return this.mover.settled();
+  }
+
+  /**
+   * Drains every server; resolves when the last connection has closed.
+   * `to`: the replacing worker, which takes the connections that can move.
+   */
+  drain(to?: HandoffEndpoint): Promise<void> {
     this.draining = true;
+    this.mover.start(to, this.servers, (server) => this.drains[this.servers.indexOf(server)].openSockets);
     for (const slot of this.covered) this.uncover(slot);
     for (const fd of [...this.dormant.flat(), ...this.own]) if (fd >= 0) native.closeFd(fd);
     this.dormant = [];
     this.own = [];
-    return Promise.all(this.drains.map((d) => d.drain())).then(() => {});
+    return Promise.all(this.drains.map((d) => d.drain())).then(() => this.mover.close());
   }
 }

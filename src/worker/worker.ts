@@ -2,7 +2,7 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV, type Message } from '../protocol';
+import { ENV, type HandoffEndpoint, type Message } from '../protocol';
 import { appMetricsSnapshot } from './app-metrics';
 import { guardAgainstOrphaning } from './orphan';
 import { ControlClient } from './control-client';
@@ -11,6 +11,7 @@ import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
+import { HandoffListener } from './handoff';
 import { codeVersion } from '../master/version';
 
 /** How long the worker waits for the master's answer to its hello. */
@@ -39,6 +40,8 @@ export class Worker {
   private readonly log: Logger;
   private readonly serving: Serving;
   private control?: ControlClient;
+  /** Where the worker that this one replaces hands over its connections. */
+  private handoff?: HandoffListener;
   private draining = false;
   /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
   private masterUpgrading = false;
@@ -54,7 +57,7 @@ export class Worker {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'worker');
-    this.serving = new Serving(registrations);
+    this.serving = new Serving(registrations, options.migrate);
   }
 
   get bound(): string[] {
@@ -76,7 +79,7 @@ export class Worker {
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
-      if (message.type === 'drain') this.drain('the master asked');
+      if (message.type === 'drain') this.drain('the master asked', message.handoff);
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
@@ -107,7 +110,12 @@ export class Worker {
       client.send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
       throw error;
     }
-    client.send({ type: 'ready' });
+    try {
+      this.handoff = await HandoffListener.open(this.options.controlDir, (item, fd) => this.serving.adopt(item, fd));
+    } catch (error) {
+      this.log.warn(`cannot take over connections from the previous generation: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    client.send({ type: 'ready', handoff: this.handoff?.endpoint });
     await this.done;
   }
 
@@ -183,8 +191,12 @@ export class Worker {
     setTimeout(() => this.drain('the upgraded master did not take over'), waitMs).unref();
   }
 
-  /** Drains every server, then exits; at stopTimeout exits regardless. Idempotent. */
-  drain(reason: string): void {
+  /**
+   * Drains every server, then exits; at stopTimeout exits regardless.
+   * Idempotent. `to`: the worker that replaces this one, which takes the
+   * connections that can move.
+   */
+  drain(reason: string, to?: HandoffEndpoint): void {
     if (this.draining) return;
     this.draining = true;
     if (!this.serving.started) {
@@ -192,14 +204,20 @@ export class Worker {
       process.exit(0);
     }
     this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
-    const drained = this.serving.drain();
+    this.handoff?.close();
+    const drained = this.serving.drain(to);
     this.events.emit('drain');
+    const report = () => this.control?.send({ type: 'moves', tally: this.serving.tally });
+    // (after the moved sockets' 'close', which comes a tick after their destroy())
+    if (to) void this.serving.moved().then(() => setImmediate(report));
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
+      report();
       process.exit(0);
     }, this.options.stopTimeout);
     void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
+      report();
       // the last counts, so the master's totals include every request served here
       this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();

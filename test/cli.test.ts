@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { freePort } from './helpers/ports';
 import { type Master, ROOT, cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, reapAll, scratch, startMaster } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
@@ -314,7 +315,7 @@ describe('masters found by name (handover start registers them)', () => {
     const master = await startMaster({
       script: 'dist/cli/cli.js',
       args: ['start', '--name', name, HTTP_APP],
-      env: { XDG_RUNTIME_DIR: RUNTIME },
+      env: { XDG_RUNTIME_DIR: RUNTIME, PORT: String(await freePort()) }, // port 0 would stay private to the worker
       waitReady: false,
     });
     await pollUntil(async () => (await cli('status', name)).code === 0, `master ${name} to register`, 60_000);

@@ -9,6 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { parseEnv } from 'node:util';
 import { ENV } from '../protocol';
 import { markCloseOnExec } from '../platform/native';
+import { endGroupWith } from './process-group';
 
 /** Lines of a child's stderr kept for its failure report (stderrTail). */
 const TAIL_LINES = 20;
@@ -130,12 +131,19 @@ export function spawnSelf(env: Record<string, string>, identity?: { uid: number;
   const childEnv: Record<string, string | undefined> = { ...process.env };
   if ('error' in fromFile) childEnv[SPAWN_ERROR_ENV] = fromFile.error as string;
   else Object.assign(childEnv, fromFile);
+  // A master's worker (not a single-mode successor, which becomes the
+  // service's main process) is not what systemd supervises: it must not
+  // notify it, and it leads a process group of its own (process-group.ts).
+  const worker = ENV.token in env;
+  if (worker) delete childEnv.NOTIFY_SOCKET;
   const child = spawn(process.execPath, [...inherited, ...settings.execArgv, ...process.argv.slice(1)], {
     env: { ...childEnv, ...env },
     stdio: settings.output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
     uid: identity?.uid,
     gid: identity?.gid,
+    detached: worker,
   });
+  if (worker) endGroupWith(child);
   if (child.stdout && child.stderr) {
     const generation = env[ENV.generation] ?? '?';
     const lines: string[] = [];

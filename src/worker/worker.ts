@@ -24,6 +24,20 @@ const spawnedWith = Object.fromEntries(Object.values(ENV).map((name) => {
   return [name, value];
 })) as Record<(typeof ENV)[keyof typeof ENV], string | undefined>;
 
+/**
+ * Node's own process.exit. While a worker drains, the application's calls go
+ * through holdExits() instead; the worker's own exits never wait.
+ */
+const exitNow = process.exit.bind(process) as (code?: number) => never;
+
+/** The worker running in this process, once run() is called. */
+let current: Worker | undefined;
+
+/** This process's worker (undefined before its run(), or outside a master's workers). */
+export function currentWorker(): Worker | undefined {
+  return current;
+}
+
 /** True in a process the master spawned as a worker. */
 export function isWorkerProcess(): boolean {
   return spawnedWith[ENV.socket] !== undefined && spawnedWith[ENV.token] !== undefined;
@@ -38,8 +52,12 @@ export class Worker {
   private control?: ControlClient;
   private draining = false;
   private finished!: () => void;
-  private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
+  /** Resolves once the drain is over (every connection closed), just before the process exits. */
+  readonly done = new Promise<void>((resolve) => (this.finished = resolve));
+  /** The code the application asked process.exit() for during the drain. */
+  private exitCode?: number;
   private nextReloadId = 1;
+  private lastRss?: number;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -55,10 +73,22 @@ export class Worker {
     return this.serving.bound;
   }
 
+  /** Serving every address; drain() from now on drains rather than exits at once. */
+  get started(): boolean {
+    return this.serving.started;
+  }
+
+  /** A drain has begun. */
+  get stopping(): boolean {
+    return this.draining;
+  }
+
   /** Serves until drained; then the process exits. Rejects if start-up fails. */
   async run(): Promise<void> {
+    current = this;
     guardAgainstOrphaning(this.masterPid, this.options.stopSignals[0], this.options.stopTimeout, this.log);
     this.installSignalHandlers();
+    this.holdExits();
     const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
       token: spawnedWith[ENV.token]!,
@@ -73,7 +103,7 @@ export class Worker {
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
+      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: this.rss() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
@@ -99,6 +129,22 @@ export class Worker {
     }
     client.send({ type: 'ready' });
     await this.done;
+  }
+
+  /**
+   * Resident memory for the heartbeat answer. Node reads it from
+   * /proc/self/stat, which needs a free fd: with the fd table full (the
+   * application's own leak, or a flood of connections) it throws EMFILE, and
+   * an exception here would kill a worker that is otherwise serving. Then the
+   * last figure read stands (undefined before the first: maxMemory waits).
+   */
+  private rss(): number | undefined {
+    try {
+      this.lastRss = process.memoryUsage.rss();
+    } catch {
+      // EMFILE/ENFILE: keep the last figure
+    }
+    return this.lastRss;
   }
 
   /** keepPrevious: a newer generation serves; finish what is in flight and wait, in case of a rollback. */
@@ -136,10 +182,29 @@ export class Worker {
     });
   }
 
-  /** Reload signals are the master's business; stop signals drain (invariant 9). */
+  /**
+   * Reload signals are the master's business; stop signals drain (invariant
+   * 9). Ours run before any the application installed (most programs have
+   * `process.on('SIGTERM', () => server.close(() => process.exit(0)))`), so
+   * the drain has begun when theirs run, and their exit waits for it.
+   */
   private installSignalHandlers(): void {
-    for (const signal of this.options.reloadSignals) process.on(signal, () => {});
-    for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
+    for (const signal of this.options.reloadSignals) process.prependListener(signal, () => {});
+    for (const signal of this.options.stopSignals) process.prependListener(signal, () => this.drain(signal));
+  }
+
+  /**
+   * An application's process.exit() during a drain would cut every request
+   * in flight and reset every keep-alive connection: it waits for the drain
+   * instead (bounded by stopTimeout, as the drain is), and its code becomes
+   * the worker's exit code.
+   */
+  private holdExits(): void {
+    process.exit = ((code?: number | string | null) => {
+      if (!this.draining) return exitNow(code as number);
+      this.exitCode = Number(code ?? process.exitCode ?? 0);
+      return undefined as never;
+    }) as typeof process.exit;
   }
 
   /** Drains every server, then exits; at stopTimeout exits regardless. Idempotent. */
@@ -148,20 +213,20 @@ export class Worker {
     this.draining = true;
     if (!this.serving.started) {
       this.log.info(`draining (${reason}) before serving anything; exiting`);
-      process.exit(0);
+      exitNow(0);
     }
     this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
     const drained = this.serving.drain();
     this.events.emit('drain');
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
-      process.exit(0);
+      exitNow(this.exitCode ?? 0);
     }, this.options.stopTimeout);
     void drained.then(() => {
       clearTimeout(deadline);
       this.control?.end();
       this.finished();
-      setImmediate(() => process.exit(0));
+      setImmediate(() => exitNow(this.exitCode ?? 0));
     });
   }
 }

@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { parseEnv } from 'node:util';
+import { boundedLines } from '../log';
 import { ENV } from '../protocol';
 import { markCloseOnExec } from '../platform/native';
 import { endGroupWith } from './process-group';
@@ -86,13 +87,17 @@ function formatFor(generation: string, pid: number | undefined, stream: 'stdout'
 
 /**
  * Copies `from` to `to` line by line, formatted; a line that arrives in
- * pieces is written whole. A closed `to` loses the output, never the master.
+ * pieces is written whole. The master reads as fast as the worker writes and
+ * holds at most MAX_PENDING_LOG_BYTES for `to`: when `to` cannot keep up (a
+ * pipe nobody reads, a slow terminal), lines are dropped and counted
+ * (invariant 18), so the worker is never blocked and the master never grows.
+ * A closed `to` loses the output, never the master.
  */
 function relayLines(from: Readable, to: Writable, format: Format, tail?: string[]): void {
-  to.on('error', () => {}); // EPIPE: the reader of our output is gone (invariant 13)
+  const write = boundedLines(to, (count) => format(`handover: ${count} line(s) of this worker's output dropped: the master's output could not keep up`));
   let pending = '';
   const emit = (line: string) => {
-    if (!to.destroyed && to.writable) to.write(format(line));
+    write(() => format(line));
     if (tail && !/^\s+at .*\(?node:internal\//.test(line)) {
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();

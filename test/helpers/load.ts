@@ -109,3 +109,28 @@ export class Load {
     return this.stats;
   }
 }
+
+/**
+ * One request on its own connection that the server answers slowly:
+ * `started` resolves with the answering pid once the first bytes arrive,
+ * `done` with the whole body, or rejects if the response is cut short.
+ */
+export function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string> } {
+  let onStarted!: (pid: number) => void;
+  const started = new Promise<number>((resolve) => (onStarted = resolve));
+  const done = new Promise<string>((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.once('data', () => onStarted(Number(res.headers['x-pid'])));
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => (res.complete ? resolve(body) : reject(new Error(`response cut short after ${JSON.stringify(body)}`))));
+      res.on('error', reject);
+      res.on('aborted', () => reject(new Error(`response aborted after ${JSON.stringify(body)}`)));
+    });
+    request.on('error', reject);
+    request.end();
+  });
+  done.catch(() => {}); // observed by the test that awaits it
+  return { started, done };
+}

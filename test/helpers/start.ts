@@ -27,7 +27,8 @@ export class App {
   /** What the master wrote to stdout: its workers' stdout, prefixed. */
   stdout = '';
 
-  constructor(readonly master: Master, private readonly runtime: string) {
+  /** `masterPid`: the master's, when `master` is a launcher that started it. */
+  constructor(readonly master: Master, private readonly runtime: string, private readonly masterPid = master.pid) {
     master.proc.stdout!.on('data', (chunk: string) => (this.stdout += chunk));
   }
 
@@ -63,7 +64,7 @@ export class App {
   /** The master's status over its control socket; undefined until it has a worker to name that socket. */
   private async quickStatus(): Promise<Status | undefined> {
     try {
-      this.controlSocket ??= controlSocketOf(this.master);
+      this.controlSocket ??= controlSocketOf(this.masterPid);
       return await adminStatus(this.controlSocket);
     } catch {
       return undefined;

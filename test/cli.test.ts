@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { FrameDecoder, encode } from '../src/protocol';
 import { freePort } from './helpers/ports';
 import { type Master, ROOT, cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, reapAll, scratch, startMaster } from './helpers/processes';
 
@@ -182,6 +183,30 @@ describe('handover status|reload|stop', () => {
     expect({ code, signal }).toEqual({ code: 0, signal: null });
     expect(ourProcesses()).toEqual([]);
     expect(fs.readdirSync(controlDir), 'the control directory is removed').toEqual([]);
+  });
+
+  it('stop that the master refuses (64 admin connections open) exits 1 saying so; the master serves on', async () => {
+    const { master, controlDir } = await start();
+    const [entry] = fs.readdirSync(controlDir).filter((name) => name.startsWith(`handover-${master.pid}-`));
+    const socket = path.join(controlDir, entry, 'control.sock');
+    // 64 admin connections, each answered once and then held open: the cap
+    const held = await Promise.all(Array.from({ length: 64 }, () => new Promise<net.Socket>((resolve, reject) => {
+      const decoder = new FrameDecoder();
+      const conn = net.connect(socket, () => conn.write(encode({ type: 'status' })));
+      conn.on('data', (chunk) => {
+        if (decoder.push(chunk).length > 0) resolve(conn);
+      });
+      conn.on('error', reject);
+    })));
+    onCleanUp(() => held.forEach((conn) => conn.destroy()));
+    const refused = await cli('stop', '--socket', socket);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe(`stop failed: the master at ${socket} closed the connection without stopping; it refused the request, and its log says why\n`);
+    expect(isAlive(master.pid)).toBe(true);
+    expect((await get(master.port)).status).toBe(200);
+    for (const conn of held) conn.destroy();
+    await pollUntil(async () => (await cli('stop', '--socket', socket)).stdout === 'stopped\n', 'a stop once the admin connections are closed');
+    expect((await master.exited).code).toBe(0);
   });
 
   it('--socket PATH works for status, reload and stop', async () => {

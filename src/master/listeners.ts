@@ -237,7 +237,13 @@ export class ListenerSet {
     const { path } = address;
     if (!path.startsWith('@')) this.removeStaleSocket(path);
     const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });
-    const createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
+    let createdInode: number | undefined;
+    try {
+      createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
+    } catch (error) {
+      native.closeFd(fd); // the file went away under us: nothing serves it
+      throw error;
+    }
     return { address, fds: [fd], shared: true, bound: address.text, createdInode };
   }
 

@@ -163,3 +163,13 @@ describe('worker output into a pipe nobody reads (item 11)', () => {
     expect(rssBytes(app.master.pid)).toBeLessThan(200 * 1024 * 1024);
   });
 });
+
+describe('what a worker inherits', () => {
+  it('not NOTIFY_SOCKET: only the master talks to systemd', async () => {
+    const app = await start(path.join(FIXTURES, 'http.js'), ['--workers', '2'], { NOTIFY_SOCKET: path.join(scratch('handover-notify-'), 'notify.sock') });
+    const status = await app.serving(1);
+    const environ = (pid: number) => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    expect(environ(app.master.pid).some((v) => v.startsWith('NOTIFY_SOCKET='))).toBe(true);
+    for (const pid of app.pids(status, 1)) expect(environ(pid).filter((v) => v.startsWith('NOTIFY_SOCKET='))).toEqual([]);
+  });
+});

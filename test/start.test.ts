@@ -148,6 +148,20 @@ describe('handover start: deploys, environment, watch, readiness', () => {
     expect(stats.failed, `failures (a 503 is a request served before ready()): ${JSON.stringify(stats.errors)}`).toBe(0);
   });
 
+  it('a failed second start with the same --pid-file (its port taken by the running master) leaves that file to the running master', async () => {
+    const pidFile = path.join(scratch('handover-start-'), 'app.pid');
+    const first = await start(path.join(FIXTURES, 'http.js'), ['--pid-file', pidFile]);
+    const port = portOf((await first.serving(1, 1)).addresses[0]);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.master.pid}\n`);
+    const second = await start(path.join(FIXTURES, 'http.js'), ['--pid-file', pidFile], { PORT: String(port) });
+    expect((await second.master.exited).code).toBe(1);
+    expect(second.master.stderr).toContain(`bind EADDRINUSE 127.0.0.1:${port}`);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.master.pid}\n`);
+    expect(await first.cli('stop')).toMatchObject({ code: 0, stdout: 'stopped\n' });
+    expect((await first.master.exited).code).toBe(0);
+    expect(fs.existsSync(pidFile), 'removed by the master that wrote it').toBe(false);
+  });
+
   it('worker output reaches the master\'s, each line prefixed with generation and pid', async () => {
     const app = await start(path.join(FIXTURES, 'http.js'), ['--workers', '2']);
     const status = await app.serving(1);

@@ -3,14 +3,13 @@
 // the helpers it spawns, its private listen(0), a flood of output into a pipe
 // nobody reads, a full fd table. Each fixture in test/fixtures/unmodified/ is
 // a program that knows nothing about handover.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load, inFlight } from './helpers/load';
 import { freePort } from './helpers/ports';
-import { ROOT, childrenOf, cleanUp, isAlive, ourProcesses, pollUntil, scratch, startMaster } from './helpers/processes';
+import { childrenOf, cleanUp, isAlive, ourProcesses, pollUntil, scratch, startMaster } from './helpers/processes';
 import { App, CLI, FIXTURES, get, portOf, start } from './helpers/start';
 import { within } from './helpers/wait';
 

@@ -55,7 +55,7 @@ export class Worker {
   /** Resolves once the drain is over (every connection closed), just before the process exits. */
   readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   /** The code the application asked process.exit() for during the drain. */
-  private exitCode?: number;
+  private exitCode?: number | string | null;
   private nextReloadId = 1;
   private lastRss?: number;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
@@ -202,7 +202,7 @@ export class Worker {
   private holdExits(): void {
     process.exit = ((code?: number | string | null) => {
       if (!this.draining) return exitNow(code as number);
-      this.exitCode = Number(code ?? process.exitCode ?? 0);
+      this.exitCode = code ?? process.exitCode;
       return undefined as never;
     }) as typeof process.exit;
   }
@@ -220,13 +220,13 @@ export class Worker {
     this.events.emit('drain');
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
-      exitNow(this.exitCode ?? 0);
+      exitNow((this.exitCode ?? 0) as number);
     }, this.options.stopTimeout);
     void drained.then(() => {
       clearTimeout(deadline);
       this.control?.end();
       this.finished();
-      setImmediate(() => exitNow(this.exitCode ?? 0));
+      setImmediate(() => exitNow((this.exitCode ?? 0) as number));
     });
   }
 }

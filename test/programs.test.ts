@@ -66,11 +66,13 @@ describe("the program's own shutdown code (item 1)", () => {
       const launched = await app.master.waitFor((e) => e.event === 'launched-exit', 'the master to exit');
       expect(launched).toMatchObject({ code: 0, signal: null });
       const stats = await load.stop();
-      // After the stop, a new connection is refused (ECONNREFUSED, which a
-      // client retries); nothing else may fail: no reset, no hang-up.
-      const { ECONNREFUSED, ...broken } = stats.errors;
-      expect(broken, `failures other than refusals: ${JSON.stringify(stats.errors)}`).toEqual({});
-      expect(ECONNREFUSED ?? 0).toBe(stats.failed);
+      // No request on an established keep-alive connection fails: none is
+      // reset or hung up on. (After the stop, a new connection is refused,
+      // ECONNREFUSED; one caught in a listening socket's queue as it closes is
+      // the stop's own business, invariant 12, asserted in stop.test.ts.)
+      const onEstablished = Object.fromEntries(Object.entries(stats.errors)
+        .map(([code, n]) => [code, n - (stats.onNewConnection[code] ?? 0)] as const).filter(([, n]) => n > 0));
+      expect(onEstablished, `failures on established connections (all failures: ${JSON.stringify(stats.errors)})`).toEqual({});
       expect(stats.ok).toBeGreaterThan(0);
     },
   );

@@ -21,12 +21,18 @@ export interface LoadStats {
   failed: number;
   /** Failures by error code ('ECONNRESET', 'socket hang up', 'status 503', ...). */
   errors: Record<string, number>;
+  /**
+   * Of those, the ones of requests sent on a new connection (not a reused
+   * keep-alive one): what a listening socket's queue did, where the others
+   * are what happened to an established connection.
+   */
+  onNewConnection: Record<string, number>;
   /** Responses per worker pid (the x-pid header). */
   pids: Map<number, number>;
 }
 
 export class Load {
-  readonly stats: LoadStats = { ok: 0, failed: 0, errors: {}, pids: new Map() };
+  readonly stats: LoadStats = { ok: 0, failed: 0, errors: {}, onNewConnection: {}, pids: new Map() };
   private running = true;
   private readonly loops: Promise<void>[] = [];
   private readonly agents: http.Agent[] = [];
@@ -35,9 +41,10 @@ export class Load {
     for (let i = 0; i < options.connections; i++) this.loops.push(this.loop(i));
   }
 
-  private fail(code: string): void {
+  private fail(code: string, req: http.ClientRequest): void {
     this.stats.failed++;
     this.stats.errors[code] = (this.stats.errors[code] ?? 0) + 1;
+    if (!req.reusedSocket) this.stats.onNewConnection[code] = (this.stats.onNewConnection[code] ?? 0) + 1;
   }
 
   private async loop(index: number): Promise<void> {
@@ -70,18 +77,18 @@ export class Load {
               const pid = Number(res.headers['x-pid']);
               this.stats.pids.set(pid, (this.stats.pids.get(pid) ?? 0) + 1);
             } else {
-              this.fail(`status ${res.statusCode}`);
+              this.fail(`status ${res.statusCode}`, req);
             }
             resolve();
           });
           res.on('error', (error: NodeJS.ErrnoException) => {
-            this.fail(error.code ?? error.message);
+            this.fail(error.code ?? error.message, req);
             resolve();
           });
         });
         req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
         req.on('error', (error: NodeJS.ErrnoException) => {
-          this.fail(error.code ?? error.message);
+          this.fail(error.code ?? error.message, req);
           resolve();
         });
         req.end(body);

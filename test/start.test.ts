@@ -19,8 +19,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
-import { cleanUp, pollUntil, scratch } from './helpers/processes';
-import { FIXTURES, connectOutcome, get, portOf, start } from './helpers/start';
+import { cleanUp, connectOutcome, pollUntil, scratch } from './helpers/processes';
+import { FIXTURES, get, portOf, start } from './helpers/start';
 
 afterEach(cleanUp);
 

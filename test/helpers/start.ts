@@ -2,7 +2,6 @@
 // `handover` command against it (with the test's own registry), its status.
 import { execFile } from 'node:child_process';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { adminStatus, controlSocketOf } from './control';
 import { freePort } from './ports';
@@ -104,18 +103,6 @@ export function get(port: number): Promise<{ status: number; pid: number; body: 
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode!, pid: Number(res.headers['x-pid']), body }));
     }).on('error', reject);
-  });
-}
-
-/** The error code of a connection attempt ('ECONNREFUSED' once nothing listens), or 'connected'. */
-export function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
 }
 

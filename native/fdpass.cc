@@ -31,36 +31,28 @@ constexpr int kRecvFlags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT;
 constexpr int kRecvFlags = MSG_DONTWAIT;
 #endif
 
-// sendFds(socketFd, data: Buffer, fds: number[]) -> bytes written.
-// The fds travel with the first byte; a short write returns fewer bytes and the
-// caller sends the rest without fds. Throws EAGAIN when nothing could be written.
-Napi::Value SendFds(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int sock = FdArg(info, 0);
-  if (sock < 0) return env.Undefined();
-  if (info.Length() < 3 || !info[1].IsBuffer() || !info[2].IsArray()) {
-    Napi::TypeError::New(env, "expected (fd, data: Buffer, fds: number[])").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  auto data = info[1].As<Napi::Buffer<uint8_t>>();
-  Napi::Array list = info[2].As<Napi::Array>();
-  if (data.Length() == 0) {
-    Napi::TypeError::New(env, "at least one data byte must accompany the fds").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+}  // namespace
+
+bool ReadFdList(Napi::Env env, Napi::Value value, std::vector<int>* fds) {
+  Napi::Array list = value.As<Napi::Array>();
   if (list.Length() > static_cast<uint32_t>(kMaxFdsPerMessage)) {
     Napi::RangeError::New(env, "too many fds in one message").ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
-  std::vector<int> fds;
   for (uint32_t i = 0; i < list.Length(); i++) {
     int64_t fd;
-    if (!ReadInteger(env, list.Get(i), 0, INT32_MAX, "each fd", &fd)) return env.Undefined();
-    fds.push_back(static_cast<int>(fd));
+    if (!ReadInteger(env, list.Get(i), 0, INT32_MAX, "each fd", &fd)) return false;
+    fds->push_back(static_cast<int>(fd));
   }
+  return true;
+}
 
-  iovec iov{data.Data(), data.Length()};
+ssize_t SendWithFds(int sock, const sockaddr* to, socklen_t toLength, const void* data, size_t size,
+                    const std::vector<int>& fds, int flags) {
+  iovec iov{const_cast<void*>(data), size};
   msghdr msg{};
+  msg.msg_name = const_cast<sockaddr*>(to);
+  msg.msg_namelen = to == nullptr ? 0 : toLength;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   std::vector<char> control;
@@ -76,8 +68,32 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
   }
   ssize_t n;
   do {
-    n = sendmsg(sock, &msg, kSendFlags);
+    n = sendmsg(sock, &msg, flags);
   } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+namespace {
+
+// sendFds(socketFd, data: Buffer, fds: number[]) -> bytes written.
+// The fds travel with the first byte; a short write returns fewer bytes and the
+// caller sends the rest without fds. Throws EAGAIN when nothing could be written.
+Napi::Value SendFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock = FdArg(info, 0);
+  if (sock < 0) return env.Undefined();
+  if (info.Length() < 3 || !info[1].IsBuffer() || !info[2].IsArray()) {
+    Napi::TypeError::New(env, "expected (fd, data: Buffer, fds: number[])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  if (data.Length() == 0) {
+    Napi::TypeError::New(env, "at least one data byte must accompany the fds").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<int> fds;
+  if (!ReadFdList(env, info[2], &fds)) return env.Undefined();
+  ssize_t n = SendWithFds(sock, nullptr, 0, data.Data(), data.Length(), fds, kSendFlags);
   if (n < 0) {
     ThrowSystemError(env, errno, "sendmsg", "fd " + std::to_string(sock));
     return env.Undefined();

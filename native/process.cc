@@ -1,15 +1,17 @@
 // Process-level calls Node does not offer.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #if defined(__linux__)
 #include <sys/prctl.h>
-#include <unistd.h>
 #endif
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -162,9 +164,86 @@ Napi::Value FixMallocThresholds(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// setCloseOnExec(fd, on): sets or clears FD_CLOEXEC on one fd. An upgrade in
+// place clears it on exactly the listening sockets, so they, and nothing
+// else, survive the exec.
+Napi::Value SetCloseOnExec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  bool on = info.Length() > 1 && info[1].ToBoolean().Value();
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)) < 0) {
+    ThrowSystemError(env, errno, "fcntl", "fd " + std::to_string(fd));
+  }
+  return env.Undefined();
+}
+
+// execve(file, argv[], env[]): replaces this process's image, same pid. Only
+// returns by throwing (ENOENT, EACCES, ENOEXEC...): then nothing changed.
+// Node 22.15+ has process.execve; Node 20 has only this.
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsArray()) {
+    Napi::TypeError::New(env, "expected (file: string, argv: string[], env: string[])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string file = info[0].As<Napi::String>().Utf8Value();
+  auto strings = [](Napi::Array list) {
+    std::vector<std::string> out;
+    for (uint32_t i = 0; i < list.Length(); i++) out.push_back(list.Get(i).ToString().Utf8Value());
+    return out;
+  };
+  std::vector<std::string> args = strings(info[1].As<Napi::Array>());
+  std::vector<std::string> vars = strings(info[2].As<Napi::Array>());
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+  for (auto& a : args) argv.push_back(a.data());
+  for (auto& v : vars) envp.push_back(v.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  execve(file.c_str(), argv.data(), envp.data());
+  ThrowSystemError(env, errno, "execve", file);
+  return env.Undefined();
+}
+
+// reapChild(pid) -> { code, signal } once `pid` has exited (and is reaped),
+// null while it runs. For children this image did not spawn (a previous image
+// of the same pid did): libuv waits only for its own.  ECHILD: not ours, or
+// reaped already; reported as exited with no status.
+Napi::Value ReapChild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t pid;
+  if (!ReadInteger(env, info.Length() > 0 ? info[0] : env.Undefined(), 1, INT32_MAX, "pid", &pid)) {
+    return env.Undefined();
+  }
+  int status = 0;
+  pid_t got;
+  do {
+    got = waitpid(static_cast<pid_t>(pid), &status, WNOHANG);
+  } while (got < 0 && errno == EINTR);
+  if (got == 0) return env.Null();
+  Napi::Object result = Napi::Object::New(env);
+  if (got < 0) {
+    if (errno != ECHILD) {
+      ThrowSystemError(env, errno, "waitpid", std::to_string(pid));
+      return env.Undefined();
+    }
+    result.Set("code", env.Null());
+    result.Set("signal", env.Null());
+    return result;
+  }
+  result.Set("code", WIFEXITED(status) ? Napi::Number::New(env, WEXITSTATUS(status)) : env.Null());
+  result.Set("signal", WIFSIGNALED(status) ? Napi::Number::New(env, WTERMSIG(status)) : env.Null());
+  return result;
+}
+
 }  // namespace
 
 void RegisterProcess(Napi::Env env, Napi::Object exports) {
+  exports.Set("setCloseOnExec", Napi::Function::New(env, SetCloseOnExec, "setCloseOnExec"));
+  exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
+  exports.Set("reapChild", Napi::Function::New(env, ReapChild, "reapChild"));
   exports.Set("markCloseOnExec", Napi::Function::New(env, MarkCloseOnExec, "markCloseOnExec"));
   exports.Set("fixMallocThresholds", Napi::Function::New(env, FixMallocThresholds, "fixMallocThresholds"));
   exports.Set("setParentDeathStop", Napi::Function::New(env, SetParentDeathStop, "setParentDeathStop"));

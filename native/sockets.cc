@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "addon.h"
 #include "errors.h"
@@ -389,25 +390,30 @@ Napi::Value ShutdownListener(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// sendDatagram(path, data): one Unix datagram to a path or '@abstract' name.
+// sendDatagram(path, data, fds?): one Unix datagram to a path or '@abstract'
+// name, with `fds` attached (SCM_RIGHTS) if given.
 Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer()) {
-    Napi::TypeError::New(env, "expected (path: string, data: Buffer)").ThrowAsJavaScriptException();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer() ||
+      (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsArray())) {
+    Napi::TypeError::New(env, "expected (path: string, data: Buffer, fds?: number[])").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   std::string path = info[0].As<Napi::String>().Utf8Value();
   auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  std::vector<int> fds;
+  if (info.Length() > 2 && info[2].IsArray() && !ReadFdList(env, info[2], &fds)) return env.Undefined();
   sockaddr_un addr;
   socklen_t len;
-  if (!FillUnixAddress(env, path, "sendto", &addr, &len)) return env.Undefined();
+  if (!FillUnixAddress(env, path, "sendmsg", &addr, &len)) return env.Undefined();
   UniqueFd fd(OpenSocket(AF_UNIX, SOCK_DGRAM));
   if (!fd.valid()) {
     ThrowSystemError(env, errno, "socket", path);
     return env.Undefined();
   }
-  if (sendto(fd.get(), data.Data(), data.Length(), 0, reinterpret_cast<sockaddr*>(&addr), len) < 0) {
-    ThrowSystemError(env, errno, "sendto", path);
+  // sd_pid_notify_with_fds: the fds ride on the datagram as SCM_RIGHTS.
+  if (SendWithFds(fd.get(), reinterpret_cast<sockaddr*>(&addr), len, data.Data(), data.Length(), fds, 0) < 0) {
+    ThrowSystemError(env, errno, "sendmsg", path);
   }
   return env.Undefined();
 }

@@ -3,6 +3,8 @@
 // options table follow: a new option is one row.
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
+import { parseAddress } from './platform/address';
+import { checkSingleMode } from './master/privilege';
 import type { Logger } from './log';
 
 /**
@@ -27,6 +29,16 @@ export interface ServerOptions {
   reloadSignals?: NodeJS.Signals[];
   /** Signals that stop gracefully; a second one forces. Default ['SIGTERM', 'SIGINT']. */
   stopSignals?: NodeJS.Signals[];
+  /** Signals that upgrade the master in place (exec a fresh image, same pid). Default ['SIGUSR2']. */
+  upgradeSignals?: NodeJS.Signals[];
+  /**
+   * Store every listening socket in systemd's file descriptor store (needs
+   * `FileDescriptorStoreMax=` in the unit) and adopt them again after a
+   * restart or a crash, so connections that arrive while no master runs wait
+   * in the queue instead of being refused. On by itself when systemd sets
+   * `$FDSTORE`. Default false.
+   */
+  fdStore?: boolean;
   /** Worker processes per generation. Default 1. */
   workers?: number;
   /**
@@ -48,8 +60,39 @@ export interface ServerOptions {
    * workers for a moment). 'phased': one slot at a time, start its new worker,
    * and once it is ready drain that slot's old one: at most N+1 workers, never
    * fewer than N serving. A failure stops the rollout; see the README.
+   * 'canary': the new generation first replaces `canarySlots` slots and
+   * serves beside the old generation for `canaryWindow` ms; if its error rate
+   * and p99 stay within `canaryMaxErrorRate` and `canaryMaxLatencyRatio` of the
+   * old generation's and none of its workers crashed, the rollout continues
+   * phased; otherwise the old workers of those slots (parked meanwhile) serve
+   * again and the reload fails with the verdict in numbers.
    */
-  rollout?: 'parallel' | 'phased';
+  rollout?: 'parallel' | 'phased' | 'canary';
+  /** rollout 'canary': how many slots the canary replaces first. Default 1. */
+  canarySlots?: number;
+  /** rollout 'canary': ms the canary serves before it is judged (the reload waits for the verdict). Default 30_000. */
+  canaryWindow?: number;
+  /**
+   * rollout 'canary': how far the canary's 5xx rate may exceed the old
+   * generation's over the window, as a fraction (0.01: one percentage point).
+   * Default 0.01.
+   */
+  canaryMaxErrorRate?: number;
+  /** rollout 'canary': how many times the old generation's p99 (at least 50 ms) the canary's p99 may be. Default 2. */
+  canaryMaxLatencyRatio?: number;
+  /**
+   * The version of the code, shown by status, the log and metrics. Default:
+   * $APP_VERSION, else the program's package.json version plus a digest of
+   * its entry file (`1.4.0+3f9a0c1b2d4e`). A worker whose version differs from
+   * its generation's (a respawn after a rollback, with newer code on disk)
+   * does not serve; see the README's "Versions".
+   */
+  version?: string;
+  /**
+   * Serve Prometheus metrics at `/metrics`, and `/healthz` and `/readyz`, on
+   * this address from the master (`'127.0.0.1:9464'`). Default: off.
+   */
+  metrics?: string;
   /**
    * Recycle a worker whose resident memory (RSS, bytes) exceeds this: a
    * replacement starts, and once it is ready the old worker drains. Sampled
@@ -103,6 +146,12 @@ export interface ServerOptions {
   /** Group for the workers (name or gid). Default: the `user`'s primary group. */
   group?: string | number;
   /**
+   * `handover start --user`: addresses the master may bind for the program
+   * although its user could not bind them itself (a port below 1024, a path
+   * in a directory it cannot write), e.g. [':443']. Default: none.
+   */
+  allowListen?: string[];
+  /**
    * @internal For `handover start`: the master registers nothing itself and
    * binds the addresses its workers' programs listen on (each hello names them).
    */
@@ -120,10 +169,18 @@ export interface ResolvedOptions {
   startTimeout: number;
   reloadSignals: NodeJS.Signals[];
   stopSignals: NodeJS.Signals[];
+  upgradeSignals: NodeJS.Signals[];
+  fdStore: boolean;
   workers: number;
   heartbeatTimeout: number;
   stopDelay: number;
-  rollout: 'parallel' | 'phased';
+  rollout: 'parallel' | 'phased' | 'canary';
+  canarySlots: number;
+  canaryWindow: number;
+  canaryMaxErrorRate: number;
+  canaryMaxLatencyRatio: number;
+  version?: string;
+  metrics?: string;
   maxMemory?: number;
   maxRequests?: number;
   maxLifetime?: number;
@@ -138,6 +195,7 @@ export interface ResolvedOptions {
   controlDir: string;
   /** Who workers run as; undefined: the master's own identity. */
   identity?: Identity;
+  allowListen: string[];
   dynamicAddresses: boolean;
   adminIdleTimeout: number;
 }
@@ -154,6 +212,8 @@ export const MAX_WORKERS = 1024;
 export type Check =
   | { kind: 'duration'; min: 0 | 1 }
   | { kind: 'integer'; min: number; max: number; what?: string }
+  | { kind: 'number'; min: number; max: number; what: string }
+  | { kind: 'address' }
   | { kind: 'bytes' }
   | { kind: 'mode' }
   | { kind: 'choice'; values: readonly string[] }
@@ -162,7 +222,8 @@ export type Check =
   | { kind: 'signals' }
   | { kind: 'function'; why: string }
   | { kind: 'logger' }
-  | { kind: 'account'; of: 'user' | 'group' };
+  | { kind: 'account'; of: 'user' | 'group' }
+  | { kind: 'addresses' };
 
 /** The `handover start` flag of an option. */
 export interface CliFlag {
@@ -234,6 +295,10 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     check: { kind: 'signals' }, default: ['SIGTERM', 'SIGINT'], shown: "`['SIGTERM', 'SIGINT']`",
     doc: 'signals that stop gracefully (SIGKILL/SIGSTOP are rejected: uncatchable)',
   },
+  upgradeSignals: {
+    check: { kind: 'signals' }, default: ['SIGUSR2'], shown: "`['SIGUSR2']`",
+    doc: 'signals that upgrade the master in place: a fresh image of the program in the same pid, keeping the sockets (see [Upgrades in place](#upgrades-in-place))',
+  },
   logger: {
     check: { kind: 'logger' }, shown: 'stderr',
     doc: '`false` silences; any `{ info, warn, error }` (console, pino) plugs in',
@@ -252,20 +317,52 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     doc: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE',
     cli: { flag: 'shared', help: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE' },
   },
+  fdStore: {
+    check: { kind: 'boolean' }, default: false, shown: '`false` (on when `$FDSTORE` is set)',
+    doc: 'store every listening socket in systemd\'s file descriptor store and adopt them after a restart or crash (see [Deployments](#deployments))',
+    cli: { flag: 'fd-store', help: 'keep the listening sockets in systemd\'s fd store (FileDescriptorStoreMax=): a restart or crash refuses no connection' },
+  },
   unixSocketMode: {
     check: { kind: 'mode' }, shown: 'umask',
-    doc: 'file mode of Unix sockets the master creates, e.g. `0o660`',
+    doc: 'file mode of Unix sockets the master creates, e.g. `0o660` (set by the umask at bind, never a `chmod` afterwards)',
     cli: { flag: 'unix-socket-mode', arg: 'MODE', help: 'file mode of Unix sockets the master creates, in octal (660)' },
   },
   controlDir: {
     check: { kind: 'string' }, default: () => os.tmpdir(), shown: '`os.tmpdir()`',
-    doc: 'where the private (0700) control directory is made',
+    doc: 'where the control directory is made (0700; with `user` 02750, see [Privileges](#privileges)); refused if another user could rename entries in it or above it',
     cli: { flag: 'control-dir', arg: 'DIR', help: 'where the private control directory is made (default: the temp dir)' },
   },
   rollout: {
-    check: { kind: 'choice', values: ['parallel', 'phased'] }, default: 'parallel', shown: "`'parallel'`",
-    doc: "`'phased'`: a reload replaces one worker at a time (see [Rollouts](#rollouts))",
-    cli: { flag: 'rollout', arg: 'phased', help: 'reload one worker at a time (at most N+1 workers) instead of all at once' },
+    check: { kind: 'choice', values: ['parallel', 'phased', 'canary'] }, default: 'parallel', shown: "`'parallel'`",
+    doc: "`'phased'`: a reload replaces one worker at a time; `'canary'`: one slot first, judged against the old generation, then phased or rolled back (see [Rollouts](#rollouts))",
+    cli: { flag: 'rollout', arg: 'phased|canary', help: 'phased: reload one worker at a time (at most N+1 workers) instead of all at once;\ncanary: one slot first, judged against the old workers, then on or rolled back' },
+  },
+  canarySlots: {
+    check: { kind: 'integer', min: 1, max: MAX_WORKERS }, default: 1, shown: '`1`',
+    doc: "with `rollout: 'canary'`: slots the new generation replaces first",
+    cli: { flag: 'canary-slots', arg: 'N', help: 'with --rollout canary: slots the canary replaces first (default 1)' },
+  },
+  canaryWindow: {
+    check: { kind: 'duration', min: 1 }, default: 30_000, shown: '`30_000`',
+    doc: "with `rollout: 'canary'`: ms the canary serves before its verdict; the reload (and any reload requested meanwhile) waits for it",
+    cli: { flag: 'canary-window', arg: 'T', help: 'with --rollout canary: how long the canary serves before its verdict (default 30s)' },
+  },
+  canaryMaxErrorRate: {
+    check: { kind: 'number', min: 0, max: 1, what: 'a fraction (0.01: one percentage point)' }, default: 0.01, shown: '`0.01`',
+    doc: "with `rollout: 'canary'`: how far the canary's 5xx rate may exceed the old generation's over the window (0.01: one percentage point)",
+  },
+  canaryMaxLatencyRatio: {
+    check: { kind: 'number', min: 1, max: 1000, what: 'a ratio' }, default: 2, shown: '`2`',
+    doc: "with `rollout: 'canary'`: how many times the old generation's p99 (taken as at least 50 ms) the canary's p99 may be",
+  },
+  version: {
+    check: { kind: 'string' }, shown: 'see [Versions](#versions)',
+    doc: 'the version of the code, shown by `status`, the log and metrics; default `$APP_VERSION`, else the package.json version plus a digest of the entry file',
+  },
+  metrics: {
+    check: { kind: 'address' }, shown: 'none',
+    doc: "an address (`'127.0.0.1:9464'`) where the master serves `/metrics`, `/healthz` and `/readyz` (see [Metrics and probes](#metrics-and-probes))",
+    cli: { flag: 'metrics', arg: 'ADDR', help: 'serve Prometheus /metrics, /healthz and /readyz from the master (127.0.0.1:9464)' },
   },
   maxMemory: {
     check: { kind: 'bytes' }, shown: 'none',
@@ -292,9 +389,14 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     doc: 'old generations that may drain at once; past it the oldest is closed at once, cutting what it still has open, and that is logged: a bound for reloads far faster than requests finish',
     cli: { flag: 'max-draining', arg: 'N', help: 'old generations draining at once; past it the oldest is closed (default 10)' },
   },
+  allowListen: {
+    check: { kind: 'addresses' }, default: [], shown: '`[]`',
+    doc: "`handover start --user` only: addresses the master binds for the program although its user could not bind them itself, e.g. `[':443']`",
+    cli: { flag: 'allow-listen', arg: 'A,B', help: 'with --user: addresses the program may listen on although USER could not\nbind them itself (a port < 1024, a path in a directory USER cannot write)' },
+  },
   user: {
     check: { kind: 'account', of: 'user' }, shown: "the master's",
-    doc: 'workers run as this user (name or uid) while a root master binds privileged ports',
+    doc: "workers run as this user (name or uid) while a root master binds privileged ports (see [Privileges](#privileges)); not with `mode: 'single'`",
   },
   group: {
     check: { kind: 'account', of: 'group' }, shown: "`user`'s group",
@@ -408,8 +510,25 @@ export function checkValue(name: string, check: Check, value: unknown): unknown 
     case 'bytes': return checkInteger(name, value, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes');
     case 'mode': return checkInteger(name, value, 0, 0o777, 'a file mode such as 0o660');
     case 'string': return checkString(name, value);
+    case 'number':
+      if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${name} must be ${check.what}, got ${show(value)}`);
+      if (value < check.min || value > check.max) throw new RangeError(`${name} must be ${check.what} from ${check.min} to ${check.max}, got ${value}`);
+      return value;
+    case 'address': {
+      const address = checkString(name, value);
+      try {
+        parseAddress(address);
+      } catch (error) {
+        throw new TypeError(`${name}: ${(error as Error).message}`);
+      }
+      return address;
+    }
     case 'signals': return checkSignals(name, value);
     case 'logger': return checkLogger(value);
+    case 'addresses':
+      if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of addresses such as [':443'], got ${show(value)}`);
+      for (const address of value) parseAddress(checkString(name, address));
+      return value;
     case 'account':
       return typeof value === 'number' ? checkInteger(name, value, 0, 2 ** 32 - 2, `a ${check.of} name or a numeric id`) : checkString(name, value);
     case 'choice':
@@ -447,14 +566,20 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   const resolved = { ...rest, identity: resolveIdentity(user as string | number | undefined, group as string | number | undefined) } as unknown as ResolvedOptions;
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
+  const upgradeOverlap = resolved.upgradeSignals.filter((s) => resolved.reloadSignals.includes(s) || resolved.stopSignals.includes(s));
+  if (upgradeOverlap.length > 0) {
+    throw new TypeError(`${upgradeOverlap.join(', ')} is in upgradeSignals and in reloadSignals or stopSignals; list each signal in one of them`);
+  }
+  checkSingleMode(resolved.mode, resolved.identity);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');
   if (resolved.mode === 'single') {
     const masterOnly = [
       ...(['maxMemory', 'maxRequests', 'maxLifetime'] as const).filter((k) => resolved[k] !== undefined),
       ...(resolved.keepPrevious > 0 ? ['keepPrevious'] : []),
+      ...(resolved.rollout === 'canary' ? ["rollout: 'canary'"] : []),
     ];
     if (masterOnly.length > 0) {
-      throw new TypeError(`${masterOnly.join(', ')}: recycling and keeping workers are for a master's workers; mode: 'single' has none (use the default mode)`);
+      throw new TypeError(`${masterOnly.join(', ')}: recycling, keeping workers and canaries are for a master's workers; mode: 'single' has none (use the default mode)`);
     }
   }
   return resolved;

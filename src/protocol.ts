@@ -32,8 +32,8 @@ export interface ListenerInfo {
 }
 
 export type Message =
-  /** worker -> master, first frame: who I am and which addresses my code registered. */
-  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[] }
+  /** worker -> master, first frame: who I am, which addresses my code registered, and my code's version (version.ts). */
+  | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[]; version?: string }
   /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
   | { type: 'listeners'; listeners: ListenerInfo[] }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
@@ -44,6 +44,12 @@ export type Message =
   | { type: 'failed'; message: string }
   /** master -> worker: stop accepting, finish what is in flight, exit. */
   | { type: 'drain' }
+  /**
+   * master -> worker: the master is about to exec a fresh image of itself in
+   * the same pid (an upgrade): when this connection closes, keep serving
+   * until the new image sends a stop signal (its generation is ready).
+   */
+  | { type: 'upgrading' }
   /** master -> worker: a stop is coming (stopDelay): keep accepting, but each response says Connection: close. */
   | { type: 'closing' }
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
@@ -53,8 +59,15 @@ export type Message =
   | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
-  /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
-  | { type: 'pong'; requests?: number; rss?: number; loopDelayMs?: number }
+  /**
+   * worker -> master: alive; with what recycling (maxRequests, maxMemory),
+   * metrics and the canary look at (WorkerSample: counters since it started).
+   */
+  | ({ type: 'pong' } & WorkerSample)
+  /** master -> worker: send your program's prom-client metrics; answered with app-metrics (also sent unasked once drained). */
+  | { type: 'metrics' }
+  /** `metrics`: prom-client's getMetricsAsJSON(); `error`: why there are none this time (e.g. too large for a frame). */
+  | { type: 'app-metrics'; metrics: unknown[]; error?: string }
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -81,7 +94,16 @@ export type Message =
    * new one; answered with log-lines frames, the first batch's last with `end`.
    */
   | { type: 'logs'; lines: number; follow: boolean }
-  | { type: 'log-lines'; lines: LogLine[]; end?: boolean };
+  | { type: 'log-lines'; lines: LogLine[]; end?: boolean }
+  /**
+   * admin -> master: exec a fresh image of the master in the same pid (under
+   * `node` if given). Answered with upgrade-result: not ok means nothing
+   * changed (the new image failed its probe); ok means the exec comes next,
+   * this connection closes with it, and the new image's status shows
+   * `upgrades` one higher once its generation serves.
+   */
+  | { type: 'upgrade'; id: number; node?: string }
+  | { type: 'upgrade-result'; id: number; ok: boolean; message?: string };
 
 /** One line the master wrote or relayed; `generation` only for a worker's. */
 export interface LogLine {
@@ -95,6 +117,28 @@ export interface LogLine {
 }
 
 export type Hello = Extract<Message, { type: 'hello' }>;
+
+/**
+ * What a worker reports with each heartbeat answer. Counters run from its
+ * start: the master keeps the last one per worker and adds up the increases.
+ */
+export interface WorkerSample {
+  /** Requests served (connections, on a plain net server). */
+  requests?: number;
+  /** Resident memory, bytes. */
+  rss?: number;
+  /** CPU time (user + system), microseconds. */
+  cpu?: number;
+  /** Mean event-loop delay (ms) since the previous heartbeat (worker/loop-delay.ts). */
+  loopDelayMs?: number;
+  /** HTTP responses with a 5xx status. */
+  errors?: number;
+  /** Responses by duration: cumulative counts per bucket of LATENCY_BUCKETS_S, then the sum of durations in microseconds. */
+  latency?: number[];
+}
+
+/** Upper bounds (seconds) of the response-duration buckets of WorkerSample.latency (the last one is +Inf). */
+export const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export interface MasterStatus {
   pid: number;
@@ -114,6 +158,8 @@ export interface MasterStatus {
     loopDelayMs?: number;
     /** When it was spawned (ms since the epoch). */
     startedAt?: number;
+    /** The version of the code it runs, recorded when it started (src/master/version.ts). */
+    version?: string;
   }[];
   /** The control socket admin tools connect to (the `handover` command registers it). */
   controlSocket?: string;
@@ -122,9 +168,14 @@ export interface MasterStatus {
   /**
    * Each slot's truth: 'ready' (its own worker serves), 'starting',
    * 'backing-off' (waiting to respawn after a crash), 'unresponsive', or
-   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
+   * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile;
+   * `held`: why the slot's own worker is refused (its code is not its generation's).
    */
-  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
+  /** In-place upgrades (exec of a fresh image, same pid) since this pid started. */
+  upgrades?: number;
+  /** The version each generation runs: the committed one and any other still alive. */
+  versions?: Record<number, string>;
   /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
   omitted?: { workers: number; slots: number };
 }
@@ -142,6 +193,7 @@ export function encode(message: Message): Buffer {
 
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => isInt(v) && v >= 0;
 
 /** Checks a decoded value field by field; anything unexpected is a ProtocolError. */
 export function validate(value: unknown): Message {
@@ -151,7 +203,7 @@ export function validate(value: unknown): Message {
     switch (m.type) {
       case 'hello':
         return isString(m.token) && isInt(m.pid) && isInt(m.slot) && isInt(m.generation) &&
-          Array.isArray(m.addresses) && m.addresses.every(isString);
+          Array.isArray(m.addresses) && m.addresses.every(isString) && (m.version === undefined || isString(m.version));
       case 'listeners':
         return Array.isArray(m.listeners) && m.listeners.every((l: unknown) => {
           const x = l as Record<string, unknown>;
@@ -166,10 +218,15 @@ export function validate(value: unknown): Message {
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
       case 'pong':
-        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss)) &&
-          (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0));
+        return (['requests', 'rss', 'cpu', 'errors'] as const).every((k) => m[k] === undefined || isCount(m[k])) &&
+          (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0)) &&
+          (m.latency === undefined || (Array.isArray(m.latency) && m.latency.length === LATENCY_BUCKETS_S.length + 2 && m.latency.every(isCount)));
+      case 'app-metrics':
+        return Array.isArray(m.metrics) && (m.error === undefined || isString(m.error));
+      case 'metrics':
       case 'ping':
       case 'closing':
+      case 'upgrading':
       case 'park':
       case 'resume':
       case 'drain':
@@ -185,8 +242,11 @@ export function validate(value: unknown): Message {
         return isInt(m.id) && isInt(m.workers);
       case 'rollback':
         return isInt(m.id);
+      case 'upgrade':
+        return isInt(m.id) && (m.node === undefined || isString(m.node));
       case 'reload-result':
       case 'scale-result':
+      case 'upgrade-result':
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;

@@ -14,6 +14,7 @@ import { Master, reported } from './master/master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
 import type { Registration } from './worker/serving';
 import { SingleProcess } from './single';
+import { isProbe, reportProbe } from './master/upgrade';
 import { Worker, isWorkerProcess } from './worker/worker';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
@@ -38,6 +39,8 @@ export interface ServerEvents {
   recycled: [event: { slot: number; pid: number; replacedBy: number; reason: string }];
   /** Master: rollback() put generation `generation` back; generation `from` drains. */
   'rolled-back': [event: { generation: number; from: number }];
+  /** Master: an upgrade in place did not happen (the new image cannot start); the same image and generation keep serving. */
+  'upgrade-failed': [event: { error: Error }];
   /** Master: the number of workers changed (scale(), SIGTTIN/SIGTTOU, `handover scale`). */
   scaled: [event: { workers: number; from: number }];
   /** Master or single process: the stop is complete. */
@@ -257,6 +260,7 @@ export class Server extends EventEmitter {
       ));
     }
     running = this;
+    if (isProbe()) return reportProbe(this.registrations.map((r) => r.address)); // an upgrade checks the new image
     if (isWorkerProcess()) {
       this.runtime = new Worker(this.options, this.registrations, this);
     } else if (this.options.mode === 'single') {
@@ -295,6 +299,23 @@ export class Server extends EventEmitter {
   rollback(): Promise<void> {
     if (!(this.runtime instanceof Master)) return Promise.reject(new Error('rollback() is for the master (mode: \'master\'), after run()'));
     return this.runtime.rollback();
+  }
+
+  /**
+   * Master only: upgrade in place, as SIGUSR2 does. The master starts the
+   * program now on disk once in probe mode (under `node`, default the current
+   * binary); if that loads, it execs it in the same pid, keeping the listening
+   * sockets, and the new image's generation takes over. Rejects if the new
+   * image cannot start (nothing changed then); on success this process image
+   * is replaced, so the promise never settles: the new image emits `ready`.
+   *
+   * ```ts
+   * process.on('SIGUSR2', () => server.upgrade('/opt/node-22/bin/node'));
+   * ```
+   */
+  upgrade(node?: string): Promise<void> {
+    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('upgrade() is for the master (mode: \'master\'), after run()'));
+    return this.runtime.upgrade(node);
   }
 
   /** Master only: a graceful stop, as a stop signal does. */

@@ -7,12 +7,24 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from './log';
 
+/**
+ * Signals an operator (or a tool built for nginx, unicorn or HAProxy) is
+ * likely to send. Each one either has a job here or is logged and ignored:
+ * none ends a master or a single process by its default action. (SIGPIPE
+ * and SIGWINCH never do: Node ignores SIGPIPE, SIGWINCH is ignored by default.)
+ */
+export const OPERATOR_SIGNALS: NodeJS.Signals[] = [
+  'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGPIPE',
+];
+
 /** A stop signal this soon after the first is a duplicate delivery, not a request to force. */
 export const DUPLICATE_STOP_MS = 1_000;
 
 export interface SignalActions {
   reloadSignals: NodeJS.Signals[];
   stopSignals: NodeJS.Signals[];
+  /** Upgrade in place (master); without `upgrade` they reload, which in single mode starts a fresh image anyway. */
+  upgradeSignals?: NodeJS.Signals[];
   log: Logger;
   /** True once a stop has begun: reload signals are then ignored (and say so). */
   stopping(): boolean;
@@ -21,6 +33,16 @@ export interface SignalActions {
   force(): void;
   /** Master only: SIGTTIN adds a worker, SIGTTOU removes one (as gunicorn and Unicorn do). */
   scale?(delta: 1 | -1): void;
+  /** Master only: exec a fresh image of the master in the same pid. */
+  upgrade?(): void;
+}
+
+/**
+ * The signals a worker ignores: they are meant for its master (which ignores
+ * SIGQUIT too), and may reach the worker as well (process group, cgroup).
+ */
+export function masterOnlySignals(options: { reloadSignals: NodeJS.Signals[]; upgradeSignals: NodeJS.Signals[] }): NodeJS.Signals[] {
+  return [...options.reloadSignals, ...options.upgradeSignals, 'SIGTTIN', 'SIGTTOU', 'SIGQUIT'];
 }
 
 /** Installs the handlers; returns a function that removes them. */
@@ -35,6 +57,14 @@ export function handleSignals(actions: SignalActions, now: () => number = () => 
       if (actions.stopping()) return actions.log.info(`${signal}: reload ignored, stopping`);
       actions.log.info(`${signal}: reload requested`);
       actions.reload();
+    });
+  }
+  for (const signal of actions.upgradeSignals ?? []) {
+    const upgrade = actions.upgrade;
+    on(signal, () => {
+      if (actions.stopping()) return actions.log.info(`${signal}: ${upgrade ? 'upgrade' : 'reload'} ignored, stopping`);
+      actions.log.info(`${signal}: ${upgrade ? 'upgrade in place' : 'reload'} requested`);
+      (upgrade ?? actions.reload)();
     });
   }
   if (actions.scale) {
@@ -66,6 +96,11 @@ export function handleSignals(actions: SignalActions, now: () => number = () => 
       actions.log.warn(`${signal}: second stop request: stopping now without waiting for in-flight requests`);
       actions.force();
     });
+  }
+  const handled = new Set(installed.map(([signal]) => signal));
+  for (const signal of OPERATOR_SIGNALS) {
+    if (handled.has(signal) || signal === 'SIGPIPE' || signal === 'SIGWINCH') continue;
+    on(signal, () => actions.log.warn(`${signal}: ignored (it has no job here; the README's signal table lists what each signal does)`));
   }
   return () => {
     for (const [signal, handler] of installed) process.removeListener(signal, handler);

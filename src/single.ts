@@ -86,6 +86,7 @@ export class SingleProcess {
     handleSignals({
       reloadSignals: this.options.reloadSignals,
       stopSignals: this.options.stopSignals,
+      upgradeSignals: this.options.upgradeSignals,
       log: this.log,
       // A process that is handing over or stopping ignores reload signals (its
       // pidFile already names the successor); never fatal (invariant 9).
@@ -244,7 +245,7 @@ export class SingleProcess {
       [SUCCESSOR.socket]: this.control!.path,
       [SUCCESSOR.token]: token,
       [SUCCESSOR.generation]: String(generation),
-    }, this.options.identity);
+    });
     const successor = new WorkerProcess(child, 0, generation, this.options.startTimeout, this.options.stopTimeout);
     this.successor = successor;
     this.control!.expect(successor.pid, token);

@@ -67,7 +67,7 @@ function parseStatus(stdout: string): Status {
   const listening = /^listening on (.+)$/.exec(lines[1]);
   expect(listening, `second line of status: ${lines[1]}`).not.toBeNull();
   const workers = lines.slice(2).filter((line) => !line.startsWith('last reload: ') && !line.startsWith('  slot ')).map((line) => {
-    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\) {2}up (?:\d+[dhms] ?)+ {2}rss \d+\.\d MB {2}cpu (?:\d+\.\d%|\?) {2}(?:\d+|\?) restart\(s\)$/.exec(line);
+    const m = /^ {2}worker pid (\d+) {2}slot (\d+) {2}generation (\d+) {2}(\w+) {2}(\d+|\?) open connection\(s\) {2}up (?:\d+[dhms] ?)+ {2}rss \d+\.\d MB {2}cpu (?:\d+\.\d%|\?) {2}(?:\d+|\?) restart\(s\) {2}version \S+$/.exec(line);
     expect(m, `worker line of status: ${line}`).not.toBeNull();
     return { pid: Number(m![1]), slot: Number(m![2]), generation: Number(m![3]), state: m![4], connections: m![5] };
   });
@@ -292,11 +292,11 @@ describe('command-line forms and messages (issue 12)', () => {
     expect(await cli('stauts')).toEqual({
       code: 2,
       stdout: '',
-      stderr: 'handover: unknown command stauts; did you mean `handover status`?; commands: start, list, status, reload, restart, rollback, scale, stop, logs, monit, startup (handover --help)\n',
+      stderr: 'handover: unknown command stauts; did you mean `handover status`?; commands: start, list, status, reload, restart, rollback, scale, stop, logs, monit, startup, upgrade (handover --help)\n',
     });
     const flagFirst = await cli('--pid', '123', 'status');
     expect(flagFirst.code).toBe(2);
-    expect(flagFirst.stderr).toMatch(/^handover: --pid is not a command; commands: start, list, status, reload, restart, rollback, scale, stop, logs, monit, startup/);
+    expect(flagFirst.stderr).toMatch(/^handover: --pid is not a command; commands: start, list, status, reload, restart, rollback, scale, stop, logs, monit, startup, upgrade/);
     const option = await cli('status', '--jsno');
     expect(option.code).toBe(2);
     expect(option.stderr).toBe('handover: unknown option --jsno for `handover status`; did you mean --json? (handover status --help lists them)\n');
@@ -316,21 +316,24 @@ describe('command-line forms and messages (issue 12)', () => {
     });
   });
 
-  it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and how to ask as that user, instead of "closed the connection"', async () => {
-    // A socket that listens, owned by nobody: the uid check happens before any request is sent.
+  it.skipIf(process.getuid!() !== 0)('a master of another user: says whose it is and who may administer it, instead of "closed the connection"', async () => {
+    // A socket that listens, root's: the check happens before any request is sent.
     const dir = scratch('handover-cli-');
+    fs.chmodSync(dir, 0o755);
     const socket = path.join(dir, 'control.sock');
     const server = net.createServer((conn) => conn.destroy());
     await new Promise<void>((resolve) => server.listen(socket, resolve));
     onCleanUp(() => server.close());
-    fs.chownSync(socket, 65534, 65534);
     const nobody = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === '65534')!.split(':')[0];
-    const run = await cli('status', '--socket', socket);
+    const run = await new Promise<Run>((resolve) => {
+      execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'status', '--socket', socket], { cwd: '/' },
+        (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }));
+    });
     expect(run).toEqual({
       code: 2,
       stdout: '',
-      stderr: `handover: the master at ${socket} runs as ${nobody}, and answers only its own user (you are root); ` +
-        `run the command as that user, e.g. sudo -u ${nobody} handover ...\n`,
+      stderr: `handover: the master at ${socket} runs as root, and only root may administer it (you are ${nobody}); ` +
+        'run the command as root, e.g. sudo handover ...\n',
     });
   });
 });

@@ -732,7 +732,7 @@ describe('sendDatagram', () => {
   it('fails with ENOENT naming a missing path, closing its socket', () => {
     const missing = path.join(dir, 'no-notify.sock');
     const before = fdCount();
-    expectSystemError(thrown(() => sendDatagram(missing, Buffer.from('x'))), 'ENOENT', 'sendto', missing);
+    expectSystemError(thrown(() => sendDatagram(missing, Buffer.from('x'))), 'ENOENT', 'sendmsg', missing);
     expect(fdCount()).toBe(before);
   });
 });

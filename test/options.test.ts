@@ -116,6 +116,6 @@ describe('the options table', () => {
   it('a flag value the table refuses names the flag, not the library option', () => {
     expect(() => optionsFromFlags(new Map([['workers', '2000']]))).toThrow('--workers must be an integer from 1 to 1024, got 2000');
     expect(() => optionsFromFlags(new Map([['max-memory', '10kb']]))).toThrow(/^--max-memory must be a number of bytes from 1048576/);
-    expect(() => optionsFromFlags(new Map([['rollout', 'rolling']]))).toThrow('--rollout is parallel or phased (got "rolling")');
+    expect(() => optionsFromFlags(new Map([['rollout', 'rolling']]))).toThrow('--rollout is parallel or phased or canary (got "rolling")');
   });
 });

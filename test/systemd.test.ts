@@ -27,7 +27,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
-import { Master, ROOT, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
+import { Master, ROOT, onJsonLines, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const cleanups: (() => void)[] = [];
 afterEach(async () => {
@@ -70,16 +70,10 @@ class NotifyReceiver {
     this.proc = spawn('python3', ['-c', RECEIVER, address], { stdio: ['ignore', 'pipe', 'pipe'] });
     cleanups.push(() => this.proc.kill('SIGKILL'));
     this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
-    let buffered = '';
-    this.proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buffered.slice(0, newline)) as { ready?: true; message?: string; usec: number };
-        buffered = buffered.slice(newline + 1);
-        if (line.ready) this.startedUsec = line.usec;
-        else this.datagrams.push({ message: line.message!, usec: line.usec });
-      }
+    onJsonLines(this.proc.stdout!, (value) => {
+      const line = value as { ready?: true; message?: string; usec: number };
+      if (line.ready) this.startedUsec = line.usec;
+      else this.datagrams.push({ message: line.message!, usec: line.usec });
     });
   }
 

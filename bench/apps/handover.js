@@ -1,6 +1,7 @@
 // The hello app under handover. ADDRESS (default 127.0.0.1:0), WORKERS (default 1),
 // KEEPALIVE_MS (the http server's keepAliveTimeout; Node's 5000 by default),
-// ROLLOUT (parallel or phased), MAX_MEMORY (bytes; recycle a worker above it).
+// ROLLOUT (parallel or phased), MAX_MEMORY (bytes; recycle a worker above it),
+// METRICS (an address for the master's /metrics).
 // BENCH_HANDOVER: the handover package to load (a directory; default the one
 // this repository builds), so a run can measure another checkout's code.
 // FAULT_DIR: fault injection (apps/fault.js). MEMORY_FILE: memory probe (apps/memory.js).
@@ -18,4 +19,5 @@ if (process.env.KEEPALIVE_MS) {
 const options = { workers: Number(process.env.WORKERS || 1) };
 if (process.env.ROLLOUT) options.rollout = process.env.ROLLOUT;
 if (process.env.MAX_MEMORY) options.maxMemory = Number(process.env.MAX_MEMORY);
+if (process.env.METRICS) options.metrics = process.env.METRICS;
 listenAndServe(process.env.ADDRESS || '127.0.0.1:0', handler, options);

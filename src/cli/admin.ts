@@ -1,9 +1,11 @@
 // The operator's commands against running masters: list, status, reload,
-// stop. They talk to a master over its control socket, which answers only its
-// own uid: a caller of another uid is told so before it connects.
+// stop. They talk to a master over its control socket, which answers only
+// root and its own uid (privilege.ts): another caller is told so before it
+// connects.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
+import { administrators, mayAdminister } from '../master/privilege';
 import { type RegistryEntry, liveMasters } from '../master/registry';
 import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
 import { type Target, locate } from './locate';
@@ -28,9 +30,10 @@ function userName(uid: number): string {
 }
 
 /**
- * The master accepts admin requests from its own uid only, and closes any
- * other caller's connection without a word (logging why on its side); so the
- * socket's owner is checked first and a mismatch explained here.
+ * The master accepts admin requests from root and its own uid only, and
+ * closes any other caller's connection without a word (logging why on its
+ * side); so the socket's owner (the master's uid) is checked first and a
+ * refusal explained here.
  */
 export function checkOwner(socket: string): void {
   let stat: fs.Stats;
@@ -39,23 +42,23 @@ export function checkOwner(socket: string): void {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES') {
-      throw new ReachError(`cannot reach the master at ${socket} (EACCES): its directory belongs to another user; run handover as the user the master runs as`);
+      throw new ReachError(`cannot reach the master at ${socket} (EACCES): its directory belongs to another user; run handover as root or as the user the master runs as`);
     }
     if (code === 'ENOENT') throw new ReachError(`cannot reach the master at ${socket}: no such socket (ENOENT); the master has stopped (\`handover list\` shows the running ones)`);
     throw new ReachError(`cannot reach the master at ${socket} (${code})`);
   }
   const uid = process.getuid!();
-  if (stat.uid !== uid) {
+  if (!mayAdminister(uid, stat.uid)) {
     const owner = userName(stat.uid);
     throw new ReachError(
-      `the master at ${socket} runs as ${owner}, and answers only its own user (you are ${userName(uid)}); ` +
-        `run the command as that user, e.g. sudo -u ${owner} handover ...`,
+      `the master at ${socket} runs as ${owner}, and only ${administrators(stat.uid, userName)} may administer it (you are ${userName(uid)}); ` +
+        `run the command as ${stat.uid === 0 ? 'root, e.g. sudo handover ...' : `one of them, e.g. sudo -u ${owner} handover ...`}`,
     );
   }
 }
 
 /** Sends one request and resolves with the first answer, or undefined at EOF. */
-function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
+export function ask(socket: string, request: Message, timeoutMs?: number): Promise<Message | undefined> {
   checkOwner(socket);
   return new Promise((resolve, reject) => {
     const conn = net.connect(socket);
@@ -97,6 +100,7 @@ export interface WorkerReport {
   rssBytes?: number;
   connections?: number;
   restarts?: number;
+  version?: string;
   /** CPU use over CPU_WINDOW_MS, 100 = one core. */
   cpuPercent?: number;
   requests?: number;
@@ -133,6 +137,7 @@ export async function fetchStatus(target: Target): Promise<StatusReport> {
         rssBytes: rssBytes(w.pid),
         connections: w.connections,
         restarts: status.slots?.find((s) => s.slot === w.slot)?.restarts,
+        version: w.version,
         cpuPercent: cpu.get(w.pid),
         requests: w.requests,
         loopDelayMs: w.loopDelayMs,
@@ -171,13 +176,15 @@ function formatStatus(s: StatusReport): string {
       `rss ${formatBytes(w.rssBytes)}`,
       `cpu ${formatPercent(w.cpuPercent)}`,
       `${w.restarts ?? '?'} restart(s)`,
+      `version ${w.version ?? '?'}`,
     ].join('  ')),
   ];
   // the slots without their own ready worker, and who serves their connections meanwhile
   for (const slot of s.slots ?? []) {
     if (slot.state === 'ready') continue;
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
-    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)`);
+    const held = slot.held ? `  HELD: ${slot.held}` : '';
+    lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)${held}`);
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

@@ -13,6 +13,7 @@ import { startup } from './startup';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
 import { START_OPTIONS, START_USAGE, startWorker } from './start';
+import { upgrade } from './upgrade';
 
 const USAGE = `usage: handover <command> [options]
 
@@ -38,6 +39,10 @@ const USAGE = `usage: handover <command> [options]
   monit [NAME]                         live view every second: each worker's pid, slot, generation,
                                        state, CPU, RSS, req/s, connections, event-loop delay, restarts
   startup [NAME|CONFIG] [--install]    a systemd unit per app (with --install: written and enabled)
+  upgrade [NAME] [--node PATH]         exec a fresh master image (the program on disk, under Node
+                                       PATH) in the same pid, keeping the sockets; waits until its
+                                       workers serve (exit 0), or says why it could not (exit 1;
+                                       the old image keeps serving)
 
 NAME can also be a config file for reload, restart and stop: each of its apps.
 
@@ -58,10 +63,11 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-const COMMANDS = ['start', 'list', 'status', 'reload', 'restart', 'rollback', 'scale', 'stop', 'logs', 'monit', 'startup'];
+const COMMANDS = ['start', 'list', 'status', 'reload', 'restart', 'rollback', 'scale', 'stop', 'logs', 'monit', 'startup', 'upgrade'];
 
 /** Each command's own options beside TARGET_OPTIONS. */
 const COMMAND_OPTIONS: Record<string, OptionSpec[]> = {
+  upgrade: [{ name: 'node', value: 'required' }],
   status: [JSON_OPTION],
   logs: [{ name: 'lines', alias: 'n', value: 'required' }, { name: 'follow', alias: 'f', value: 'none' }, JSON_OPTION],
   startup: [{ name: 'install', value: 'none' }, { name: 'env', value: 'required' }, { name: 'only', value: 'required' }],
@@ -124,6 +130,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'status') return status(name, parsed.options);
   if (command === 'reload' || command === 'restart') return reloadCommand(name, parsed.options, command);
   if (command === 'rollback') return rollback(name, parsed.options);
+  if (command === 'upgrade') return upgrade(name, parsed.options);
   if (command === 'logs') return logs(name, parsed.options);
   if (command === 'monit') return monit(name, parsed.options);
   if (command === 'startup') return startup(parsed);

@@ -51,7 +51,8 @@ export async function locate(name: string | undefined, options: Map<string, stri
     if (matches.length > 1) throw new UsageError(`${matches.length} masters are named ${name}: ${describe(matches)}; give --pid PID`);
     throw new UsageError(
       `no master named ${name} is running as this user${live.length ? `; running: ${describe(live)}` : ''} ` +
-        '(`handover list` shows them; a master started from code is found with --pid PID)',
+        '(`handover list` shows them; a master started from code is found with --pid PID; ' +
+        'one another user started is administered by root or that user)',
     );
   }
   if (live.length === 1) return { socket: live[0].socket, entry: live[0] };

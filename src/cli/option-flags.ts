@@ -41,6 +41,11 @@ function parse(flag: string, check: Check, text: string): unknown {
   switch (check.kind) {
     case 'duration': return parseDuration(flag, text);
     case 'bytes': return parseBytes(flag, text);
+    case 'number': {
+      const n = Number(text);
+      if (text.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number (got ${JSON.stringify(text)})`);
+      return n;
+    }
     case 'integer': return flag === 'workers' ? parseWorkers(flag, text) : parseCount(flag, text);
     case 'mode':
       if (!/^(0o?)?[0-7]{1,4}$/.test(text)) throw new UsageError(`--${flag} must be an octal file mode such as 660 (got ${JSON.stringify(text)})`);
@@ -48,6 +53,7 @@ function parse(flag: string, check: Check, text: string): unknown {
     case 'choice':
       if (!check.values.includes(text)) throw new UsageError(`--${flag} is ${check.values.join(' or ')} (got ${JSON.stringify(text)})`);
       return text;
+    case 'addresses': return text.split(',').filter(Boolean);
     default: return text;
   }
 }

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { type Logger, createLogger } from '../log';
 import { configureSpawn } from '../master/spawn-self';
+import { isProbe } from '../master/upgrade';
 import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
 import { removePidFile, writePidFile } from '../platform/pidfile';
@@ -55,7 +56,7 @@ ${LAUNCH_USAGE}
 
 Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
 same signal again within 1 s is the same stop; a later one forces), SIGTTIN/SIGTTOU
-add or remove a worker.`;
+add or remove a worker, SIGUSR2 upgrades the master in place (handover upgrade).`;
 
 /** One JSON object per line on stderr, for --json-logs. */
 function jsonLogger(): Logger {
@@ -105,7 +106,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   const watch = watchList(o.get('watch'), script);
   const name = (o.get('name') as string | undefined) ?? path.basename(script).replace(/\.[cm]?[jt]s$/, '');
   const running = (await liveMasters()).find((e) => e.name === name);
-  if (running) {
+  if (running && !isProbe()) { // a probe is the running master checking its own next image
     throw new UsageError(`a master named ${name} is already running (pid ${running.pid}, in ${running.cwd}); give this one another --name, or \`handover stop ${name}\` first`);
   }
   const user = o.get('user');

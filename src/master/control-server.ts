@@ -1,12 +1,14 @@
-// The listening side of the control socket: a private directory (0700, socket
-// 0600), and a gate every connection passes before anything else (invariant 6):
-// the kernel's peer credentials (the expected uid, a pid we spawned) and that
-// process's one-time token. Anything else is refused, logged with its pid (a
-// burst of lines, then at most one a second with a count of the rest: a flood
-// must not fill the log),
-// and only that connection is closed; garbage never reaches the handlers.
-// Same-uid admin connections (the `handover` command) are capped in number and
-// closed once idle, so a pile of idle ones cannot grow the master.
+// The listening side of the control socket: a directory of the master's
+// (privilege.ts decides its owner and modes), and a gate every connection
+// passes before anything else (invariant 6): the kernel's peer credentials
+// (the workers' uid and a pid we spawned, or an administrator: root or the
+// master's own uid) and that process's one-time token. Anything else is
+// refused, logged with its pid (a burst of lines, then at most one a second
+// with a count of the rest: a flood must not fill the log), and only that
+// connection is closed; garbage never reaches the handlers.
+// Connections not from a process we are waiting for are capped per uid and
+// closed if silent; admin connections (the `handover` command) are capped and
+// closed once idle: no local process can grow the master (invariant 18).
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -14,12 +16,21 @@ import { FrameDecoder, type Hello, type Message, encode, tokensEqual } from '../
 import type { ResolvedOptions } from '../options';
 import type { Logger } from '../log';
 import * as native from '../platform/native';
+import { administrators, controlSocketUmask, makeControlDirectory, mayAdminister, notOurs, removeControlDirectory, withUmask } from './privilege';
 
 /** How long a control connection may stay silent before its first frame. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 
 /** Admin connections open at once; more are refused. */
 const MAX_ADMIN_CONNECTIONS = 64;
+
+/**
+ * Connections of one uid open at once that have not yet said who they are,
+ * from processes the master is not waiting for (its new workers are never
+ * counted); more are refused. Per uid, so the workers' user cannot crowd
+ * out the operator's command.
+ */
+const MAX_UNIDENTIFIED_PER_UID = 32;
 
 /**
  * Refused connections are logged one line each up to a burst of this many,
@@ -121,26 +132,25 @@ function removeStaleDirectories(parentDir: string): void {
   } catch {
     return; // reported when the new directory cannot be made
   }
-  const uid = process.getuid!();
   for (const name of entries) {
     if (!/^handover-\d+-/.test(name)) continue;
     const dir = path.join(parentDir, name);
     try {
+      if (notOurs(parentDir, name)) continue;
       const stat = fs.lstatSync(dir);
-      if (!stat.isDirectory() || (stat.uid !== uid && uid !== 0)) continue;
       const lockPath = path.join(dir, LOCK_FILE);
       if (!fs.existsSync(lockPath)) {
         // No lock: a master of an older handover, or one between mkdtemp and
         // its lock. Proven gone only if, past the grace, nothing listens on
         // its control socket (a live master always does).
         if (Date.now() - stat.mtimeMs >= UNLOCKED_GRACE_MS && !listening(path.join(dir, 'control.sock'))) {
-          fs.rmSync(dir, { recursive: true, force: true });
+          removeControlDirectory(dir);
         }
         continue;
       }
       const lock = native.lockFile(lockPath); // throws EAGAIN while its master lives
       try {
-        fs.rmSync(dir, { recursive: true, force: true });
+        removeControlDirectory(dir);
       } finally {
         native.closeFd(lock);
       }
@@ -177,6 +187,8 @@ export class ControlServer {
   /** One-time tokens of the processes we spawned and have not heard from yet. */
   private readonly expected = new Map<number, string>();
   private adminConnections = 0;
+  /** Per uid: connections that have not said who they are yet (MAX_UNIDENTIFIED_PER_UID). */
+  private readonly unidentified = new Map<number, number>();
   /** Every open connection, so close() ends them: an idle admin client must not keep a stopped master alive. */
   private readonly connections = new Set<net.Socket>();
   private readonly refusals: RefusalLog;
@@ -187,7 +199,7 @@ export class ControlServer {
     private readonly server: net.Server,
     private readonly peerUid: number,
     private readonly adminIdleTimeout: number,
-    log: Logger,
+    private readonly log: Logger,
   ) {
     this.refusals = new RefusalLog(log);
   }
@@ -201,37 +213,41 @@ export class ControlServer {
     removeStaleDirectories(parentDir);
     let dir: string;
     try {
-      dir = fs.mkdtempSync(path.join(parentDir, `handover-${process.pid}-`));
+      dir = makeControlDirectory(parentDir, identity);
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? 'error';
+      const code = (error as NodeJS.ErrnoException).code;
+      if (!code) throw error; // the privilege check's own message
       throw new Error(
         `cannot create the control directory in ${parentDir} (${code}); ` +
           'set the `controlDir` option (or TMPDIR) to a writable directory',
       );
     }
-    fs.chmodSync(dir, 0o700);
-    const lock = lockDirectory(dir);
-    // Reachable by exactly the workers' user: directory and socket belong to
-    // it (root, the master, reaches them regardless).
-    if (identity) fs.chownSync(dir, identity.uid, identity.gid);
+    let lock: number;
+    try {
+      lock = lockDirectory(dir);
+    } catch (error) {
+      removeControlDirectory(dir);
+      throw error;
+    }
     const socketPath = path.join(dir, 'control.sock');
     let control: ControlServer | undefined;
     const server = net.createServer((socket) => control?.accept(socket, handlers));
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(socketPath, () => {
+        // listen() binds synchronously: the socket file is born with its mode
+        withUmask(controlSocketUmask(identity), () => server.listen(socketPath, () => {
           server.removeListener('error', reject);
           resolve();
-        });
+        }));
       });
     } catch (error) {
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeControlDirectory(dir);
       native.closeFd(lock);
       throw error;
     }
-    fs.chmodSync(socketPath, 0o600);
-    if (identity) fs.chownSync(socketPath, identity.uid, identity.gid);
+    // accept() failing (EMFILE, ENFILE) is an 'error' on the server: logged, never fatal
+    server.on('error', (error) => control?.log.warn(`control: ${error.message}; the connection was not accepted`));
     control = new ControlServer(dir, lock, server, identity?.uid ?? process.getuid!(), adminIdleTimeout, log);
     return control;
   }
@@ -253,8 +269,23 @@ export class ControlServer {
     this.refusals.flush();
     this.server.close();
     for (const socket of this.connections) socket.destroy();
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    removeControlDirectory(this.dir);
     native.closeFd(this.lock); // after the removal: nobody else may sweep it meanwhile
+  }
+
+  /** Counts one more unidentified connection of `uid`; returns its (idempotent) release, or undefined past the cap. */
+  private admitUnidentified(uid: number): (() => void) | undefined {
+    const open = this.unidentified.get(uid) ?? 0;
+    if (open >= MAX_UNIDENTIFIED_PER_UID) return undefined;
+    this.unidentified.set(uid, open + 1);
+    let counted = true;
+    return () => {
+      if (!counted) return;
+      counted = false;
+      const left = this.unidentified.get(uid)! - 1;
+      if (left === 0) this.unidentified.delete(uid);
+      else this.unidentified.set(uid, left);
+    };
   }
 
   private accept(socket: net.Socket, handlers: ControlHandlers): void {
@@ -273,7 +304,14 @@ export class ControlServer {
       socket.destroy();
     };
     const ownUid = process.getuid!();
-    if (peer.uid !== this.peerUid && peer.uid !== ownUid) return refuse('not the workers\' uid');
+    const administrator = mayAdminister(peer.uid, ownUid);
+    if (peer.uid !== this.peerUid && !administrator) {
+      return refuse(`not the workers' uid (${this.peerUid}), nor ${administrators(ownUid, (uid) => `uid ${uid}`)}`);
+    }
+    // our own new workers are never counted: a flood cannot keep them out
+    const identified = this.expected.has(peer.pid) ? () => {} : this.admitUnidentified(peer.uid);
+    if (!identified) return refuse(`${MAX_UNIDENTIFIED_PER_UID} connections of this uid have not said who they are yet`);
+    socket.once('close', identified);
     const handshake = setTimeout(() => refuse(`sent no frame within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
     socket.once('close', () => clearTimeout(handshake));
     const decoder = new FrameDecoder();
@@ -304,10 +342,11 @@ export class ControlServer {
       for (const message of messages) {
         clearTimeout(handshake);
         if (socket.destroyed) return;
+        identified();
         if (known) {
           handlers.message(peer.pid, message);
         } else if (message.type !== 'hello') {
-          if (peer.uid !== ownUid) return refuse('admin requests come from the master\'s own uid only');
+          if (!administrator) return refuse(`admin requests come from ${administrators(ownUid, (uid) => `uid ${uid}`)} only`);
           if (!admin) {
             if (this.adminConnections >= MAX_ADMIN_CONNECTIONS) {
               return refuse(`${MAX_ADMIN_CONNECTIONS} admin connections are open already`);

@@ -34,6 +34,8 @@ import { performance } from 'node:perf_hooks';
 import { ReloadCancelled } from '../errors';
 import type { Logger } from '../log';
 import { MAX_WORKERS } from '../options';
+import type { WorkerSample } from '../protocol';
+import { type CanaryLimits, watchCanary } from './canary';
 
 /** 'parked': kept after a reload (keepPrevious), alive but not accepting, until a rollback or its window ends. */
 export type ChildState = 'starting' | 'ready' | 'unresponsive' | 'parked' | 'draining';
@@ -52,6 +54,8 @@ export interface Child {
   /** Requests served and resident memory (bytes), as of its last heartbeat answer. */
   readonly requests: number;
   readonly rss: number;
+  /** Its last heartbeat answer's counters (what the canary's verdict compares). */
+  readonly sample?: WorkerSample;
   /** Resolves when it reports ready; rejects if it exits first or misses startTimeout. */
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
@@ -232,7 +236,9 @@ export interface LifecycleOptions {
   spawn: Spawn;
   log: Logger;
   events: LifecycleEvents;
-  rollout?: 'parallel' | 'phased';
+  rollout?: 'parallel' | 'phased' | 'canary';
+  /** rollout 'canary': the first `slots` slots are the canary, judged after `window` ms (canary.ts). */
+  canary?: CanaryLimits & { slots: number };
   recycle?: RecycleLimits;
   /** Old generations that may drain at once; past it the oldest is closed. Default: no bound. */
   maxDraining?: number;
@@ -249,6 +255,13 @@ export interface LifecycleOptions {
   clock?: Clock;
   /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
   random?: () => number;
+}
+
+/** Thrown by judgeCanary: the verdict, and the canary's children. */
+class CanaryUnhealthy extends Error {
+  constructor(message: string, readonly canary: Child[]) {
+    super(message);
+  }
 }
 
 /** The master's workers: generations, the slot table, respawns, heartbeats, covers and stop. */
@@ -359,24 +372,35 @@ export class Lifecycle {
       this.options.events.reload({ generation: number });
     }
     const slots = Array.from({ length: this.active }, (_, i) => i);
-    const phased = !first && this.options.rollout === 'phased';
+    const canary = !first && this.options.rollout === 'canary' ? this.options.canary : undefined;
+    const phased = !first && (this.options.rollout === 'phased' || canary !== undefined);
     const keep = !first && (this.options.keepPrevious ?? 0) > 0;
     const before = this.generation;
     let old: Child[] = [];
     let switched = 0;
     try {
-      // parallel: one generation of every slot; phased: one slot at a time
-      for (const step of phased ? slots.map((slot) => [slot]) : [slots]) {
+      // parallel: one generation of every slot; phased: one slot at a time;
+      // canary: the canary's slots together (their old workers parked until
+      // the verdict), then the others one at a time
+      const steps = canary
+        ? [slots.slice(0, canary.slots), ...slots.slice(canary.slots).map((slot) => [slot])]
+        : phased ? slots.map((slot) => [slot]) : [slots];
+      for (const [index, step] of steps.entries()) {
+        const judged = canary !== undefined && index === 0;
         const next = new Generation(number, step, (slot, g) => this.spawn(slot, g));
         await next.ready();
         if (this.stopping) {
           void next.abandon();
           throw new ReloadCancelled(`generation ${number} cancelled: stopping`);
         }
-        const replaced = next.children.flatMap((child) => this.commitSlot(child, keep));
+        const replaced = next.children.flatMap((child) => this.commitSlot(child, keep || judged));
         this.rebalance();
         old = old.concat(replaced);
         switched += step.length;
+        if (judged) {
+          await this.judgeCanary(next.children, number, before, canary);
+          if (!keep) for (const c of replaced) if (c.state === 'parked') c.drain();
+        }
         // phased: the next slot starts once this one's old worker is gone, so
         // at most N+1 worker processes exist at any moment (unless kept)
         if (phased && !keep) await Promise.all(replaced.map((c) => c.exited));
@@ -392,6 +416,17 @@ export class Lifecycle {
       if (switched > 0 && parked.length === switched) {
         this.restore(parked);
         serving = `generation ${before} serves again (slots 0-${switched - 1} were switched back)`;
+      } else if (error instanceof CanaryUnhealthy) {
+        // a canary slot whose old worker was already gone: the canary must not serve on
+        this.restore(parked);
+        const lost = error.canary.filter((c) => this.slots[c.slot].serving === c);
+        for (const c of lost) {
+          this.slots[c.slot].serving = undefined;
+          c.drain();
+          this.scheduleRespawn(c, 'was an unhealthy canary, and its slot had no old worker to put back');
+        }
+        this.rebalance();
+        serving = `generation ${before} serves again (slot(s) ${lost.map((c) => c.slot).join(', ')} had no old worker and are respawned)`;
       } else if (switched > 0) {
         for (const c of parked) c.drain();
         serving = `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
@@ -759,11 +794,30 @@ export class Lifecycle {
     });
   }
 
+  /**
+   * rollout 'canary': `canary` serves beside generation `before`'s other slots
+   * for the window; throws the verdict in numbers if it is unhealthy (the
+   * caller then puts the parked old workers back).
+   */
+  private async judgeCanary(canary: Child[], generation: number, before: number, limits: CanaryLimits): Promise<void> {
+    const indexes = new Set(canary.map((c) => c.slot));
+    const baseline = this.slots.map((s) => s.serving).filter((c): c is Child => c?.state === 'ready' && !indexes.has(c.slot));
+    this.options.log.info(`canary: generation ${generation} serves slot(s) ${[...indexes].join(', ')} for ${limits.window} ms ` +
+      `beside ${baseline.length} worker(s) of generation ${before}; their old workers are parked until the verdict`);
+    const verdict = await watchCanary(canary, baseline, limits, this.clock);
+    if (this.stopping) throw new ReloadCancelled(`generation ${generation} cancelled: stopping`);
+    if (!verdict.healthy) throw new CanaryUnhealthy(`the canary is unhealthy: ${verdict.reason}`, canary);
+    this.options.log.info(`canary: generation ${generation} is healthy (${verdict.reason}); continuing slot by slot`);
+  }
+
   /** Puts parked children back in their slots; the ones serving there now drain. */
   private restore(parked: Child[]): void {
     for (const c of parked) {
-      c.resume();
       const slot = this.slots[c.slot];
+      // a canary that crashed scheduled its slot's respawn: the old worker serves it instead
+      this.clock.clearTimeout(slot.backoff);
+      slot.backoff = undefined;
+      c.resume();
       const current = slot.serving;
       slot.serving = c;
       current?.drain();

@@ -7,7 +7,10 @@ import { type Address, formatBound, parseAddress } from '../platform/address';
 import { MAX_FDS_PER_MESSAGE, encode } from '../protocol';
 import { sendWithFds } from './control-server';
 import * as native from '../platform/native';
+import { type FdStore, parseFdName } from '../platform/fdstore';
+import type { Identity } from '../platform/identity';
 import type { ActivatedSocket } from '../platform/systemd';
+import { type BindPolicy, allowedByOperator, checkBindFor, mayUnlinkFor, withUmask } from './privilege';
 
 export interface Listener {
   /** The registration key: the address string, '#n' added for repeated ephemeral ports. */
@@ -34,6 +37,18 @@ export interface ListenerOptions {
   shared: boolean;
   /** File mode for Unix socket files. */
   unixMode?: number;
+  /** systemd's fd store: every socket we bind is stored there, and removed when a reload drops it. */
+  store?: FdStore;
+  /** `handover start --user`: bind only what the program's user could bind itself, or the operator allowed. */
+  bindFor?: BindPolicy;
+}
+
+/** Sockets a previous master of this service left us, per slot: from the fd store, or kept across an upgrade's exec. */
+interface Inherited {
+  fds: Map<number, number>;
+  createdInode?: number;
+  /** As it was in the previous image (an upgrade); else by kind: Unix sockets, and any off Linux. */
+  shared?: boolean;
 }
 
 const HINTS: Record<string, string> = {
@@ -59,12 +74,37 @@ export class ListenerSet {
   private readonly listeners = new Map<string, Listener>();
   /** Sockets systemd passed in that no registered address has claimed yet. */
   private activated: ActivatedSocket[] = [];
+  /** Our own predecessor's sockets by address key, claimed by key and slot (invariant 16). */
+  private readonly inherited = new Map<string, Inherited>();
 
   constructor(private readonly options: ListenerOptions) {}
 
-  /** Socket activation: these sockets serve matching addresses instead of new binds. */
+  /** Every socket is in systemd's fd store too: a stop must leave them listening for the next master. */
+  get stored(): boolean {
+    return this.options.store !== undefined;
+  }
+
+  /**
+   * Socket activation: these sockets serve matching addresses instead of new
+   * binds. Those named by our fd store go back to their own address and slot.
+   */
   adopt(sockets: ActivatedSocket[]): void {
-    this.activated.push(...sockets);
+    for (const socket of sockets) {
+      const stored = parseFdName(socket.name);
+      if (stored) this.inherit(stored.key, new Map([[stored.slot, socket.fd]]));
+      else this.activated.push(socket);
+    }
+  }
+
+  /** Sockets of `key` by slot that a previous image of this master bound. */
+  inherit(key: string, fds: Map<number, number>, createdInode?: number, shared?: boolean): void {
+    const entry = this.inherited.get(key) ?? { fds: new Map(), createdInode, shared };
+    for (const [slot, fd] of fds) {
+      const replaced = entry.fds.get(slot);
+      if (replaced !== undefined) native.closeFd(replaced);
+      entry.fds.set(slot, fd);
+    }
+    this.inherited.set(key, entry);
   }
 
   /** Activated sockets no registered address matched (they are not served). */
@@ -89,11 +129,61 @@ export class ListenerSet {
     return index < 0 ? undefined : this.activated.splice(index, 1)[0];
   }
 
+  /**
+   * Our predecessor's sockets for `text`, slot k's socket for slot k: the
+   * queue a client waits in is served by the slot it was meant for. Missing
+   * slots are bound into the same group; sockets beyond today's slots are
+   * closed (and dropped from the store), as no worker would accept from them.
+   */
+  private claimInherited(text: string, address: Address): Omit<Listener, 'key'> | undefined {
+    const entry = this.inherited.get(text);
+    if (!entry) return undefined;
+    this.inherited.delete(text);
+    const shared = entry.shared ?? (address.kind === 'unix' || process.platform !== 'linux');
+    const want = shared ? 1 : this.options.slots;
+    const fds: number[] = [];
+    while (fds.length < want && entry.fds.has(fds.length)) {
+      fds.push(entry.fds.get(fds.length)!);
+      entry.fds.delete(fds.length - 1);
+    }
+    for (const [slot, fd] of entry.fds) {
+      native.closeFd(fd);
+      this.options.store?.remove(text, 1, slot);
+    }
+    if (fds.length === 0) return undefined;
+    const bound = native.localAddress(fds[0]);
+    try {
+      while (fds.length < want) {
+        const { address: host, port } = bound as { address: string; port: number };
+        fds.push(native.bindTcp({ host, port, backlog: this.options.backlog, reusePort: true }));
+      }
+    } catch (error) {
+      fds.forEach(native.closeFd);
+      throw explain(error, text);
+    }
+    let createdInode = entry.createdInode;
+    if (createdInode === undefined && address.kind === 'unix' && !address.path.startsWith('@')) {
+      try {
+        createdInode = fs.lstatSync(address.path).ino; // stored by our predecessor, which made the file
+      } catch {
+        // gone: the socket still serves whoever holds it
+      }
+    }
+    return { address, fds, shared, bound: formatBound(bound), createdInode };
+  }
+
   /** The listener for an address string, binding it first if need be. */
   ensure(text: string): Listener {
     const existing = this.listeners.get(text);
     if (existing) return existing;
     const address = parseAddress(text.replace(/#\d+$/, '')); // '127.0.0.1:0#1': the 2nd ephemeral port
+    const inherited = this.claimInherited(text, address);
+    if (inherited) {
+      const listener = { key: text, ...inherited };
+      this.listeners.set(text, listener);
+      this.options.store?.store(text, listener.fds);
+      return listener;
+    }
     const activated = this.claimActivated(text, address);
     if (activated) {
       // Every slot shares an adopted socket. Its file is systemd's, never
@@ -106,11 +196,13 @@ export class ListenerSet {
     }
     let listener: Listener;
     try {
+      if (this.options.bindFor) checkBindFor(address, this.options.bindFor);
       listener = { key: text, ...(address.kind === 'tcp' ? this.bindTcp(address) : this.bindUnix(address)) };
     } catch (error) {
       throw explain(error, text);
     }
     this.listeners.set(text, listener);
+    this.options.store?.store(text, listener.fds);
     return listener;
   }
 
@@ -170,6 +262,7 @@ export class ListenerSet {
       } catch (error) {
         throw explain(error, listener.key);
       }
+      this.options.store?.store(listener.key, listener.fds.slice(-1), listener.fds.length - 1);
     }
   }
 
@@ -177,11 +270,12 @@ export class ListenerSet {
     return [...this.listeners.values()];
   }
 
-  /** Closes every listener whose address is not in `inUse` (a reload dropped it). */
+  /** Closes every listener whose address is not in `inUse` (a reload dropped it), and drops it from the fd store. */
   release(inUse: Set<string>, unlink = true): string[] {
     const dropped: string[] = [];
     for (const [text, listener] of this.listeners) {
       if (inUse.has(text)) continue;
+      this.options.store?.remove(text, listener.fds.length);
       this.close(listener, unlink);
       this.listeners.delete(text);
       dropped.push(listener.bound);
@@ -189,10 +283,18 @@ export class ListenerSet {
     return dropped;
   }
 
-  /** Closes every socket; `unlink: false` leaves Unix socket files for a successor that serves them. */
+  /**
+   * Closes every socket; `unlink: false` leaves Unix socket files for a
+   * successor that serves them. With the fd store the sockets stay stored, and
+   * their files in place, for the next master (`systemctl restart`, a crash
+   * with Restart=); systemd itself drops them when the unit stops for good.
+   */
   closeAll(unlink = true): void {
-    this.release(new Set(), unlink);
+    for (const listener of this.listeners.values()) this.close(listener, unlink && !this.options.store);
+    this.listeners.clear();
     for (const socket of this.activated.splice(0)) native.closeFd(socket.fd);
+    for (const entry of this.inherited.values()) entry.fds.forEach((fd) => native.closeFd(fd));
+    this.inherited.clear();
   }
 
   private close(listener: Listener, unlink: boolean): void {
@@ -239,8 +341,12 @@ export class ListenerSet {
 
   private bindUnix(address: Extract<Address, { kind: 'unix' }>): Omit<Listener, 'key'> {
     const { path } = address;
-    if (!path.startsWith('@')) this.removeStaleSocket(path);
-    const fd = native.bindUnix({ path, backlog: this.options.backlog, mode: this.options.unixMode });
+    const { bindFor } = this.options;
+    if (!path.startsWith('@')) this.removeStaleSocket(address, bindFor && !allowedByOperator(address, bindFor) ? bindFor.identity : undefined);
+    // The mode comes from the umask at bind: a chmod after it would follow a symlink swapped in meanwhile.
+    const { unixMode } = this.options;
+    const bind = () => native.bindUnix({ path, backlog: this.options.backlog });
+    const fd = unixMode === undefined || path.startsWith('@') ? bind() : withUmask(~unixMode & 0o777, bind);
     let createdInode: number | undefined;
     try {
       createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
@@ -251,8 +357,12 @@ export class ListenerSet {
     return { address, fds: [fd], shared: true, bound: address.text, createdInode };
   }
 
-  /** A socket file nobody listens on is stale and replaced; anything else stays. */
-  private removeStaleSocket(path: string): void {
+  /**
+   * A socket file nobody listens on is stale and replaced (for `onBehalfOf`,
+   * only one that user could remove itself); anything else stays.
+   */
+  private removeStaleSocket(address: Extract<Address, { kind: 'unix' }>, onBehalfOf: Identity | undefined): void {
+    const { path } = address;
     let stat: fs.Stats;
     try {
       stat = fs.lstatSync(path);
@@ -268,6 +378,12 @@ export class ListenerSet {
       native.closeFd(native.connectUnix(path));
     } catch (error) {
       if (native.isSystemError(error, 'ECONNREFUSED')) {
+        if (onBehalfOf && !mayUnlinkFor(path, stat, onBehalfOf)) {
+          throw Object.assign(new Error(
+            `bind EADDRINUSE ${path} (a stale socket file ${onBehalfOf.label} could not remove itself, so root leaves it; ` +
+              `remove it, or allow the address with --allow-listen ${address.text})`,
+          ), { code: 'EADDRINUSE', errno: -98, syscall: 'bind' });
+        }
         fs.unlinkSync(path);
         return;
       }

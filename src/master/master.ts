@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
 import { serveLogs } from './log-ring';
+import { FdStore, fdStoreWanted } from '../platform/fdstore';
 import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, MAX_FRAME_BYTES, type MasterStatus, type Message, encode } from '../protocol';
@@ -19,7 +20,11 @@ import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
+import { AppMetrics } from './app-metrics';
+import { Metrics, MetricsServer } from './metrics';
+import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
+import { execUpgrade, probe, reapInherited, takeUpgradeState } from './upgrade';
 import { stopSockets } from './stop-sockets';
 import { WorkerProcess } from './worker-process';
 
@@ -46,6 +51,20 @@ export class Master {
   private removeSignalHandlers?: () => void;
   private reloadStartedAt?: number;
   private lastReload?: MasterStatus['lastReload'];
+  /** In-place upgrades of this pid so far (carried across each exec). */
+  private upgrades = 0;
+  private upgrading = false;
+  /** The previous image's workers (an upgrade), serving until this image's generation is ready; reaped as they exit. */
+  private readonly inherited = new Set<number>();
+  private markStarted?: () => void;
+  /** Resolves once generation 1 serves: an upgrade waits for it. */
+  private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
+  /** Invariant 20: the version each generation runs, and slots whose respawn was refused for other code. */
+  private readonly versions = new GenerationVersions();
+  private readonly held = new Map<number, string>();
+  private readonly metrics: Metrics;
+  private readonly appMetrics = new AppMetrics();
+  private metricsServer?: MetricsServer;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -53,11 +72,24 @@ export class Master {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'master');
+    this.metrics = new Metrics({
+      generation: () => this.lifecycle.generation,
+      workers: () => this.lifecycle.all.map((c) => c as WorkerProcess),
+      restarts: () => Array.from({ length: this.lifecycle.slotCount }, (_, s) => this.lifecycle.slotState(s).restarts).reduce((a, b) => a + b, 0),
+      ready: () => this.lifecycle.generation > 0 && !this.stopping,
+      appMetrics: () => this.appMetrics.collect(
+        [...this.workers.values()].filter((w) => w.state !== 'starting' && w.conn).map((w) => w.pid),
+        (pid) => this.workers.get(pid)?.send({ type: 'metrics' }),
+      ),
+    });
     this.listeners = new ListenerSet({
       slots: options.workers,
       backlog: options.backlog,
       shared: options.shared,
       unixMode: options.unixSocketMode,
+      store: fdStoreWanted(options.fdStore) ? new FdStore((message) => this.log.warn(message)) : undefined,
+      // handover start --user: the program asks for its addresses, so each one is judged (privilege.ts)
+      bindFor: options.identity && options.dynamicAddresses ? { identity: options.identity, allowListen: options.allowListen } : undefined,
     });
     this.lifecycle = new Lifecycle({
       slots: options.workers,
@@ -71,7 +103,9 @@ export class Master {
           this.events.emit('reload', { generation });
         },
         reloaded: (e) => {
+          this.retireInherited();
           this.lastReload = { generation: e.generation, startedAt: Math.round(Date.now() - e.durationMs), durationMs: e.durationMs, ok: true };
+          this.metrics.reloaded(true, e.durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
         },
@@ -79,11 +113,15 @@ export class Master {
           const startedAt = this.reloadStartedAt ?? performance.now();
           const durationMs = Math.round(performance.now() - startedAt);
           this.lastReload = { generation: e.generation, startedAt: Date.now() - durationMs, durationMs, ok: false, error: e.error.message };
+          this.metrics.reloaded(false, durationMs);
           notify('READY=1', this.statusLine());
           this.events.emit('reload-failed', e);
         },
         exit: (child) => this.onWorkerExit(child as WorkerProcess),
-        recycled: (e) => this.events.emit('recycled', e),
+        recycled: (e) => {
+          this.metrics.recycled(e.reason);
+          this.events.emit('recycled', e);
+        },
         rolledBack: (e) => {
           notify('READY=1', this.statusLine());
           this.events.emit('rolled-back', e);
@@ -98,6 +136,12 @@ export class Master {
       stopDelay: options.stopDelay,
       stopTimeout: options.stopTimeout,
       rollout: options.rollout,
+      canary: {
+        slots: options.canarySlots,
+        window: options.canaryWindow,
+        maxErrorRate: options.canaryMaxErrorRate,
+        maxLatencyRatio: options.canaryMaxLatencyRatio,
+      },
       keepPrevious: options.keepPrevious,
       maxDraining: options.maxDraining,
       recycle: options.maxMemory ?? options.maxRequests ?? options.maxLifetime
@@ -125,6 +169,7 @@ export class Master {
       }
     } catch (error) {
       if (this.stopping) return this.stopping; // a stop during start-up: a clean stop
+      if (this.inherited.size > 0) return this.serveWithPreviousWorkers(error, stopped);
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(message);
       await this.shutdown(true);
@@ -132,10 +177,17 @@ export class Master {
       throw error;
     }
     if (this.stopping) return this.stopping;
+    this.announceReady();
+    await stopped;
+  }
+
+  /** Generation 1 serves (after start-up, or after an upgraded image's failed start, at the reload that fixed it). */
+  private announceReady(): void {
     notify('READY=1', this.statusLine());
+    this.markStarted?.();
+    this.retireInherited();
     this.log.info(`ready: generation 1 serving on ${this.bound.join(', ')}`);
     this.events.emit('ready', { generation: 1, addresses: this.bound });
-    await stopped;
   }
 
   /** Binds every address, opens the control socket, writes the pidFile, installs the signal handlers. */
@@ -144,6 +196,7 @@ export class Master {
       throw new Error('nothing to serve: register at least one address before run()');
     }
     this.listeners.adopt(takeActivatedSockets());
+    this.adoptPreviousImage();
     for (const address of this.addresses) this.listeners.ensure(address);
     for (const socket of this.listeners.unclaimed) {
       this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
@@ -156,6 +209,10 @@ export class Master {
       },
       admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
     });
+    if (this.options.metrics) {
+      this.metricsServer = await MetricsServer.open(this.options.metrics, this.metrics);
+      this.log.info(`metrics on http://${this.metricsServer.bound}/metrics (and /healthz, /readyz)`);
+    }
     if (this.options.pidFile) writePidFile(this.options.pidFile);
     this.removeSignalHandlers = handleSignals({
       reloadSignals: this.options.reloadSignals,
@@ -163,6 +220,8 @@ export class Master {
       log: this.log,
       stopping: () => this.stopping !== undefined,
       reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
+      upgradeSignals: this.options.upgradeSignals,
+      upgrade: () => void this.upgrade().catch(() => {}), // logged by upgrade()
       stop: () => void this.stop(),
       force: () => this.force(),
       // From the last count asked for: a burst of SIGTTIN queues like reload requests.
@@ -176,7 +235,96 @@ export class Master {
    */
   reload(): Promise<void> {
     if (this.stopping) return Promise.reject(new Error('the master is stopping; no reload'));
-    return this.lifecycle.reload();
+    if (this.lifecycle.generation > 0) return this.lifecycle.reload();
+    // an upgraded image whose first generation failed: this reload is its start
+    return this.lifecycle.reload().then(() => this.announceReady());
+  }
+
+  /**
+   * Execs a fresh image of this master (the program on disk, under `node`) in
+   * the same pid, keeping the listening sockets (see upgrade.ts). Rejects,
+   * changing nothing, if the new image cannot start; otherwise never
+   * settles: this image is gone. `beforeExec` runs last (an admin's answer).
+   */
+  async upgrade(node = process.execPath, beforeExec?: () => Promise<void>): Promise<void> {
+    if (this.stopping) throw new Error('the master is stopping; no upgrade');
+    if (this.upgrading) throw new Error('an upgrade is in progress already');
+    this.upgrading = true;
+    try {
+      // the exec would end a start or a reload half done: let it finish first
+      await this.started;
+      while (this.lifecycle.reloading) await new Promise((resolve) => setTimeout(resolve, 50));
+      notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=upgrading: checking the new master image');
+      this.log.info(`upgrade: starting the new image in probe mode (${node})`);
+      const probed = await probe(node, this.options.startTimeout);
+      if (this.stopping) throw new Error('the master began to stop during the upgrade');
+      this.log.info(`upgrade: the new image loads (Node ${probed.node}, ${probed.addresses.length} address(es)); exec'ing it in pid ${process.pid}`);
+      await beforeExec?.();
+      await this.tellWorkersUpgrading();
+      execUpgrade(node, {
+        listeners: this.listeners.all.map((l) => ({ key: l.key, fds: l.fds, createdInode: l.createdInode, shared: l.shared })),
+        workers: [...this.workers.keys(), ...this.inherited],
+        upgrades: this.upgrades + 1,
+      });
+    } catch (error) {
+      this.upgrading = false;
+      const message = error instanceof Error ? error.message : String(error);
+      this.log.error(`upgrade failed; generation ${this.lifecycle.generation} keeps serving on pid ${process.pid}: ${message}`);
+      notify('READY=1', this.statusLine());
+      this.events.emit('upgrade-failed', { error: error instanceof Error ? error : new Error(message) });
+      throw error;
+    }
+  }
+
+  /** The workers, told before the exec, keep serving through it (until retireInherited()); stops waiting after a second. */
+  private tellWorkersUpgrading(): Promise<void> {
+    return Promise.all([...this.workers.values()].map((w) => new Promise<void>((resolve) => {
+      if (!w.conn || w.conn.destroyed) return resolve();
+      setTimeout(resolve, 1_000).unref();
+      w.conn.write(encode({ type: 'upgrading' }), () => resolve());
+    }))).then(() => undefined);
+  }
+
+  /** After an upgrade's exec: the previous image's sockets, and its workers, which serve until this image's are ready. */
+  private adoptPreviousImage(): void {
+    const state = takeUpgradeState();
+    if (!state) return;
+    this.upgrades = state.upgrades;
+    for (const l of state.listeners) this.listeners.inherit(l.key, new Map(l.fds.map((fd, slot) => [slot, fd])), l.createdInode, l.shared);
+    this.log.info(`upgraded in place (upgrade ${state.upgrades}, Node ${process.version}): adopted ${state.listeners.length} address(es); ` +
+      `${state.workers.length} worker(s) of the previous image serve until this image's generation is ready`);
+    for (const pid of state.workers) this.inherited.add(pid);
+    reapInherited(state.workers, (pid) => {
+      this.inherited.delete(pid);
+      this.log.info(`worker ${pid} of the previous image exited`);
+    });
+  }
+
+  /** This image's workers serve: the previous image's drain (a stop signal, as their own master's drain would). */
+  private retireInherited(): void {
+    for (const pid of this.inherited) {
+      try {
+        process.kill(pid, this.options.stopSignals[0] ?? 'SIGTERM');
+      } catch {
+        // exited already; the reaper has it
+      }
+    }
+  }
+
+  /**
+   * The upgraded image's first generation did not start (the program on
+   * disk fails in workers): the previous image's workers keep serving, and
+   * the next successful reload replaces them. Exiting would end the service.
+   */
+  private async serveWithPreviousWorkers(error: unknown, stopped: Promise<void>): Promise<void> {
+    const message = error instanceof Error ? error.message : String(error);
+    this.lastReload = { generation: 1, startedAt: this.startedAt, durationMs: Date.now() - this.startedAt, ok: false, error: message };
+    this.log.error(`upgrade: this image's generation 1 did not start (${message}); the previous image's ` +
+      `${this.inherited.size} worker(s) keep serving on pid ${process.pid}: fix the program, then reload or upgrade again`);
+    notify('READY=1', this.statusLine());
+    this.markStarted?.();
+    this.events.emit('upgrade-failed', { error: error instanceof Error ? error : new Error(message) });
+    await stopped;
   }
 
   /** Sets the number of workers (see Lifecycle.scale); resolves once the new ones serve. */
@@ -215,10 +363,13 @@ export class Master {
       addresses: this.bound,
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
-      workers: this.lifecycle.all.map((w) => ({
-        pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt),
-      })),
-      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
+      upgrades: this.upgrades,
+      workers: this.lifecycle.all.map((c) => {
+        const w = c as WorkerProcess;
+        return { pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt), version: w.version };
+      }),
+      slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot), held: this.held.get(slot) })),
+      versions: this.versions.of([this.lifecycle.generation, ...this.lifecycle.all.map((w) => w.generation)]),
     };
   }
 
@@ -243,9 +394,11 @@ export class Master {
   private async shutdown(force: boolean): Promise<void> {
     if (!force) notify('STOPPING=1');
     await this.opened?.catch(() => {}); // a stop during start-up closes what start-up opened
+    this.retireInherited();
     await this.lifecycle.stop(force);
     this.removeSignalHandlers?.();
     this.memory.close();
+    this.metricsServer?.close();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -274,6 +427,9 @@ export class Master {
   private onWorkerExit(worker: WorkerProcess): void {
     this.workers.delete(worker.pid);
     this.control?.forget(worker.pid);
+    this.metrics.exited(worker.pid);
+    this.appMetrics.exited(worker.pid);
+    this.versions.prune(this.lifecycle.all.map((w) => w.generation), this.lifecycle.generation);
     const { code, signal } = worker.exit!;
     this.events.emit('worker-exit', { pid: worker.pid, slot: worker.slot, generation: worker.generation, code, signal });
     this.releaseUnusedListeners();
@@ -293,6 +449,20 @@ export class Master {
     if (!worker) return void conn.destroy();
     worker.conn = conn;
     worker.addresses = hello.addresses;
+    worker.version = hello.version;
+    const serving = (slot: number) => this.lifecycle.slotState(slot).state === 'ready';
+    const coverable = Array.from({ length: this.lifecycle.workers }, (_, s) => s).some((s) => s !== worker.slot && serving(s));
+    const wrongCode = hello.version === undefined ? undefined : this.versions.check(worker.generation, worker.slot, hello.version, coverable);
+    if (wrongCode) {
+      if (this.held.get(worker.slot) !== wrongCode.message) this.log.error(`${worker.describe()}: ${wrongCode.message}`);
+      this.held.set(worker.slot, wrongCode.message);
+    }
+    if (wrongCode?.refuse) {
+      worker.failure = wrongCode.message;
+      conn.write(encode({ type: 'refused', message: wrongCode.message }));
+      return;
+    }
+    this.log.info(`${worker.describe()} runs version ${hello.version ?? 'unknown'}`);
     // A master started as root binds for unprivileged workers only what its
     // own program registered: a worker must not get a privileged port or an
     // arbitrary Unix path just by asking.
@@ -312,15 +482,21 @@ export class Master {
     worker.sawLife();
     switch (message.type) {
       case 'ready':
+        if (this.versions.matches(worker.generation, worker.version)) this.held.delete(worker.slot);
         worker.becameReady();
         break;
       case 'pong':
         if (message.requests !== undefined) worker.requests = message.requests;
         if (message.rss !== undefined) worker.rss = message.rss;
         if (message.loopDelayMs !== undefined) worker.loopDelayMs = message.loopDelayMs;
+        worker.sample = message;
+        this.metrics.sampled(worker.pid, message);
         break;
       case 'failed':
         worker.failure = message.message;
+        break;
+      case 'app-metrics':
+        this.appMetrics.received(worker.pid, message.metrics, message.error);
         break;
       case 'connections':
         worker.countWaiters.shift()?.(message.count);
@@ -359,6 +535,12 @@ export class Master {
           () => reply({ type: 'scale-result', id: message.id, ok: true }),
           (error: Error) => reply({ type: 'scale-result', id: message.id, ok: false, message: error.message }),
         );
+        break;
+      case 'upgrade':
+        this.upgrade(message.node, () => new Promise<void>((resolve) => {
+          if (socket.destroyed) return resolve();
+          socket.write(encode({ type: 'upgrade-result', id: message.id, ok: true }), () => resolve());
+        })).catch((error: Error) => reply({ type: 'upgrade-result', id: message.id, ok: false, message: error.message }));
         break;
       case 'stop':
         void this.stop().then(() => socket.end());

@@ -4,12 +4,13 @@
 // at every spawn, and the children's output routed through this process with
 // each line prefixed by generation and pid.
 import { type ChildProcess, spawn } from 'node:child_process';
-import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { parseEnv } from 'node:util';
 import { boundedLines } from '../log';
 import { ENV } from '../protocol';
 import { markCloseOnExec } from '../platform/native';
+import { readFileForWorkers } from './privilege';
 import { endGroupWith } from './process-group';
 
 /** Lines of a child's stderr kept for its failure report (stderrTail). */
@@ -65,14 +66,46 @@ export async function stderrTail(child: ChildProcess): Promise<string> {
   return tail.lines.join('\n');
 }
 
-/** The variables of the env file, or a message saying why it cannot be used. */
+/**
+ * The variables of the env file, or a message saying why it cannot be used.
+ * The master (maybe root) reads it for the workers, so privilege.ts decides
+ * whether it may: a root-only file works, a symlink or another user's file
+ * is refused.
+ */
 function readEnvFile(file: string): Record<string, string> | { error: string } {
   try {
-    return parseEnv(fs.readFileSync(file, 'utf8')) as Record<string, string>;
+    return parseEnv(readFileForWorkers(file, '--env-file')) as Record<string, string>;
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? 'error';
-    return { error: `cannot read --env-file ${file} (${code}): ${(error as Error).message}; fix the file and reload` };
+    return { error: `${(error as Error).message}; fix the file and reload` };
   }
+}
+
+/**
+ * `--env-file` in a child's command line: Node itself reads it there even
+ * after the script name (nodejs/node#54232), as the workers' user, following
+ * symlinks; a root-only file then kills every worker (exit 9). The
+ * variables reach the children through their environment instead: Node's
+ * own flag (the master's process.env has them already) and handover's
+ * (`envFile`, read by readEnvFile).
+ */
+function withoutEnvFile(args: string[], envFile: string | undefined): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const [flag, value] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    if (flag !== '--env-file' && flag !== '--env-file-if-exists') {
+      out.push(arg);
+      continue;
+    }
+    const file = value ?? args[i + 1];
+    // handover's own --env-file, or Node's in the master's execArgv (envFile undefined)
+    if (envFile !== undefined && (file === undefined || path.resolve(file) !== envFile)) {
+      out.push(arg);
+      continue;
+    }
+    if (value === undefined) i++;
+  }
+  return out;
 }
 
 /** One line of a child's output as this process writes it. */
@@ -123,6 +156,14 @@ function relayLines(from: Readable, to: Writable, format: Format, tail?: string[
 }
 
 /**
+ * Fds this process inherited are marked close-on-exec at the first spawn;
+ * every fd opened later is close-on-exec already. So a respawn at the fd
+ * limit needs no fd to list /proc/self/fd, and fails (EMFILE, an 'error' on
+ * the child) instead of throwing in the master.
+ */
+let inheritedMarked = false;
+
+/**
  * Spawns this program again with `env` added. Only stdio crosses the spawn:
  * listening sockets travel over the control socket (invariant 5). Every fd
  * handover opens is close-on-exec; fds this process inherited may not be, so
@@ -130,8 +171,11 @@ function relayLines(from: Readable, to: Writable, format: Format, tail?: string[
  * flags stay with the parent.
  */
 export function spawnSelf(env: Record<string, string>, identity?: { uid: number; gid: number }): ChildProcess {
-  markCloseOnExec(3);
-  const inherited = process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg));
+  if (!inheritedMarked) {
+    markCloseOnExec(3);
+    inheritedMarked = true;
+  }
+  const inherited = withoutEnvFile(process.execArgv.filter((arg) => !/^--inspect(-brk|-port)?(=|$)/.test(arg)), undefined);
   const fromFile = settings.envFile ? readEnvFile(settings.envFile) : {};
   const childEnv: Record<string, string | undefined> = { ...process.env };
   if ('error' in fromFile) childEnv[SPAWN_ERROR_ENV] = fromFile.error as string;
@@ -141,7 +185,7 @@ export function spawnSelf(env: Record<string, string>, identity?: { uid: number;
   // notify it, and it leads a process group of its own (process-group.ts).
   const worker = ENV.token in env;
   if (worker) delete childEnv.NOTIFY_SOCKET;
-  const child = spawn(process.execPath, [...inherited, ...settings.execArgv, ...process.argv.slice(1)], {
+  const child = spawn(process.execPath, [...inherited, ...settings.execArgv, ...withoutEnvFile(process.argv.slice(1), settings.envFile)], {
     env: { ...childEnv, ...env },
     stdio: settings.output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
     uid: identity?.uid,

@@ -7,8 +7,9 @@ import type { StopSockets } from './lifecycle';
 import type { Listener, ListenerSet } from './listeners';
 
 export function stopSockets(listeners: ListenerSet, log: Logger): StopSockets {
-  const own = (kind?: 'tcp'): number[] =>
-    listeners.all.filter((l: Listener) => !l.adopted && (kind === undefined || l.address.kind === kind)).flatMap((l) => l.fds);
+  // With the fd store every socket is systemd's to keep as well (its queue waits for the next master).
+  const own = (kind?: 'tcp'): number[] => listeners.stored ? [] : listeners.all
+    .filter((l: Listener) => !l.adopted && (kind === undefined || l.address.kind === kind)).flatMap((l) => l.fds);
   // Best effort, each socket on its own: a failure leaves that socket as it
   // was (its new connections are reset at close instead of refused).
   const each = (fds: number[], what: string, fn: (fd: number) => void) => {

@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { type Message, encode } from '../protocol';
+import { type Message, type WorkerSample, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
 
@@ -20,6 +20,9 @@ export class WorkerProcess implements Child {
   lastSeen = performance.now();
   requests = 0;
   rss = 0;
+  /** The version of its code (its hello), and its last heartbeat answer. */
+  version?: string;
+  sample?: WorkerSample;
   /** Mean event-loop delay (ms) since the previous heartbeat, as the worker measured it. */
   loopDelayMs?: number;
   state: ChildState = 'starting';

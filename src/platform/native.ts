@@ -59,7 +59,7 @@ interface Binding {
   localAddress(fd: number): BoundAddress;
   dup(fd: number): number;
   close(fd: number): void;
-  sendDatagram(path: string, data: Buffer): void;
+  sendDatagram(path: string, data: Buffer, fds?: number[]): void;
   sendWhole(fd: number, data: Buffer): boolean;
   sendFds(fd: number, data: Buffer, fds: number[]): number;
   recvFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
@@ -69,6 +69,9 @@ interface Binding {
   lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
   fixMallocThresholds(bytes: number): boolean;
+  setCloseOnExec(fd: number, on: boolean): void;
+  execve(file: string, argv: string[], env: string[]): never;
+  reapChild(pid: number): { code: number | null; signal: number | null } | null;
 }
 
 const binding: Binding = loadBinding();
@@ -136,8 +139,8 @@ export const dup = (fd: number): number => binding.dup(fd);
 /** Closes an fd that no Node handle owns. */
 export const closeFd = (fd: number): void => binding.close(fd);
 
-/** Sends one datagram to a Unix datagram socket (path or '@abstract'). */
-export const sendDatagram = (socketPath: string, data: Buffer): void => binding.sendDatagram(socketPath, data);
+/** Sends one datagram to a Unix datagram socket (path or '@abstract'), with `fds` attached (SCM_RIGHTS) if given. */
+export const sendDatagram = (socketPath: string, data: Buffer, fds?: number[]): void => binding.sendDatagram(socketPath, data, fds);
 
 /**
  * Writes a small `data` on a connected TCP socket whole, now, or not at all
@@ -189,3 +192,15 @@ export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExe
  * arena; false where the allocator is not glibc's.
  */
 export const fixMallocThresholds = (bytes: number): boolean => binding.fixMallocThresholds(bytes);
+
+/** Sets (true) or clears (false) FD_CLOEXEC on one fd. */
+export const setCloseOnExec = (fd: number, on: boolean): void => binding.setCloseOnExec(fd, on);
+
+/** execve(2): replaces this process's image in the same pid; returns only by throwing. */
+export const execve = (file: string, argv: string[], env: string[]): never => binding.execve(file, argv, env);
+
+/**
+ * waitpid(pid, WNOHANG) for a child this image did not spawn (libuv reaps
+ * only its own): its exit once it has exited, null while it runs.
+ */
+export const reapChild = (pid: number): { code: number | null; signal: number | null } | null => binding.reapChild(pid);

@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import type { ListenerInfo } from '../protocol';
 import * as native from '../platform/native';
 import { ServerDrain } from './drain';
+import { RequestStats } from './stats';
 
 /** An address and how to build the server that serves it (in serving processes only). */
 export interface Registration {
@@ -39,8 +40,8 @@ export class Serving {
   private draining = false;
   /** The addresses served, as bound ('127.0.0.1:41234'). */
   bound: string[] = [];
-  /** Requests served (connections, on a plain net server): what maxRequests counts. */
-  requests = 0;
+  /** Requests served (connections, on a plain net server), 5xx and durations: for maxRequests, metrics, the canary. */
+  readonly stats = new RequestStats();
 
   constructor(private readonly registrations: Registration[]) {}
 
@@ -73,7 +74,8 @@ export class Serving {
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
       this.drains[i] = new ServerDrain(server);
-      server.on(this.drains[i].kind === 'net' ? 'connection' : 'request', () => this.requests++);
+      if (this.drains[i].kind === 'net') server.on('connection', () => this.stats.connection());
+      else server.on('request', (_req, res) => this.stats.request(res));
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // Node's listen({fd}) ignores `backlog` in the options object and

@@ -2,14 +2,16 @@
 // listening fds, serve them with the application's servers, report ready, and
 // drain when told to (or when the master is gone, or on a stop signal).
 import type { EventEmitter } from 'node:events';
-import { ENV } from '../protocol';
+import { ENV, type Message } from '../protocol';
+import { appMetricsSnapshot } from './app-metrics';
 import { guardAgainstOrphaning } from './orphan';
-import { loopDelayMs } from './loop-delay';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
+import { masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
+import { codeVersion } from '../master/version';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -52,13 +54,15 @@ export class Worker {
   private readonly serving: Serving;
   private control?: ControlClient;
   private draining = false;
+  /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
+  private masterUpgrading = false;
   private finished!: () => void;
   /** Resolves once the drain is over (every connection closed), just before the process exits. */
   readonly done = new Promise<void>((resolve) => (this.finished = resolve));
   /** The code the application asked process.exit() for during the drain. */
   private exitCode?: number | string | null;
   private nextReloadId = 1;
-  private lastRss?: number;
+  private appMetricsAsked = false;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -97,16 +101,19 @@ export class Worker {
       slot: this.slot,
       generation: this.generation,
       addresses: this.registrations.map((r) => r.address),
+      version: codeVersion(this.options.version),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
     client.on('message', (message) => {
       if (message.type === 'drain') this.drain('the master asked');
       if (message.type === 'closing') this.serving.closeEachResponse();
+      if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: this.rss(), loopDelayMs: loopDelayMs() });
+      if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
+      if (message.type === 'metrics') void this.reportAppMetrics();
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });
       if (message.type === 'reload-result') {
         const pending = this.pendingReloads.get(message.id);
@@ -118,6 +125,7 @@ export class Worker {
     client.on('protocol-error', (error: Error) => this.log.error(`control: ${error.message}`));
     client.on('close', () => {
       this.control = undefined;
+      if (this.masterUpgrading && process.ppid === this.masterPid) return this.serveThroughUpgrade();
       this.drain('the master is gone');
     });
     try {
@@ -130,22 +138,6 @@ export class Worker {
     }
     client.send({ type: 'ready' });
     await this.done;
-  }
-
-  /**
-   * Resident memory for the heartbeat answer. Node reads it from
-   * /proc/self/stat, which needs a free fd: with the fd table full (the
-   * application's own leak, or a flood of connections) it throws EMFILE, and
-   * an exception here would kill a worker that is otherwise serving. Then the
-   * last figure read stands (undefined before the first: maxMemory waits).
-   */
-  private rss(): number | undefined {
-    try {
-      this.lastRss = process.memoryUsage.rss();
-    } catch {
-      // EMFILE/ENFILE: keep the last figure
-    }
-    return this.lastRss;
   }
 
   /** keepPrevious: a newer generation serves; finish what is in flight and wait, in case of a rollback. */
@@ -172,6 +164,25 @@ export class Worker {
     }
   }
 
+  /**
+   * Sends the program's prom-client metrics (for the master's /metrics); once
+   * asked, also the last ones after the drain, so none of its counts are lost.
+   */
+  private async reportAppMetrics(): Promise<void> {
+    this.appMetricsAsked = true;
+    let answer: Message;
+    try {
+      answer = { type: 'app-metrics', metrics: await appMetricsSnapshot() };
+    } catch (error) {
+      answer = { type: 'app-metrics', metrics: [], error: error instanceof Error ? error.message : String(error) };
+    }
+    try {
+      this.control?.send(answer);
+    } catch (error) {
+      this.control?.send({ type: 'app-metrics', metrics: [], error: (error as Error).message }); // larger than a frame
+    }
+  }
+
   /** Asks the master for a reload; resolves when the new generation serves. */
   reload(): Promise<void> {
     const control = this.control;
@@ -184,13 +195,13 @@ export class Worker {
   }
 
   /**
-   * Reload signals are the master's business; stop signals drain (invariant
+   * Reload, upgrade and scale signals are the master's business; stop signals drain (invariant
    * 9). Ours run before any the application installed (most programs have
    * `process.on('SIGTERM', () => server.close(() => process.exit(0)))`), so
    * the drain has begun when theirs run, and their exit waits for it.
    */
   private installSignalHandlers(): void {
-    for (const signal of this.options.reloadSignals) process.prependListener(signal, () => {});
+    for (const signal of masterOnlySignals(this.options)) process.prependListener(signal, () => {});
     for (const signal of this.options.stopSignals) process.prependListener(signal, () => this.drain(signal));
   }
 
@@ -208,6 +219,18 @@ export class Worker {
     }) as typeof process.exit;
   }
 
+  /**
+   * The master exec'd a fresh image (same pid): keep serving until the new
+   * image's generation is ready and sends a stop signal, so no moment passes
+   * without an acceptor. If the master dies, the parent-death signal drains
+   * this worker; if the new image never takes over, so does the timer.
+   */
+  private serveThroughUpgrade(): void {
+    const waitMs = 2 * this.options.startTimeout;
+    this.log.info(`the master is upgrading in place; serving until its new image is ready (at most ${waitMs} ms)`);
+    setTimeout(() => this.drain('the upgraded master did not take over'), waitMs).unref();
+  }
+
   /** Drains every server, then exits; at stopTimeout exits regardless. Idempotent. */
   drain(reason: string): void {
     if (this.draining) return;
@@ -223,8 +246,10 @@ export class Worker {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       exitNow((this.exitCode ?? 0) as number);
     }, this.options.stopTimeout);
-    void drained.then(() => {
+    void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
+      // the last counts, so the master's totals include every request served here
+      this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();
       this.finished();
       setImmediate(() => exitNow((this.exitCode ?? 0) as number));

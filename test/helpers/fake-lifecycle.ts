@@ -132,7 +132,9 @@ export class FakeChild implements Child {
 
   resume(): void {
     this.calls.push('resume');
-    if (this.state === 'parked') this.state = 'ready';
+    if (this.state !== 'parked') return;
+    this.state = 'ready';
+    this.lastSeen = this.clock.now(); // as WorkerProcess.resume: a parked child is not pinged
   }
 
   abandon(): void {

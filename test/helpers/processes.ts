@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ENV } from '../../src/protocol';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -112,6 +113,24 @@ export async function cleanUp(): Promise<void> {
   for (const undo of afterTest.splice(0).reverse()) undo();
 }
 
+/** Calls `onLine` with each line of `stream` that is JSON (an example's other output is skipped). */
+export function onJsonLines(stream: Readable, onLine: (value: unknown) => void): void {
+  let buffered = '';
+  stream.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      try {
+        onLine(JSON.parse(line));
+      } catch (error) {
+        if (!(error instanceof SyntaxError)) throw error;
+      }
+    }
+  });
+}
+
 export class Master {
   readonly events: MasterEvent[] = [];
   stderr = '';
@@ -119,20 +138,9 @@ export class Master {
   private waiters: (() => void)[] = [];
 
   constructor(readonly proc: ChildProcess) {
-    let buffered = '';
-    proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // a line an example printed; not an event
-        }
-        this.wake();
-      }
+    onJsonLines(proc.stdout!, (event) => {
+      this.events.push(event as MasterEvent);
+      this.wake();
     });
     proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;
@@ -216,6 +224,8 @@ export interface StartOptions {
   args?: string[];
   /** Wait for the `ready` event (default true). */
   waitReady?: boolean;
+  /** fds of this process to place at 3, 4, ... in the master (as systemd passes sockets). */
+  fds?: number[];
 }
 
 /** Starts a master as the user would (`node script`), tagged for reaping. */
@@ -229,7 +239,7 @@ export async function startMaster(options: StartOptions = {}): Promise<Master> {
       FIXTURE_OPTIONS: JSON.stringify(options.fixture ?? {}),
       [MARKER]: RUN_ID,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...(options.fds ?? [])],
   });
   const master = new Master(proc);
   if (options.waitReady !== false) await master.waitFor((e) => e.event === 'ready', 'the master to be ready');

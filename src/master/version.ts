@@ -1,0 +1,99 @@
+// Which code a worker runs (invariant 20). A worker works out its version when
+// it starts, from the code on disk at that moment, and says it in its hello;
+// the master records the first version each generation reports and refuses
+// a later worker of that generation whose code differs. That is what keeps a
+// respawn, recycle or scale-up after a rollback from silently serving the
+// code of the deploy that was rolled back: the code on disk is the newer one,
+// so the slot stays vacant (covered by a sibling) and the log and status say
+// why, until the code on disk is that generation's again or a reload runs.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** The environment variable that names the version, as many platforms set it. */
+export const VERSION_ENV = 'APP_VERSION';
+
+/** The version of the nearest package.json above `dir`, if there is one with a version. */
+function packageVersion(dir: string): string | undefined {
+  for (let at = dir; ; at = path.dirname(at)) {
+    try {
+      const version = (JSON.parse(fs.readFileSync(path.join(at, 'package.json'), 'utf8')) as { version?: unknown }).version;
+      return typeof version === 'string' ? version : undefined;
+    } catch {
+      // no package.json here (or not JSON): look further up
+    }
+    if (path.dirname(at) === at) return undefined;
+  }
+}
+
+/**
+ * This process's code version: `option` (the `version` option), else
+ * $APP_VERSION, else the program's package.json version and a digest of the
+ * entry file's contents (`1.4.0+3f9a0c1b2d4e`). The digest sees the entry file
+ * only: a deploy that changes other modules alone needs APP_VERSION (a commit
+ * id) or the option to be told apart.
+ */
+export function codeVersion(option?: string, env: NodeJS.ProcessEnv = process.env, entry = process.argv[1]): string {
+  if (option) return option;
+  if (env[VERSION_ENV]) return env[VERSION_ENV];
+  if (!entry) return 'unknown';
+  const file = path.resolve(entry);
+  let digest: string;
+  try {
+    digest = createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 12);
+  } catch {
+    return 'unknown';
+  }
+  const pkg = packageVersion(path.dirname(file));
+  return pkg ? `${pkg}+${digest}` : digest;
+}
+
+/** The version each generation runs, as its first worker reported it. */
+export class GenerationVersions {
+  private readonly versions = new Map<number, string>();
+
+  /**
+   * Records a worker's version. If its generation already runs other code,
+   * says so: `refuse` when a sibling can cover its slot meanwhile; without
+   * one (workers: 1) refusing would leave the slot unserved, so it serves,
+   * labelled with its own version, and the message says that loudly.
+   */
+  check(generation: number, slot: number, version: string, coverable: boolean): { refuse: boolean; message: string } | undefined {
+    const expected = this.versions.get(generation);
+    if (expected === undefined) {
+      this.versions.set(generation, version);
+      return undefined;
+    }
+    if (expected === version) return undefined;
+    const what = `slot ${slot} of generation ${generation} must run version ${expected}, but the code on disk is now version ${version} ` +
+      `(a deploy after generation ${generation}, rolled back?)`;
+    const fix = `put generation ${generation}'s code back, or reload to serve version ${version} everywhere`;
+    return coverable
+      ? { refuse: true, message: `${what}; not serving it: the slot stays covered by a sibling. To end this, ${fix}` }
+      : { refuse: false, message: `${what}; no sibling can cover the slot, so it serves version ${version} meanwhile. To end this, ${fix}` };
+  }
+
+  /** True if `version` is what `generation` runs (or it has none recorded). */
+  matches(generation: number, version: string | undefined): boolean {
+    const expected = this.versions.get(generation);
+    return expected === undefined || expected === version;
+  }
+
+  /** The versions of `generations` that have one, for status. */
+  of(generations: Iterable<number>): Record<number, string> {
+    const known: Record<number, string> = {};
+    for (const g of generations) {
+      const version = this.versions.get(g);
+      if (version !== undefined) known[g] = version;
+    }
+    return known;
+  }
+
+  /** Forgets generations that no live worker runs, except `keep` (the committed one). */
+  prune(live: Iterable<number>, keep: number): void {
+    const alive = new Set(live);
+    for (const generation of this.versions.keys()) {
+      if (generation !== keep && !alive.has(generation)) this.versions.delete(generation);
+    }
+  }
+}

@@ -228,7 +228,11 @@ async function soak(o) {
   const marks = new Set([1, o.reloads]);
   for (let n = o.every; n < o.reloads; n += o.every) marks.add(n);
   const memoryFile = o.memory ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'handover-soak-')), 'memory.jsonl') : undefined;
-  const env = { ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}) };
+  // --expose-gc: the master's collection after worker exits runs only where
+  // Node was started with it (src/master/memory.ts); the soak measures that.
+  const env = {
+    NODE_OPTIONS: '--expose-gc', ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}),
+  };
   const server = new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
   const reloads = [];
   const checkpoints = [];

@@ -8,10 +8,15 @@ namespace handover {
 
 Napi::Error SystemError(Napi::Env env, int err, const char* syscall,
                         const std::string& subject) {
-  const char* code = uv_err_name(-err);
+  // uv_err_name() mallocs (and never frees) a name for an errno it does not
+  // know; the _r form writes every name into our buffer.
+  char code[64];
+  uv_err_name_r(-err, code, sizeof(code));
   std::string message = std::string(syscall) + " " + code;
   if (!subject.empty()) message += " " + subject;
-  message += std::string(" (") + uv_strerror(-err) + ")";
+  char description[256];
+  uv_strerror_r(-err, description, sizeof(description));
+  message += std::string(" (") + description + ")";
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("code", Napi::String::New(env, code));
   error.Set("errno", Napi::Number::New(env, -err));

@@ -29,26 +29,33 @@ function ignoreWriteErrors(stream: Writable): void {
 }
 
 /**
- * One line per call to `stream`. While the stream holds more than
- * MAX_PENDING_LOG_BYTES unwritten, lines are dropped; the next line written
- * after that says how many.
+ * Writes lines to `stream` (each formatted only when it is written) without
+ * ever letting it hold more than MAX_PENDING_LOG_BYTES unwritten: past that,
+ * lines are dropped and counted, and the next line written is preceded by
+ * `dropped(count)`. A closed stream loses the lines, never the process.
  */
-export function streamLogger(stream: Writable, role: string): Logger {
+export function boundedLines(stream: Writable, dropped: (count: number) => string): (line: () => string) => void {
   ignoreWriteErrors(stream);
-  let dropped = 0;
-  const line = (level: string) => (message: string) => {
+  let count = 0;
+  return (line) => {
     if (stream.destroyed || !stream.writable) return;
     if (stream.writableLength > MAX_PENDING_LOG_BYTES) {
-      dropped++;
+      count++;
       return;
     }
-    const prefix = `handover[${process.pid}] ${role}`;
-    if (dropped > 0) {
-      stream.write(`${prefix} warn: ${dropped} log line(s) dropped: the log stream could not keep up\n`);
-      dropped = 0;
+    if (count > 0) {
+      stream.write(dropped(count));
+      count = 0;
     }
-    stream.write(`${prefix} ${level}: ${message}\n`);
+    stream.write(line());
   };
+}
+
+/** One line per call to `stream`, bounded as boundedLines() says. */
+export function streamLogger(stream: Writable, role: string): Logger {
+  const prefix = `handover[${process.pid}] ${role}`;
+  const write = boundedLines(stream, (count) => `${prefix} warn: ${count} log line(s) dropped: the log stream could not keep up\n`);
+  const line = (level: string) => (message: string) => write(() => `${prefix} ${level}: ${message}\n`);
   return { info: line('info'), warn: line('warn'), error: line('error') };
 }
 

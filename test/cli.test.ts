@@ -15,6 +15,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { FrameDecoder, encode } from '../src/protocol';
+import { freePort } from './helpers/ports';
 import { type Master, ROOT, cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, reapAll, scratch, startMaster } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
@@ -183,6 +185,33 @@ describe('handover status|reload|stop', () => {
     expect(fs.readdirSync(controlDir), 'the control directory is removed').toEqual([]);
   });
 
+  it('stop that the master refuses (64 admin connections open) exits 1 saying so; the master serves on', async () => {
+    const { master, controlDir } = await start();
+    const [entry] = fs.readdirSync(controlDir).filter((name) => name.startsWith(`handover-${master.pid}-`));
+    const socket = path.join(controlDir, entry, 'control.sock');
+    // 64 admin connections, each answered once and then held open: the cap
+    // (opened 16 at a time: connections not yet identified have a cap of their own)
+    const admin = () => new Promise<net.Socket>((resolve, reject) => {
+      const decoder = new FrameDecoder();
+      const conn = net.connect(socket, () => conn.write(encode({ type: 'status' })));
+      conn.on('data', (chunk) => {
+        if (decoder.push(chunk).length > 0) resolve(conn);
+      });
+      conn.on('error', reject);
+    });
+    const held: net.Socket[] = [];
+    for (let batch = 0; batch < 4; batch++) held.push(...await Promise.all(Array.from({ length: 16 }, admin)));
+    onCleanUp(() => held.forEach((conn) => conn.destroy()));
+    const refused = await cli('stop', '--socket', socket);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe(`stop failed: the master at ${socket} closed the connection without stopping; it refused the request, and its log says why\n`);
+    expect(isAlive(master.pid)).toBe(true);
+    expect((await get(master.port)).status).toBe(200);
+    for (const conn of held) conn.destroy();
+    await pollUntil(async () => (await cli('stop', '--socket', socket)).stdout === 'stopped\n', 'a stop once the admin connections are closed');
+    expect((await master.exited).code).toBe(0);
+  });
+
   it('--socket PATH works for status, reload and stop', async () => {
     const { master, controlDir } = await start();
     const [entry] = fs.readdirSync(controlDir).filter((name) => name.startsWith(`handover-${master.pid}-`));
@@ -319,7 +348,7 @@ describe('masters found by name (handover start registers them)', () => {
     const master = await startMaster({
       script: 'dist/cli/cli.js',
       args: ['start', '--name', name, HTTP_APP],
-      env: { XDG_RUNTIME_DIR: RUNTIME },
+      env: { XDG_RUNTIME_DIR: RUNTIME, PORT: String(await freePort()) }, // port 0 would stay private to the worker
       waitReady: false,
     });
     await pollUntil(async () => (await cli('status', name)).code === 0, `master ${name} to register`, 60_000);

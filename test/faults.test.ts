@@ -33,7 +33,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminStatus, controlSocketOf } from './helpers/control';
-import { Load } from './helpers/load';
+import { Load, inFlight } from './helpers/load';
 import { type Master, type MasterEvent, childrenOf, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir, workerProcessesOf } from './helpers/processes';
 
 const APP = 'test/fixtures/fault-app.js';
@@ -79,27 +79,6 @@ function get(port: number, urlPath = '/', deadlineMs = 30_000): Promise<Reply> {
     req.on('error', reject);
     req.end();
   });
-}
-
-/** A request whose first chunk arrives before it ends: `started` resolves with the serving pid once it is in flight. */
-function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string> } {
-  let onStarted!: (pid: number) => void;
-  const started = new Promise<number>((resolve) => (onStarted = resolve));
-  const done = new Promise<string>((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.once('data', () => onStarted(Number(res.headers['x-pid'])));
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => (res.complete ? resolve(body) : reject(new Error(`response cut short after ${JSON.stringify(body)}`))));
-      res.on('error', reject);
-      res.on('aborted', () => reject(new Error(`response aborted after ${JSON.stringify(body)}`)));
-    });
-    request.on('error', reject);
-    request.end();
-  });
-  done.catch(() => {}); // observed by the test that awaits it
-  return { started, done };
 }
 
 /** /proc/<pid>/stat fields after the command name: [state, ppid, ...]; undefined if gone. */

@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
+import { freePort } from './helpers/ports';
 import { type Master, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 import { within } from './helpers/wait';
 
@@ -30,18 +31,6 @@ function get(port: number): Promise<{ status: number; pid: number; version: stri
         status: res.statusCode!, pid: Number(res.headers['x-pid']), version: String(res.headers['x-version']),
       }));
     }).on('error', reject);
-  });
-}
-
-/** A free loopback port (bound and released), for a master whose `ready` event never comes. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
   });
 }
 

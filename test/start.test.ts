@@ -15,108 +15,14 @@
 //   - spawn-self.ts not reading the env file at each spawn: the env-file test
 //     fails on the greeting;
 //   - worker.ts ignoring --wait-ready (settle only): the wait-ready test sees 503s.
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, ROOT, cleanUp, connectOutcome, pollUntil, scratch, startMaster } from './helpers/processes';
-
-const CLI = path.join(ROOT, 'dist/cli/cli.js');
-const FIXTURES = path.join(ROOT, 'test/fixtures/unmodified');
+import { cleanUp, connectOutcome, pollUntil, scratch } from './helpers/processes';
+import { FIXTURES, get, portOf, start } from './helpers/start';
 
 afterEach(cleanUp);
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface Status {
-  generation: number;
-  addresses: string[];
-  workers: { pid: number; slot: number; generation: number; state: string; rssBytes?: number; uptimeMs?: number }[];
-}
-
-class App {
-  /** What the master wrote to stdout: its workers' stdout, prefixed. */
-  stdout = '';
-
-  constructor(readonly master: Master, private readonly runtime: string) {
-    master.proc.stdout!.on('data', (chunk: string) => (this.stdout += chunk));
-  }
-
-  /** `handover ...args` as the same user, with this app's registry. */
-  cli(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout: 120_000, env: { ...process.env, XDG_RUNTIME_DIR: this.runtime } },
-        (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }));
-    });
-  }
-
-  async status(): Promise<Status | undefined> {
-    const run = await this.cli('status', '--json');
-    return run.code === 0 ? JSON.parse(run.stdout) as Status : undefined;
-  }
-
-  /**
-   * Waits until `generation` serves with `workers` ready workers; returns that
-   * status. Polls over the control socket, as `handover status` does, rather
-   * than starting a CLI process every 20 ms.
-   */
-  async serving(generation: number, workers = 2): Promise<Status> {
-    return pollUntil(async () => {
-      if (this.master.proc.exitCode !== null) throw new Error(`the master exited; its output:\n${this.master.stderr}`);
-      const s = await this.quickStatus();
-      const ready = s?.workers.filter((w) => w.generation === generation && w.state === 'ready') ?? [];
-      return s && s.generation === generation && ready.length === workers ? s : undefined;
-    }, `generation ${generation} to serve with ${workers} workers; output:\n${this.master.stderr}`, 90_000);
-  }
-
-  private controlSocket?: string;
-
-  /** The master's status over its control socket; undefined until it has a worker to name that socket. */
-  private async quickStatus(): Promise<Status | undefined> {
-    try {
-      this.controlSocket ??= controlSocketOf(this.master);
-      return await adminStatus(this.controlSocket);
-    } catch {
-      return undefined;
-    }
-  }
-
-  pids(status: Status, generation: number): number[] {
-    return status.workers.filter((w) => w.generation === generation).map((w) => w.pid).sort();
-  }
-}
-
-async function start(script: string, args: string[] = [], env: Record<string, string> = {}): Promise<App> {
-  const runtime = scratch('handover-start-');
-  const master = await startMaster({
-    script: 'dist/cli/cli.js',
-    args: ['start', ...args, script],
-    env: { XDG_RUNTIME_DIR: runtime, ...env },
-    waitReady: false,
-  });
-  return new App(master, runtime);
-}
-
-function portOf(address: string): number {
-  return Number(address.slice(address.lastIndexOf(':') + 1));
-}
-
-function get(port: number): Promise<{ status: number; pid: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 20_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode!, pid: Number(res.headers['x-pid']), body }));
-    }).on('error', reject);
-  });
-}
 
 const RELOADS = 3;
 
@@ -240,6 +146,20 @@ describe('handover start: deploys, environment, watch, readiness', () => {
     }
     const stats = await load.stop();
     expect(stats.failed, `failures (a 503 is a request served before ready()): ${JSON.stringify(stats.errors)}`).toBe(0);
+  });
+
+  it('a failed second start with the same --pid-file (its port taken by the running master) leaves that file to the running master', async () => {
+    const pidFile = path.join(scratch('handover-start-'), 'app.pid');
+    const first = await start(path.join(FIXTURES, 'http.js'), ['--pid-file', pidFile]);
+    const port = portOf((await first.serving(1, 1)).addresses[0]);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.master.pid}\n`);
+    const second = await start(path.join(FIXTURES, 'http.js'), ['--pid-file', pidFile], { PORT: String(port) });
+    expect((await second.master.exited).code).toBe(1);
+    expect(second.master.stderr).toContain(`bind EADDRINUSE 127.0.0.1:${port}`);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(`${first.master.pid}\n`);
+    expect(await first.cli('stop')).toMatchObject({ code: 0, stdout: 'stopped\n' });
+    expect((await first.master.exited).code).toBe(0);
+    expect(fs.existsSync(pidFile), 'removed by the master that wrote it').toBe(false);
   });
 
   it('worker output reaches the master\'s, each line prefixed with generation and pid', async () => {

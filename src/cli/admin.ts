@@ -229,10 +229,27 @@ export function scale(name: string | undefined, workers: number, options: Map<st
   return act(name, options, { type: 'scale', id: 1, workers }, `scaled to ${workers} worker(s)`, 'scaling');
 }
 
+/** Whether something still accepts connections on `socket`. */
+function accepting(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = net.connect(socket, () => {
+      conn.destroy();
+      resolve(true);
+    });
+    conn.on('error', () => resolve(false));
+  });
+}
+
 export async function stop(name: string | undefined, options: Map<string, string | true>): Promise<number> {
   const { socket } = await locate(name, options);
-  // The master closes the connection once it has stopped.
+  // The master closes the connection once it has stopped, its control socket
+  // closed first; a connection it refused is closed too, with the master and
+  // its socket still there.
   await ask(socket, { type: 'stop' });
+  if (await accepting(socket)) {
+    process.stdout.write(`stop failed: the master at ${socket} closed the connection without stopping; it refused the request, and its log says why\n`);
+    return 1;
+  }
   process.stdout.write('stopped\n');
   return 0;
 }

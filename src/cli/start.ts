@@ -5,12 +5,12 @@
 // src/run/ runs the program with its listen() calls routed to the master.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as os from 'node:os';
 import { type Logger, createLogger } from '../log';
 import { configureSpawn } from '../master/spawn-self';
 import { isProbe } from '../master/upgrade';
 import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
+import { removePidFile, writePidFile } from '../platform/pidfile';
 import { runProgram } from '../run/worker';
 import { Server } from '../server';
 import { type OptionSpec, type ParsedArgs, UsageError, parseArgs } from './args';
@@ -119,24 +119,29 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   }
   const user = o.get('user');
   const group = o.get('group');
-  const pidFile = o.get('pid-file');
+  const pidOption = o.get('pid-file');
+  const pidFile = typeof pidOption === 'string' ? path.resolve(pidOption) : undefined;
   const log = jsonLogs ? jsonLogger() : undefined;
   const server = new Server({
     ...options,
     logger: log,
     user: typeof user === 'string' ? user : undefined,
     group: typeof group === 'string' ? group : undefined,
-    pidFile: typeof pidFile === 'string' ? path.resolve(pidFile) : undefined,
     dynamicAddresses: true,
   } as ServerOptions);
   let stopWatching: (() => void) | undefined;
   server.once('ready', () => {
+    // Written once ready, not at run(): this master's addresses are bound
+    // only when its first worker asks, so a second start whose port is taken
+    // fails after run() began and must not have replaced the running
+    // master's pid file on its way (removing only its own is not enough).
+    if (pidFile) writePidFile(pidFile);
     const status = server.status();
     register({
       name,
       pid: process.pid,
       cwd: process.cwd(),
-      socket: status.controlSocket ?? controlSocketOf(options.controlDir),
+      socket: status.controlSocket!, // open before 'ready'
       command: [script, ...parsed.programArgs].join(' '),
       started: Date.now() - status.uptimeMs,
     });
@@ -155,12 +160,6 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   } finally {
     stopWatching?.();
     unregister();
+    if (pidFile) removePidFile(pidFile);
   }
-}
-
-/** Until MasterStatus carries controlSocket: the control directory this master made. */
-function controlSocketOf(controlDir: string | undefined): string {
-  const dir = controlDir ?? os.tmpdir();
-  const match = fs.readdirSync(dir).find((n) => n.startsWith(`handover-${process.pid}-`));
-  return path.join(dir, match ?? '', 'control.sock');
 }

@@ -347,7 +347,13 @@ export class ListenerSet {
     const { unixMode } = this.options;
     const bind = () => native.bindUnix({ path, backlog: this.options.backlog });
     const fd = unixMode === undefined || path.startsWith('@') ? bind() : withUmask(~unixMode & 0o777, bind);
-    const createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
+    let createdInode: number | undefined;
+    try {
+      createdInode = path.startsWith('@') ? undefined : fs.lstatSync(path).ino;
+    } catch (error) {
+      native.closeFd(fd); // the file went away under us: nothing serves it
+      throw error;
+    }
     return { address, fds: [fd], shared: true, bound: address.text, createdInode };
   }
 

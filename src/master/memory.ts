@@ -8,12 +8,14 @@
 //   grew from 7 to 14 MB over 1,000 reloads.
 //   The master has time to spare once a worker has exited, so it then runs one
 //   full collection: about 10 ms on its small heap, off every request's path
-//   (workers accept on their own sockets).
+//   (workers accept on their own sockets). Node gives that call only to a
+//   process started with --expose-gc (`node --expose-gc app.js`); turning the
+//   flag on at run time, inside the user's program, is what Node documents as
+//   unpredictable, so without the flag the master leaves V8 to its own
+//   schedule.
 // - glibc raises malloc's trim threshold each time a large block is freed, so
 //   the arenas of V8's helper threads keep more and more free memory at their
 //   tops. The master fixes the thresholds instead (fixMallocThresholds).
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
 import { fixMallocThresholds } from '../platform/native';
 
 /** Free memory above this goes back to the kernel (glibc's own starting value). */
@@ -21,16 +23,10 @@ const MALLOC_THRESHOLD_BYTES = 128 * 1024;
 /** How long after a worker exit the collection runs: one for a burst of exits. */
 const COLLECT_DELAY_MS = 100;
 
-/** V8's full collection. Node gives it only under --expose-gc, so it is taken from a context made while the flag is on. */
-function fullCollection(): () => void {
+/** V8's full collection, when this process was started with --expose-gc. */
+function fullCollection(): (() => void) | undefined {
   const exposed = (globalThis as { gc?: unknown }).gc;
-  if (typeof exposed === 'function') return exposed as () => void;
-  v8.setFlagsFromString('--expose-gc');
-  try {
-    return vm.runInNewContext('gc') as () => void;
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc'); // the application's own contexts stay as they were
-  }
+  return typeof exposed === 'function' ? (exposed as () => void) : undefined;
 }
 
 export class MasterMemory {
@@ -43,9 +39,11 @@ export class MasterMemory {
 
   /** After a worker exit: a full collection soon, unless one is already due. */
   collectSoon(): void {
+    const collect = this.collect;
+    if (!collect) return;
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
-      this.collect();
+      collect();
     }, COLLECT_DELAY_MS).unref();
   }
 

@@ -7,9 +7,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { parseEnv } from 'node:util';
+import { boundedLines } from '../log';
 import { ENV } from '../protocol';
 import { markCloseOnExec } from '../platform/native';
 import { readFileForWorkers } from './privilege';
+import { endGroupWith } from './process-group';
 
 /** Lines of a child's stderr kept for its failure report (stderrTail). */
 const TAIL_LINES = 20;
@@ -118,13 +120,17 @@ function formatFor(generation: string, pid: number | undefined, stream: 'stdout'
 
 /**
  * Copies `from` to `to` line by line, formatted; a line that arrives in
- * pieces is written whole. A closed `to` loses the output, never the master.
+ * pieces is written whole. The master reads as fast as the worker writes and
+ * holds at most MAX_PENDING_LOG_BYTES for `to`: when `to` cannot keep up (a
+ * pipe nobody reads, a slow terminal), lines are dropped and counted
+ * (invariant 18), so the worker is never blocked and the master never grows.
+ * A closed `to` loses the output, never the master.
  */
 function relayLines(from: Readable, to: Writable, format: Format, tail?: string[]): void {
-  to.on('error', () => {}); // EPIPE: the reader of our output is gone (invariant 13)
+  const write = boundedLines(to, (count) => format(`handover: ${count} line(s) of this worker's output dropped: the master's output could not keep up`));
   let pending = '';
   const emit = (line: string) => {
-    if (!to.destroyed && to.writable) to.write(format(line));
+    write(() => format(line));
     if (tail && !/^\s+at .*\(?node:internal\//.test(line)) {
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
@@ -174,12 +180,19 @@ export function spawnSelf(env: Record<string, string>, identity?: { uid: number;
   const childEnv: Record<string, string | undefined> = { ...process.env };
   if ('error' in fromFile) childEnv[SPAWN_ERROR_ENV] = fromFile.error as string;
   else Object.assign(childEnv, fromFile);
+  // A master's worker (not a single-mode successor, which becomes the
+  // service's main process) is not what systemd supervises: it must not
+  // notify it, and it leads a process group of its own (process-group.ts).
+  const worker = ENV.token in env;
+  if (worker) delete childEnv.NOTIFY_SOCKET;
   const child = spawn(process.execPath, [...inherited, ...settings.execArgv, ...withoutEnvFile(process.argv.slice(1), settings.envFile)], {
     env: { ...childEnv, ...env },
     stdio: settings.output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
     uid: identity?.uid,
     gid: identity?.gid,
+    detached: worker,
   });
+  if (worker) endGroupWith(child);
   if (child.stdout && child.stderr) {
     const generation = env[ENV.generation] ?? '?';
     const lines: string[] = [];

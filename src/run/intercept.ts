@@ -1,6 +1,6 @@
 // listen() interception for `handover start`: in a worker, every listen() on
-// a TCP port or a Unix path (net, http, https, http2 and everything built on
-// them) is recorded instead of bound. The worker then asks the master for
+// a fixed TCP port or a Unix path (net, http, https, http2 and everything
+// built on them) is recorded instead of bound; port 0 stays the process's own. The worker then asks the master for
 // those addresses and each server listens on the master's socket, as Node's
 // cluster does with its primary, but with sockets that outlive every worker.
 import * as dns from 'node:dns';
@@ -39,21 +39,29 @@ function toPort(value: unknown): number {
 }
 
 /**
- * What a listen() call asks for, or undefined for the forms handover cannot
+ * What a listen() call asks for, or undefined for the forms handover does not
  * serve from the master and passes to Node as they are: an existing handle
- * or fd (`{fd}`: also how the worker finally listens on the master's socket).
+ * or fd (`{fd}`: also how the worker finally listens on the master's socket),
+ * and port 0. An ephemeral port is a private one (a helper server, a test
+ * harness, a debug endpoint whose port the process reports itself): routed
+ * to the master it would be one port shared by every worker and generation,
+ * and a process would reach its siblings on it instead of itself.
  */
 function parseListenArgs(args: unknown[]): Wanted | undefined {
   const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as () => void) : undefined;
   const [first, second] = args;
+  let wanted: Wanted;
   if (first !== null && typeof first === 'object') {
     const o = first as Record<string, unknown>;
     if ('fd' in o || '_handle' in o || 'handle' in o) return undefined;
     if (typeof o.path === 'string' && o.port === undefined) return { path: o.path, callback };
-    return { port: toPort(o.port), host: typeof o.host === 'string' ? o.host : undefined, callback };
+    wanted = { port: toPort(o.port), host: typeof o.host === 'string' ? o.host : undefined, callback };
+  } else if (typeof first === 'string' && !/^\d+$/.test(first)) {
+    return { path: first, callback };
+  } else {
+    wanted = { port: toPort(first), host: typeof second === 'string' ? second : undefined, callback };
   }
-  if (typeof first === 'string' && !/^\d+$/.test(first)) return { path: first, callback };
-  return { port: toPort(first), host: typeof second === 'string' ? second : undefined, callback };
+  return wanted.port === 0 ? undefined : wanted;
 }
 
 function hostPort(host: string, port: number): string {
@@ -76,6 +84,8 @@ export class ListenInterceptor {
   private lastListenAt = 0;
   private closed = false;
   private wake?: () => void;
+  /** listen() calls left to Node (port 0, an fd): private to this process. */
+  passedThrough = 0;
 
   constructor() {
     this.original = net.Server.prototype.listen as unknown as Listen;
@@ -86,7 +96,10 @@ export class ListenInterceptor {
     const interceptor = this;
     net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
       const wanted = parseListenArgs([...args]);
-      if (!wanted) return interceptor.original.apply(this, args);
+      if (!wanted) {
+        interceptor.passedThrough++;
+        return interceptor.original.apply(this, args);
+      }
       interceptor.record(this, wanted);
       return this;
     } as typeof net.Server.prototype.listen;

@@ -10,6 +10,7 @@
 // waits for ready() before it accepts anything, for a program that warms up
 // after listen(): its listen callbacks then run after ready(), so ready()
 // belongs in its start-up code, not in a listen callback.
+import cluster from 'node:cluster';
 import Module from 'node:module';
 import * as path from 'node:path';
 import { SPAWN_ERROR_ENV } from '../master/spawn-self';
@@ -17,6 +18,7 @@ import type { ServerOptions } from '../options';
 import { Server } from '../server';
 import { ListenInterceptor } from './intercept';
 import { readyState } from './ready';
+import { drainOnClose } from './shutdown';
 
 /** Quiet time after the last listen() before the worker reports ready. */
 export const SETTLE_MS = 200;
@@ -35,32 +37,55 @@ function die(message: string): never {
   process.exit(1);
 }
 
-/** Resolves once the program is ready by the rules above. */
+/** How long a worker waits for a listen() it can serve, or for ready(), before it says what it waits for. */
+const READY_HINT_MS = 5_000;
+
 /** Resolves once the program has listened and then settled (or called ready()). */
 async function programListened(interceptor: ListenInterceptor, readyCalled: Promise<void>): Promise<void> {
   const state = readyState();
   let warned = false;
-  for (;;) {
-    if (interceptor.count > 0 && (state.called || interceptor.quietFor >= SETTLE_MS)) return;
-    const waits: Promise<unknown>[] = [interceptor.nextListen()];
-    if (!state.called) waits.push(readyCalled);
-    else if (!warned) {
-      warned = true;
-      process.stderr.write('handover: ready() was called before the program listened on any port or Unix path; waiting for its listen()\n');
+  const hint = setTimeout(() => {
+    if (interceptor.count > 0 || interceptor.passedThrough === 0) return;
+    process.stderr.write('handover: the program has listened only on port 0 so far, which stays private to each worker process; ' +
+      'listen on a fixed port (e.g. app.listen(3000)) or a Unix path for handover to serve it\n');
+  }, READY_HINT_MS);
+  try {
+    for (;;) {
+      if (interceptor.count > 0 && (state.called || interceptor.quietFor >= SETTLE_MS)) return;
+      const waits: Promise<unknown>[] = [interceptor.nextListen()];
+      if (!state.called) waits.push(readyCalled);
+      else if (!warned) {
+        warned = true;
+        process.stderr.write('handover: ready() was called before the program listened on any port or Unix path; waiting for its listen()\n');
+      }
+      if (interceptor.count > 0) waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
+      await Promise.race(waits);
     }
-    if (interceptor.count > 0) waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
-    await Promise.race(waits);
+  } finally {
+    clearTimeout(hint);
   }
 }
-
-/** How long a --wait-ready worker waits for ready() before it says what it waits for. */
-const READY_HINT_MS = 5_000;
 
 function awaitReadyCall(readyCalled: Promise<void>): Promise<void> {
   const hint = setTimeout(() => {
     process.stderr.write('handover: --wait-ready: still waiting for require(\'handover\').ready(); listen callbacks run only after it, so call it from start-up code\n');
   }, READY_HINT_MS);
   return readyCalled.finally(() => clearTimeout(hint));
+}
+
+/**
+ * A program that forks its own `cluster` would run workers of its own inside
+ * each of ours, which the master neither sees nor drains: every reload would
+ * cut their connections while reporting success. So it is refused when it
+ * tries, at start-up, with the fix.
+ */
+function refuseOwnCluster(script: string): void {
+  cluster.fork = () => die(
+    `${script} forks its own cluster (cluster.fork()); under handover start each worker process already runs your program, ` +
+      'and workers it forks itself would be cut at every reload. Remove the cluster code (run only what a cluster worker runs: ' +
+      'its listen()) and set the number of processes with `handover start --workers N`',
+  );
+  Module.syncBuiltinESMExports(); // `import { fork } from 'node:cluster'` sees it too
 }
 
 /**
@@ -73,6 +98,7 @@ export function runProgram(options: ProgramOptions): void {
   const spawnError = process.env[SPAWN_ERROR_ENV];
   delete process.env[SPAWN_ERROR_ENV];
   if (spawnError) die(spawnError);
+  refuseOwnCluster(options.script);
   const interceptor = new ListenInterceptor();
   interceptor.install();
   const script = path.resolve(options.script);
@@ -87,6 +113,7 @@ export function runProgram(options: ProgramOptions): void {
   void (async () => {
     await programListened(interceptor, readyCalled);
     const captures = await interceptor.close();
+    for (const { server: app } of captures) drainOnClose(app);
     // --wait-ready: the library's ready hook, so no connection reaches this
     // worker (and its listen callbacks do not run) before ready().
     const server = new Server({ ...options.server, ready: options.waitReady ? () => awaitReadyCall(readyCalled) : undefined });

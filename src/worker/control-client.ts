@@ -6,7 +6,6 @@ import * as net from 'node:net';
 import { FrameDecoder, type Hello, type ListenerInfo, MAX_FDS_PER_MESSAGE, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
 import * as native from '../platform/native';
 
-
 /** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
 async function writeAll(fd: number, data: Buffer, deadline: number): Promise<void> {
   let offset = 0;
@@ -34,8 +33,22 @@ async function connect(socketPath: string, deadline: number): Promise<number> {
 
 /** An established control connection. Emits 'message' (Message) and 'close'. */
 export class ControlClient extends EventEmitter {
-  private constructor(private readonly socket: net.Socket, decoder: FrameDecoder) {
+  /**
+   * `early`: frames that came in the same read as the answer to the hello (a
+   * `closing` or `cover` sent right after it). They are emitted first, to
+   * the first 'message' listener, before any frame read later.
+   */
+  private constructor(private readonly socket: net.Socket, decoder: FrameDecoder, early: Message[]) {
     super();
+    const flushEarly = (event: string | symbol) => {
+      if (event !== 'message') return;
+      this.off('newListener', flushEarly);
+      // A microtask: after the listener is added, before any socket read.
+      queueMicrotask(() => {
+        for (const message of early) this.emit('message', message);
+      });
+    };
+    if (early.length > 0) this.on('newListener', flushEarly);
     socket.on('error', () => {});
     socket.on('data', (chunk) => {
       let messages: Message[];
@@ -67,13 +80,14 @@ export class ControlClient extends EventEmitter {
     const decoder = new FrameDecoder();
     try {
       await writeAll(fd, encode(hello), deadline);
-      let answer: Message | undefined;
-      while (!answer) {
+      let messages: Message[] = [];
+      while (messages.length === 0) {
         const chunk = await native.recvFds(fd, MAX_FRAME_BYTES + 4, MAX_FDS_PER_MESSAGE, Math.max(1, deadline - Date.now()));
         received.push(...chunk.fds);
         if (chunk.data.length === 0) throw new Error(`${socketPath} closed the connection during the handshake (see its log)`);
-        answer = decoder.push(chunk.data)[0];
+        messages = decoder.push(chunk.data);
       }
+      const [answer, ...early] = messages;
       if (answer.type === 'refused') throw new Error(answer.message);
       const expected = answer.type === 'listeners' ? answer.listeners.reduce((n, l) => n + l.fds, 0) : 0;
       if (answer.type !== 'listeners' || answer.listeners.length !== hello.addresses.length || received.length !== expected) {
@@ -82,7 +96,7 @@ export class ControlClient extends EventEmitter {
       let next = 0;
       const fds = answer.listeners.map((l) => received.slice(next, (next += l.fds)));
       const socket = new net.Socket({ fd, readable: true, writable: true });
-      return { client: new ControlClient(socket, decoder), listeners: answer.listeners, fds };
+      return { client: new ControlClient(socket, decoder, early), listeners: answer.listeners, fds };
     } catch (error) {
       received.forEach(native.closeFd);
       native.closeFd(fd);

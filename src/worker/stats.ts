@@ -11,6 +11,7 @@ const BOUNDS_NS = LATENCY_BUCKETS_S.map((s) => BigInt(Math.round(s * 1e9)));
 export class RequestStats {
   requests = 0;
   private errors = 0;
+  private lastRss?: number;
   /** Per bucket (the last one +Inf), not cumulative; then the total in microseconds. */
   private readonly buckets = new Array<number>(LATENCY_BUCKETS_S.length + 1).fill(0);
   private sumUs = 0;
@@ -34,11 +35,27 @@ export class RequestStats {
   }
 
   /** The heartbeat answer's numbers. */
+  /**
+   * Resident memory. Node reads it from /proc/self/stat, which needs a free
+   * fd: with the fd table full (the application's own leak, or a flood of
+   * connections) it throws EMFILE, and an exception in the heartbeat answer
+   * would kill a worker that is otherwise serving. Then the last figure read
+   * stands (undefined before the first: maxMemory waits).
+   */
+  private rss(): number | undefined {
+    try {
+      this.lastRss = process.memoryUsage.rss();
+    } catch {
+      // EMFILE/ENFILE: keep the last figure
+    }
+    return this.lastRss;
+  }
+
   sample(): WorkerSample {
     const { user, system } = process.cpuUsage();
     let running = 0;
     const latency = this.buckets.map((n) => (running += n));
     latency.push(Math.round(this.sumUs));
-    return { requests: this.requests, rss: process.memoryUsage.rss(), cpu: user + system, loopDelayMs: loopDelayMs(), errors: this.errors, latency };
+    return { requests: this.requests, rss: this.rss(), cpu: user + system, loopDelayMs: loopDelayMs(), errors: this.errors, latency };
   }
 }

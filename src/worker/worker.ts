@@ -28,6 +28,20 @@ const spawnedWith = Object.fromEntries(Object.values(ENV).map((name) => {
   return [name, value];
 })) as Record<(typeof ENV)[keyof typeof ENV], string | undefined>;
 
+/**
+ * Node's own process.exit. While a worker drains, the application's calls go
+ * through holdExits() instead; the worker's own exits never wait.
+ */
+const exitNow = process.exit.bind(process) as (code?: number) => never;
+
+/** The worker running in this process, once run() is called. */
+let current: Worker | undefined;
+
+/** This process's worker (undefined before its run(), or outside a master's workers). */
+export function currentWorker(): Worker | undefined {
+  return current;
+}
+
 /** True in a process the master spawned as a worker. */
 export function isWorkerProcess(): boolean {
   return spawnedWith[ENV.socket] !== undefined && spawnedWith[ENV.token] !== undefined;
@@ -46,7 +60,10 @@ export class Worker {
   /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
   private masterUpgrading = false;
   private finished!: () => void;
-  private readonly done = new Promise<void>((resolve) => (this.finished = resolve));
+  /** Resolves once the drain is over (every connection closed), just before the process exits. */
+  readonly done = new Promise<void>((resolve) => (this.finished = resolve));
+  /** The code the application asked process.exit() for during the drain. */
+  private exitCode?: number | string | null;
   private nextReloadId = 1;
   private appMetricsAsked = false;
   private readonly pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
@@ -64,10 +81,22 @@ export class Worker {
     return this.serving.bound;
   }
 
+  /** Serving every address; drain() from now on drains rather than exits at once. */
+  get started(): boolean {
+    return this.serving.started;
+  }
+
+  /** A drain has begun. */
+  get stopping(): boolean {
+    return this.draining;
+  }
+
   /** Serves until drained; then the process exits. Rejects if start-up fails. */
   async run(): Promise<void> {
+    current = this;
     guardAgainstOrphaning(this.masterPid, this.options.stopSignals[0], this.options.stopTimeout, this.log);
     this.installSignalHandlers();
+    this.holdExits();
     const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
       token: spawnedWith[ENV.token]!,
@@ -173,10 +202,29 @@ export class Worker {
     });
   }
 
-  /** Reload, upgrade and scale signals are the master's business; stop signals drain (invariant 9). */
+  /**
+   * Reload, upgrade and scale signals are the master's business; stop signals drain (invariant
+   * 9). Ours run before any the application installed (most programs have
+   * `process.on('SIGTERM', () => server.close(() => process.exit(0)))`), so
+   * the drain has begun when theirs run, and their exit waits for it.
+   */
   private installSignalHandlers(): void {
-    for (const signal of masterOnlySignals(this.options)) process.on(signal, () => {});
-    for (const signal of this.options.stopSignals) process.on(signal, () => this.drain(signal));
+    for (const signal of masterOnlySignals(this.options)) process.prependListener(signal, () => {});
+    for (const signal of this.options.stopSignals) process.prependListener(signal, () => this.drain(signal));
+  }
+
+  /**
+   * An application's process.exit() during a drain would cut every request
+   * in flight and reset every keep-alive connection: it waits for the drain
+   * instead (bounded by stopTimeout, as the drain is), and its code becomes
+   * the worker's exit code.
+   */
+  private holdExits(): void {
+    process.exit = ((code?: number | string | null) => {
+      if (!this.draining) return exitNow(code as number);
+      this.exitCode = code ?? process.exitCode;
+      return undefined as never;
+    }) as typeof process.exit;
   }
 
   /**
@@ -201,7 +249,7 @@ export class Worker {
     this.draining = true;
     if (!this.serving.started) {
       this.log.info(`draining (${reason}) before serving anything; exiting`);
-      process.exit(0);
+      exitNow(0);
     }
     this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
     this.handoff?.close();
@@ -213,7 +261,7 @@ export class Worker {
     const deadline = setTimeout(() => {
       this.log.warn(`stopTimeout (${this.options.stopTimeout} ms): closing ${this.serving.connections} connection(s) still open`);
       report();
-      process.exit(0);
+      exitNow((this.exitCode ?? 0) as number);
     }, this.options.stopTimeout);
     void drained.then(() => (this.appMetricsAsked ? this.reportAppMetrics() : undefined)).then(() => {
       clearTimeout(deadline);
@@ -222,7 +270,7 @@ export class Worker {
       this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
       this.control?.end();
       this.finished();
-      setImmediate(() => process.exit(0));
+      setImmediate(() => exitNow((this.exitCode ?? 0) as number));
     });
   }
 }

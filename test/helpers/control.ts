@@ -5,11 +5,11 @@ import { FrameDecoder, type MasterStatus, type Message, encode } from '../../src
 import { type Master, childrenOf } from './processes';
 
 /** The master's control socket, as its workers were told (read from a worker's environment). */
-export function controlSocketOf(master: Master): string {
-  const [worker] = childrenOf(master.pid);
+export function controlSocketOf(master: Master | number): string {
+  const [worker] = childrenOf(typeof master === 'number' ? master : master.pid);
   const environ = fs.readFileSync(`/proc/${worker}/environ`, 'utf8').split('\0');
   const entry = environ.find((e) => e.startsWith('HANDOVER_CONTROL_SOCKET='));
-  if (!entry) throw new Error(`worker ${worker} of master ${master.pid} has no HANDOVER_CONTROL_SOCKET`);
+  if (!entry) throw new Error(`worker ${worker} of master ${typeof master === 'number' ? master : master.pid} has no HANDOVER_CONTROL_SOCKET`);
   return entry.slice(entry.indexOf('=') + 1);
 }
 

@@ -21,12 +21,18 @@ export interface LoadStats {
   failed: number;
   /** Failures by error code ('ECONNRESET', 'socket hang up', 'status 503', ...). */
   errors: Record<string, number>;
+  /**
+   * Of those, the ones of requests sent on a new connection (not a reused
+   * keep-alive one): what a listening socket's queue did, where the others
+   * are what happened to an established connection.
+   */
+  onNewConnection: Record<string, number>;
   /** Responses per worker pid (the x-pid header). */
   pids: Map<number, number>;
 }
 
 export class Load {
-  readonly stats: LoadStats = { ok: 0, failed: 0, errors: {}, pids: new Map() };
+  readonly stats: LoadStats = { ok: 0, failed: 0, errors: {}, onNewConnection: {}, pids: new Map() };
   private running = true;
   private readonly loops: Promise<void>[] = [];
   private readonly agents: http.Agent[] = [];
@@ -35,9 +41,10 @@ export class Load {
     for (let i = 0; i < options.connections; i++) this.loops.push(this.loop(i));
   }
 
-  private fail(code: string): void {
+  private fail(code: string, req: http.ClientRequest): void {
     this.stats.failed++;
     this.stats.errors[code] = (this.stats.errors[code] ?? 0) + 1;
+    if (!req.reusedSocket) this.stats.onNewConnection[code] = (this.stats.onNewConnection[code] ?? 0) + 1;
   }
 
   private async loop(index: number): Promise<void> {
@@ -70,18 +77,18 @@ export class Load {
               const pid = Number(res.headers['x-pid']);
               this.stats.pids.set(pid, (this.stats.pids.get(pid) ?? 0) + 1);
             } else {
-              this.fail(`status ${res.statusCode}`);
+              this.fail(`status ${res.statusCode}`, req);
             }
             resolve();
           });
           res.on('error', (error: NodeJS.ErrnoException) => {
-            this.fail(error.code ?? error.message);
+            this.fail(error.code ?? error.message, req);
             resolve();
           });
         });
         req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
         req.on('error', (error: NodeJS.ErrnoException) => {
-          this.fail(error.code ?? error.message);
+          this.fail(error.code ?? error.message, req);
           resolve();
         });
         req.end(body);
@@ -108,4 +115,29 @@ export class Load {
     await Promise.all(this.loops);
     return this.stats;
   }
+}
+
+/**
+ * One request on its own connection that the server answers slowly:
+ * `started` resolves with the answering pid once the first bytes arrive,
+ * `done` with the whole body, or rejects if the response is cut short.
+ */
+export function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string> } {
+  let onStarted!: (pid: number) => void;
+  const started = new Promise<number>((resolve) => (onStarted = resolve));
+  const done = new Promise<string>((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.once('data', () => onStarted(Number(res.headers['x-pid'])));
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => (res.complete ? resolve(body) : reject(new Error(`response cut short after ${JSON.stringify(body)}`))));
+      res.on('error', reject);
+      res.on('aborted', () => reject(new Error(`response aborted after ${JSON.stringify(body)}`)));
+    });
+    request.on('error', reject);
+    request.end();
+  });
+  done.catch(() => {}); // observed by the test that awaits it
+  return { started, done };
 }

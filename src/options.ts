@@ -147,6 +147,9 @@ const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 /** The largest delay Node's timers take; anything longer fires after 1 ms (TimeoutOverflowWarning). */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
+/** The most workers (slots) a master runs: each slot costs one socket per TCP address, kept for the master's life. */
+export const MAX_WORKERS = 1024;
+
 /** What a value must be; one kind, one checker (checkValue). */
 export type Check =
   | { kind: 'duration'; min: 0 | 1 }
@@ -206,7 +209,7 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
   },
   heartbeatTimeout: {
     check: { kind: 'duration', min: 1 }, default: 5_000, shown: '`5_000`',
-    doc: "ms a ready worker may go without answering the master's heartbeat; then its slot's connections go to a sibling and it is replaced (killed at `stopTimeout`)",
+    doc: "ms a ready worker may go without answering the master's heartbeat; then its slot's connections go to a sibling and it is replaced (killed at `stopTimeout`). Counted in heartbeat intervals while the master runs (a monotonic clock), so a pause of the whole process group (Ctrl-Z, `docker pause`, a VM freeze) or a wall-clock step is not silence",
     cli: { flag: 'heartbeat-timeout', arg: 'T', help: 'a worker silent this long is taken out of service and replaced (default 5s)' },
   },
   startTimeout: {
@@ -215,8 +218,8 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     cli: { flag: 'start-timeout', arg: 'T', help: 'time a new worker has to become ready (default 30s)' },
   },
   workers: {
-    check: { kind: 'integer', min: 1, max: 1024 }, default: 1, shown: '`1`',
-    doc: 'worker processes per generation; on Linux each has its own SO_REUSEPORT socket',
+    check: { kind: 'integer', min: 1, max: MAX_WORKERS }, default: 1, shown: '`1`',
+    doc: 'worker processes per generation, 1 to 1024 (`MAX_WORKERS`, also the bound of `scale()`); on Linux each has its own SO_REUSEPORT socket',
     cli: { flag: 'workers', alias: 'w', arg: 'N', help: "worker processes per generation (default 1; max: one per CPU; -i N too)" },
   },
   ready: {

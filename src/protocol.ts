@@ -10,6 +10,7 @@
 // socket; the others stay dormant until the master asks it to `cover` a slot
 // that has no ready worker (invariant 11). So no fd ever travels after hello.
 import { timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './errors';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -124,11 +125,11 @@ export interface MasterStatus {
    * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
    */
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
+  omitted?: { workers: number; slots: number };
 }
 
-export class ProtocolError extends Error {
-  readonly code = 'ERR_HANDOVER_PROTOCOL';
-}
+export { ProtocolError };
 
 export function encode(message: Message): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');

@@ -160,7 +160,8 @@ describe('handover status|reload|stop', () => {
     // a request in flight: the drain lets it finish, and the command waits for all of that
     let slowDone = false;
     const slow = new Promise<string>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: master.port, path: '/slow?ms=2000', agent: false }, (res) => {
+      // long enough that a status poll (a CLI process, slow on a busy machine) sees it in flight
+      http.get({ host: '127.0.0.1', port: master.port, path: '/slow?ms=8000', agent: false }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (body += chunk));

@@ -188,6 +188,22 @@ describe('a pm2 ecosystem.config.js, unchanged', () => {
     expect(stop.stderr).toMatch(/note: two is not running; nothing to stop/);
     await pollUntil(() => ourProcesses().length === 0, 'every process to exit after the stop');
   });
+  it('in the foreground, several apps run as a master each; SIGTERM to the command stops them all, exit 0', async () => {
+    const { dir, env } = home();
+    fs.copyFileSync(HTTP_APP, path.join(dir, 'http.js'));
+    fs.writeFileSync(path.join(dir, 'handover.config.js'), `module.exports = { apps: [
+      { name: 'a', script: 'http.js', env: { PORT: '0' } }, { name: 'b', script: 'http.js', env: { PORT: '0' }, workers: 2 },
+    ] };`);
+    const run = foreground(env, dir, 'handover.config.js');
+    const a = await serving(env, dir, 'a', 1, run.output);
+    const b = await serving(env, dir, 'b', 2, run.output);
+    expect(await get(portOf(a))).toBe('hello from http, no greeting\n');
+    expect(await get(portOf(b))).toBe('hello from http, no greeting\n');
+    run.proc.kill('SIGTERM');
+    await pollUntil(() => run.proc.exitCode !== null, 'the command to exit');
+    expect(run.proc.exitCode).toBe(0);
+    await pollUntil(() => ourProcesses().length === 0, 'both masters and their workers to exit');
+  });
 });
 
 describe('pm2 habits on the command line', () => {
@@ -316,7 +332,7 @@ describe('handover logs', () => {
     const logs = await pollUntil(async () => {
       const out = await cli(env, dir, 'logs', 'chatty', '--lines', '100000');
       return out.stdout.includes('] line 6999\n') ? out : undefined;
-    }, 'the last line to reach the ring');
+    }, 'the last line to reach the ring', 90_000);
     const lines = logs.stdout.trimEnd().split('\n');
     expect(lines).toHaveLength(RING_LINES);
     expect(logs.stdout).not.toMatch(/\] line 0\n/);

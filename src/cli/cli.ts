@@ -31,8 +31,8 @@ const USAGE = `usage: handover <command> [options]
   scale [NAME] N                       run N workers: new ones start one at a time, each ready
                                        before the next; removed ones drain (SIGTTIN/SIGTTOU: one)
   restart [NAME]                       the same as reload (no downtime), as pm2 users type it
-  stop [NAME]                          drain and stop; returns once the master has stopped (a NAME
-                                       that is not running: exit 0 with a note)
+  stop [NAME] [--if-running]           drain and stop; returns once the master has stopped (a NAME
+                                       that is not running: exit 0 with a note; --if-running: silently)
   logs [NAME] [--lines N] [--follow] [--json]
                                        the master's and its workers' last output lines (default
                                        100), then with --follow the new ones; every master without NAME

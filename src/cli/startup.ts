@@ -46,7 +46,7 @@ export function unitName(name: string): string {
 }
 
 /** The unit for one app; its start flags decide TimeoutStopSec. */
-export function unitFor(app: AppPlan, version = systemdVersion(), root = process.getuid!() === 0): string {
+export function unitFor(app: AppPlan & { fromRunning?: boolean }, version = systemdVersion(), root = process.getuid!() === 0): string {
   const options = optionsFromFlags(parseArgs('start', app.argv, START_OPTIONS, true).options);
   const stopSeconds = Math.ceil(((options.stopTimeout ?? 20_000) + (options.stopDelay ?? 0)) / 1000) + STOP_MARGIN_S;
   const node = process.execPath;
@@ -71,6 +71,7 @@ export function unitFor(app: AppPlan, version = systemdVersion(), root = process
       : [`# systemd ${version || '< 253'}: Type=notify; ExecReload waits for the reload's outcome all the same.`, 'Type=notify']),
     'NotifyAccess=main',
     `WorkingDirectory=${app.cwd}`,
+    ...(app.fromRunning ? ['# The running master\'s environment is not copied: add the Environment= lines its app needs.'] : []),
     ...Object.entries(app.env).map(([k, v]) => `Environment=${quote(`${k}=${v}`)}`),
     `ExecStart=${start}`,
     '# Exits 0 once the new generation serves, 1 with the worker\'s error while the old one keeps serving.',
@@ -90,7 +91,7 @@ export function unitFor(app: AppPlan, version = systemdVersion(), root = process
 }
 
 /** The app a running master runs: its command line (from /proc) and directory. */
-async function runningApp(name: string | undefined, options: Map<string, string | true>): Promise<AppPlan> {
+async function runningApp(name: string | undefined, options: Map<string, string | true>): Promise<AppPlan & { fromRunning: true }> {
   const target = await locate(name, options);
   if (!target.entry) throw new UsageError('handover startup needs a master started with handover start (or a config file)');
   const argv = fs.readFileSync(`/proc/${target.entry.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
@@ -98,7 +99,7 @@ async function runningApp(name: string | undefined, options: Map<string, string 
   if (at < 0) throw new UsageError(`master ${target.entry.name} (pid ${target.entry.pid}) was not started with handover start`);
   const rest = argv.slice(at + 1);
   // the script's path as the master resolved it, so the unit does not depend on its directory
-  return { name: target.entry.name, cwd: target.entry.cwd, env: {}, argv: rest.includes('--name') ? rest : ['--name', target.entry.name, ...rest] };
+  return { name: target.entry.name, cwd: target.entry.cwd, env: {}, argv: rest.includes('--name') ? rest : ['--name', target.entry.name, ...rest], fromRunning: true };
 }
 
 export async function startup(parsed: ParsedArgs): Promise<number> {

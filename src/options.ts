@@ -79,6 +79,22 @@ export interface ServerOptions {
    * generation usually drains within Node's 5 s keep-alive timeout. Default 10.
    */
   maxDraining?: number;
+  /**
+   * ms over which a drain spreads the closes of connections that cannot move
+   * to the new generation (TLS and HTTP/2): each idle one is closed with a FIN
+   * (an HTTP/2 session gets its GOAWAY) at its own moment in the first
+   * `closeSpread` ms, so clients do not all reconnect in the same second. 0
+   * closes them all at once. At most stopTimeout. Default: min(stopTimeout / 2, 10_000).
+   */
+  closeSpread?: number;
+  /**
+   * ms between rotations of the TLS session-ticket keys that the master makes
+   * and every TLS server of every worker uses (so sessions resume on any
+   * worker and across reloads). A ticket resumes for at least one interval,
+   * so keep TLS servers' `sessionTimeout` (seconds, Node's default 300) at
+   * most this. At least 1_000. Default 3_600_000 (1 hour).
+   */
+  ticketKeyRotation?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -127,6 +143,8 @@ export interface ResolvedOptions {
   maxLifetime?: number;
   maxDraining: number;
   keepPrevious: number;
+  closeSpread: number;
+  ticketKeyRotation: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -157,6 +175,7 @@ const DEFAULTS = {
   rollout: 'parallel',
   maxDraining: 10,
   keepPrevious: 0,
+  ticketKeyRotation: 3_600_000,
   backlog: 1024,
   shared: false,
 } as const;
@@ -164,7 +183,7 @@ const DEFAULTS = {
 /** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
 const KNOWN = {
   mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
+  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, closeSpread: true, ticketKeyRotation: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
   unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
 } satisfies Record<keyof ServerOptions, true>;
 
@@ -304,6 +323,10 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
     maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
     keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
+    closeSpread: o.closeSpread === undefined
+      ? Math.min(Math.floor(Number(o.stopTimeout) / 2), 10_000)
+      : checkDuration('closeSpread', o.closeSpread, 0),
+    ticketKeyRotation: checkDuration('ticketKeyRotation', o.ticketKeyRotation, 1),
     ready: o.ready as ResolvedOptions['ready'],
     logger: checkLogger(o.logger),
     pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
@@ -315,6 +338,13 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     dynamicAddresses: o.dynamicAddresses === true,
     adminIdleTimeout: o.adminIdleTimeout === undefined ? 30_000 : checkDuration('adminIdleTimeout', o.adminIdleTimeout, 1),
   };
+  if (resolved.closeSpread > resolved.stopTimeout) {
+    throw new RangeError(`closeSpread (${resolved.closeSpread} ms) must be at most stopTimeout (${resolved.stopTimeout} ms): ` +
+      'connections still open at stopTimeout are cut, not closed gently');
+  }
+  if (resolved.ticketKeyRotation < 1_000) {
+    throw new RangeError(`ticketKeyRotation must be at least 1000 ms (every rotation is a frame to every worker), got ${resolved.ticketKeyRotation}`);
+  }
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
   if (resolved.mode === 'single' && resolved.workers !== 1) throw new TypeError('mode: \'single\' serves in one process; leave workers at 1');

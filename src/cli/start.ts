@@ -27,6 +27,8 @@ export const START_OPTIONS: OptionSpec[] = [
   { name: 'max-requests', value: 'required' },
   { name: 'max-lifetime', value: 'required' },
   { name: 'keep-previous', value: 'required' },
+  { name: 'close-spread', value: 'required' },
+  { name: 'ticket-key-rotation', value: 'required' },
   { name: 'user', value: 'required' },
   { name: 'group', value: 'required' },
   { name: 'env-file', value: 'required' },
@@ -59,6 +61,9 @@ program calls require('handover').ready().
   --max-requests N       recycle a worker after N requests (plus up to 10%, so workers do not recycle together)
   --max-lifetime T       recycle a worker after this long (plus up to 10%)
   --keep-previous T      keep the replaced generation parked this long: handover rollback is instant
+  --close-spread T       spread the closes of TLS and HTTP/2 connections over this long in a drain
+                         (default: half of --stop-timeout, at most 10s)
+  --ticket-key-rotation T  rotate the TLS session-ticket keys all workers share this often (default 1h)
   --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
   --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
   --wait-ready           ready only when the program calls require('handover').ready()
@@ -106,6 +111,8 @@ function serverOptions(o: ParsedArgs['options']): ServerOptions {
     maxRequests: parsed('max-requests', parseCount),
     maxLifetime: parsed('max-lifetime', parseDuration),
     keepPrevious: parsed('keep-previous', parseDuration),
+    closeSpread: parsed('close-spread', parseDuration),
+    ticketKeyRotation: parsed('ticket-key-rotation', parseDuration),
     controlDir: value('control-dir'),
   };
 }

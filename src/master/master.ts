@@ -18,6 +18,7 @@ import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
 import { handleSignals } from '../signals';
+import { TicketKeyRing } from '../ticket-keys';
 import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
@@ -40,6 +41,8 @@ export class Master {
   private readonly workers = new Map<number, WorkerProcess>();
   private readonly startedAt = Date.now();
   private readonly memory = new MasterMemory();
+  /** The TLS session-ticket keys of every worker (src/ticket-keys.ts). */
+  private readonly ticketKeys = new TicketKeyRing();
   private control?: ControlServer;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
@@ -128,6 +131,9 @@ export class Master {
         admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
       });
       if (this.options.pidFile) writePidFile(this.options.pidFile);
+      this.ticketKeys.start(this.options.ticketKeyRotation, (keys) => {
+        for (const w of this.workers.values()) w.send({ type: 'ticket-keys', keys });
+      });
       this.removeSignalHandlers = handleSignals({
         reloadSignals: this.options.reloadSignals,
         stopSignals: this.options.stopSignals,
@@ -240,6 +246,7 @@ export class Master {
     this.listeners.closeAll();
     await this.lifecycle.stop();
     this.memory.close();
+    this.ticketKeys.stop();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -299,7 +306,7 @@ export class Master {
       conn.write(encode({ type: 'refused', message: worker.failure }));
       return;
     }
-    void this.listeners.sendTo(conn, hello.addresses).then((failure) => (worker.failure = failure));
+    void this.listeners.sendTo(conn, hello.addresses, this.ticketKeys.wire).then((failure) => (worker.failure = failure));
   }
 
   private onWorkerMessage(worker: WorkerProcess, message: Message): void {

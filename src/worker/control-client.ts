@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { FrameDecoder, type Hello, type ListenerInfo, MAX_FDS_PER_MESSAGE, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
 import * as native from '../platform/native';
+import type { WireTicketKeys } from '../ticket-keys';
 
 
 /** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
@@ -34,8 +35,10 @@ async function connect(socketPath: string, deadline: number): Promise<number> {
 
 /** An established control connection. Emits 'message' (Message) and 'close'. */
 export class ControlClient extends EventEmitter {
-  private constructor(private readonly socket: net.Socket, decoder: FrameDecoder) {
+  /** `early`: frames that came in the same read as the hello's answer, emitted once the caller listens. */
+  private constructor(private readonly socket: net.Socket, decoder: FrameDecoder, early: Message[]) {
     super();
+    if (early.length > 0) setImmediate(() => early.forEach((message) => this.emit('message', message)));
     socket.on('error', () => {});
     socket.on('data', (chunk) => {
       let messages: Message[];
@@ -60,7 +63,7 @@ export class ControlClient extends EventEmitter {
     socketPath: string,
     hello: Hello,
     timeoutMs: number,
-  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[][] }> {
+  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[][]; ticketKeys?: WireTicketKeys }> {
     const deadline = Date.now() + timeoutMs;
     const fd = await connect(socketPath, deadline);
     const received: number[] = [];
@@ -68,11 +71,12 @@ export class ControlClient extends EventEmitter {
     try {
       await writeAll(fd, encode(hello), deadline);
       let answer: Message | undefined;
+      let early: Message[] = [];
       while (!answer) {
         const chunk = await native.recvFds(fd, MAX_FRAME_BYTES + 4, MAX_FDS_PER_MESSAGE, Math.max(1, deadline - Date.now()));
         received.push(...chunk.fds);
         if (chunk.data.length === 0) throw new Error(`${socketPath} closed the connection during the handshake (see its log)`);
-        answer = decoder.push(chunk.data)[0];
+        [answer, ...early] = decoder.push(chunk.data);
       }
       if (answer.type === 'refused') throw new Error(answer.message);
       const expected = answer.type === 'listeners' ? answer.listeners.reduce((n, l) => n + l.fds, 0) : 0;
@@ -82,7 +86,7 @@ export class ControlClient extends EventEmitter {
       let next = 0;
       const fds = answer.listeners.map((l) => received.slice(next, (next += l.fds)));
       const socket = new net.Socket({ fd, readable: true, writable: true });
-      return { client: new ControlClient(socket, decoder), listeners: answer.listeners, fds };
+      return { client: new ControlClient(socket, decoder, early), listeners: answer.listeners, fds, ticketKeys: answer.ticketKeys };
     } catch (error) {
       received.forEach(native.closeFd);
       native.closeFd(fd);

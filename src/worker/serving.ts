@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import type { ListenerInfo } from '../protocol';
 import * as native from '../platform/native';
 import { ServerDrain } from './drain';
+import type { TicketKeys } from '../ticket-keys';
 
 /** An address and how to build the server that serves it (in serving processes only). */
 export interface Registration {
@@ -42,7 +43,11 @@ export class Serving {
   /** Requests served (connections, on a plain net server): what maxRequests counts. */
   requests = 0;
 
-  constructor(private readonly registrations: Registration[]) {}
+  /** `closeSpread`: see ServerDrain; `ticketKeys`: what every TLS server issues and resumes tickets with. */
+  constructor(
+    private readonly registrations: Registration[],
+    private readonly tls: { closeSpread: number; ticketKeys: TicketKeys },
+  ) {}
 
   /** True once every server listens. */
   get started(): boolean {
@@ -72,7 +77,8 @@ export class Serving {
       const server = registration.create();
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
-      this.drains[i] = new ServerDrain(server);
+      this.tls.ticketKeys.use(server);
+      this.drains[i] = new ServerDrain(server, this.tls.closeSpread);
       server.on(this.drains[i].kind === 'net' ? 'connection' : 'request', () => this.requests++);
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);

@@ -9,6 +9,7 @@ import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { type Registration, Serving } from './serving';
+import { TicketKeys } from '../ticket-keys';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -35,6 +36,7 @@ export class Worker {
   private readonly masterPid = Number(spawnedWith[ENV.masterPid]);
   private readonly log: Logger;
   private readonly serving: Serving;
+  private readonly ticketKeys: TicketKeys;
   private control?: ControlClient;
   private draining = false;
   private finished!: () => void;
@@ -48,7 +50,8 @@ export class Worker {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'worker');
-    this.serving = new Serving(registrations);
+    this.ticketKeys = new TicketKeys(options.ticketKeyRotation, (line) => this.log.warn(line));
+    this.serving = new Serving(registrations, { closeSpread: options.closeSpread, ticketKeys: this.ticketKeys });
   }
 
   get bound(): string[] {
@@ -59,7 +62,7 @@ export class Worker {
   async run(): Promise<void> {
     guardAgainstOrphaning(this.masterPid, this.options.stopSignals[0], this.options.stopTimeout, this.log);
     this.installSignalHandlers();
-    const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
+    const { client, listeners, fds, ticketKeys } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
       token: spawnedWith[ENV.token]!,
       pid: process.pid,
@@ -68,7 +71,9 @@ export class Worker {
       addresses: this.registrations.map((r) => r.address),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
+    if (ticketKeys) this.ticketKeys.set(ticketKeys);
     client.on('message', (message) => {
+      if (message.type === 'ticket-keys') this.ticketKeys.set(message.keys);
       if (message.type === 'drain') this.drain('the master asked');
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();

@@ -1,0 +1,53 @@
+// What cannot move to the new generation (TLS, HTTP/2) still drains, but
+// the closes are spread over `closeSpread` ms: each connection gets its own
+// moment, so its clients reconnect (a full TLS handshake each, before session
+// resumption) over that window and not in the same second (Figma's
+// 2020-04-29 postmortem; HAProxy's close-spread-time, Envoy's gradual drain).
+import type * as http from 'node:http';
+import type * as net from 'node:net';
+
+/**
+ * Calls each of `closes` at its own moment in the first `windowMs`: of n, the
+ * i-th at a random point of the i-th n-th of the window, so the moments cover
+ * it evenly whatever n is. With a window of 0, all at once.
+ */
+export function spreadOver(windowMs: number, closes: (() => void)[]): void {
+  if (windowMs <= 0) return closes.forEach((close) => close());
+  const n = closes.length;
+  // unref: the connections themselves keep the draining process up.
+  closes.forEach((close, i) => setTimeout(close, ((i + Math.random()) * windowMs) / n).unref());
+}
+
+type Parser = { socket?: net.Socket };
+
+/**
+ * The HTTP/1 connections Node itself counts as idle at a request boundary
+ * (no request being read): the list `server.closeIdleConnections()` uses,
+ * not public API, so found by the symbol's name. Undefined where it is missing.
+ */
+function idleByNode(server: net.Server): Set<net.Socket> | undefined {
+  const key = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
+  const list = key && (server as unknown as Record<symbol, { idle?: () => Parser[] }>)[key];
+  if (typeof list?.idle !== 'function') return undefined;
+  return new Set(list.idle().map((p) => p.socket).filter((s): s is net.Socket => s !== undefined));
+}
+
+/**
+ * For each of `sockets` (HTTP/1 on `server`), a close for its moment: a FIN
+ * (on TLS, after close_notify) if the connection is still where it was idle
+ * when the drain began, having read nothing since. One that was busy then, or
+ * has received a request since, is left alone: the drain makes that request's
+ * response say `Connection: close`, and Node ends the connection after it.
+ */
+export function closesWhenIdle(server: net.Server, sockets: net.Socket[]): (() => void)[] {
+  const idle = idleByNode(server);
+  return sockets.map((socket) => {
+    const response = () => (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    // A connection that has not sent a request yet is not on Node's list.
+    const idleNow = !response() && (idle === undefined || idle.has(socket) || socket.bytesRead === 0);
+    const bytesRead = socket.bytesRead;
+    return () => {
+      if (idleNow && !response() && socket.bytesRead === bytesRead) socket.end();
+    };
+  });
+}

@@ -132,6 +132,7 @@ export class Master {
       });
       if (this.options.pidFile) writePidFile(this.options.pidFile);
       this.ticketKeys.start(this.options.ticketKeyRotation, (keys) => {
+        this.log.info('rotated the TLS session-ticket keys; tickets under the previous key still resume');
         for (const w of this.workers.values()) w.send({ type: 'ticket-keys', keys });
       });
       this.removeSignalHandlers = handleSignals({

@@ -76,6 +76,32 @@ describe('closeSpread', () => {
     expect(master.stderr, 'the drain closed them, not stopTimeout').not.toMatch(/stopTimeout \(\d+ ms\): closing/);
   });
 
+  it('a TLS connection with a request in flight when the drain begins is not closed at its moment: its response comes, saying Connection: close', async () => {
+    const master = await startMaster({
+      script: 'test/fixtures/tls-app.js',
+      fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread: 500 },
+    });
+    // answered 1 s after the drain begins: after its moment in the 500 ms window, whatever the machine's speed
+    let sent!: () => void;
+    const written = new Promise<void>((resolve) => (sent = resolve));
+    const outcome = new Promise<{ text: string; ended: boolean; errors: string[] }>((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: master.port, rejectUnauthorized: false });
+      const state = { text: '', ended: false, errors: [] as string[] };
+      socket.once('secureConnect', () => socket.write('GET /?afterDrain=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n', () => sent()));
+      socket.setEncoding('utf8').on('data', (chunk: string) => (state.text += chunk));
+      socket.on('end', () => (state.ended = true));
+      socket.on('error', (error: NodeJS.ErrnoException) => state.errors.push(error.code ?? error.message));
+      socket.on('close', () => resolve(state));
+    });
+    await written; // and the drain begins only once a new worker is ready, long after it arrives
+    expect((await master.reload()).event).toBe('reloaded');
+    const { text, ended, errors } = await outcome;
+    expect(errors, 'errors').toEqual([]);
+    expect(text, 'the response came').toMatch(/\r\n\r\nok$/);
+    expect(text, 'saying it closes the connection').toMatch(/^connection: close\r$/im);
+    expect(ended, 'then a FIN').toBe(true);
+  });
+
   it('idle HTTP/2 sessions across a reload get their GOAWAY spread over the window, none with an error', async () => {
     const master = await startMaster({ script: 'test/fixtures/h2-app.js', env: { H2_CLOSE_SPREAD: String(WINDOW_MS) } });
     const sessions = await Promise.all(Array.from({ length: 20 }, () => new Promise<{ closedAt?: number; goaway: boolean; errors: string[] }>((resolve, reject) => {

@@ -182,5 +182,7 @@ describe('TLS session resumption', () => {
     expect(result.renewed.reused, 'a session from before the rotation resumes (the previous key still decrypts)').toBe(true);
     expect(result.renewed.keyName, 'and its new ticket is under the current key').toBe(result.renewedKey);
     expect(result.retired.reused, 'a session two rotations old is a full handshake (its key is gone)').toBe(false);
+    expect(master.stderr, 'the worker says that tickets living 300 s outlive keys rotated every 4 s')
+      .toContain('a TLS server has sessionTimeout 300 s, longer than ticketKeyRotation (4000 ms)');
   });
 });

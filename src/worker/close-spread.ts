@@ -34,20 +34,20 @@ function idleByNode(server: net.Server): Set<net.Socket> | undefined {
 
 /**
  * For each of `sockets` (HTTP/1 on `server`), a close for its moment: a FIN
- * (on TLS, after close_notify) if the connection is still where it was idle
- * when the drain began, having read nothing since. One that was busy then, or
- * has received a request since, is left alone: the drain makes that request's
- * response say `Connection: close`, and Node ends the connection after it.
+ * (on TLS, after close_notify) if it is idle: no response pending, and
+ * nothing read since the drain began, when it was at a request boundary. One
+ * with a request is left alone: the drain makes that request's response say
+ * `Connection: close`, and Node ends the connection after it.
  */
 export function closesWhenIdle(server: net.Server, sockets: net.Socket[]): (() => void)[] {
   const idle = idleByNode(server);
   return sockets.map((socket) => {
-    const response = () => (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    // A connection that has not sent a request yet is not on Node's list.
-    const idleNow = !response() && (idle === undefined || idle.has(socket) || socket.bytesRead === 0);
+    // Between requests (a connection that has sent none is not on Node's list), or reading one.
+    const atBoundary = idle === undefined || idle.has(socket) || socket.bytesRead === 0;
     const bytesRead = socket.bytesRead;
     return () => {
-      if (idleNow && !response() && socket.bytesRead === bytesRead) socket.end();
+      const response = (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (atBoundary && !response && socket.bytesRead === bytesRead) socket.end();
     };
   });
 }

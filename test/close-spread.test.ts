@@ -102,6 +102,35 @@ describe('closeSpread', () => {
     expect(ended, 'then a FIN').toBe(true);
   });
 
+  it('a TLS connection half-way through sending its request headers when the drain begins is not closed at its moment: once they are whole, its response comes', async () => {
+    const master = await startMaster({
+      script: 'test/fixtures/tls-app.js',
+      fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread: 1_000 },
+    });
+    let sent!: () => void;
+    const written = new Promise<void>((resolve) => (sent = resolve));
+    const socket = tls.connect({ host: '127.0.0.1', port: master.port, rejectUnauthorized: false });
+    const outcome = new Promise<{ text: string; errors: string[] }>((resolve) => {
+      const state = { text: '', errors: [] as string[] };
+      socket.once('secureConnect', () => socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n', () => sent()));
+      socket.setEncoding('utf8').on('data', (chunk: string) => (state.text += chunk));
+      socket.on('error', (error: NodeJS.ErrnoException) => state.errors.push(error.code ?? error.message));
+      socket.on('close', () => resolve(state));
+    });
+    await written;
+    // Idle connections accepted after it: the drain gives each a later moment than
+    // the first connection's, so once they have all closed, its moment has passed.
+    const later: Idle[] = [];
+    for (let i = 0; i < 5; i++) later.push(await idleConnection(master.port));
+    expect((await master.reload()).event).toBe('reloaded');
+    await pollUntil(() => later.every((c) => c.closedAt !== undefined), 'the idle connections to close');
+    socket.write('\r\n');
+    const { text, errors } = await outcome;
+    expect(errors, 'errors').toEqual([]);
+    expect(text, 'the response came').toMatch(/\r\n\r\nok$/);
+    expect(text, 'saying it closes the connection').toMatch(/^connection: close\r$/im);
+  });
+
   it('idle HTTP/2 sessions across a reload get their GOAWAY spread over the window, none with an error', async () => {
     const master = await startMaster({ script: 'test/fixtures/h2-app.js', env: { H2_CLOSE_SPREAD: String(WINDOW_MS) } });
     const sessions = await Promise.all(Array.from({ length: 20 }, () => new Promise<{ closedAt?: number; goaway: boolean; errors: string[] }>((resolve, reject) => {

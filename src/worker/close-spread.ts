@@ -42,7 +42,7 @@ function idleByNode(server: net.Server): Set<net.Socket> | undefined {
 export function closesWhenIdle(server: net.Server, sockets: net.Socket[]): (() => void)[] {
   const idle = idleByNode(server);
   return sockets.map((socket) => {
-    // Between requests (a connection that has sent none is not on Node's list), or reading one.
+    // Not reading a request: on Node's list, or fresh (one that has sent none is not on it).
     const atBoundary = idle === undefined || idle.has(socket) || socket.bytesRead === 0;
     const bytesRead = socket.bytesRead;
     return () => {

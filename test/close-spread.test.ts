@@ -9,9 +9,11 @@
 // once fill one (two if they straddle a boundary).
 //
 // Sensitivity, checked by hand: with spreadOver() calling every close at once
-// both tests see 1 bucket; with idle TLS connections not closed at all (the
-// drain before closeSpread), they stay open until stopTimeout and the worker
-// logs that it cut them.
+// the TLS and HTTP/2 spread tests see 1 bucket; with idle TLS connections not
+// closed at all (the drain before closeSpread) they are all cut together at
+// stopTimeout (1 bucket); without the pending-response check at a
+// connection's moment, the request in flight gets no response; with every
+// connection taken as at a request boundary, the half-sent request gets none.
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -56,12 +58,31 @@ function idleConnection(port: number): Promise<Idle> {
   });
 }
 
+/** The TLS app with idle connections kept 600 s, closes spread over `closeSpread`. */
+const startTlsApp = (closeSpread: number) => startMaster({
+  script: 'test/fixtures/tls-app.js',
+  fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread },
+});
+
+/** A TLS connection that writes `request`; `written` once it has, `outcome` once it has closed. */
+function requesting(port: number, request: string) {
+  let sent!: () => void;
+  const written = new Promise<void>((resolve) => (sent = resolve));
+  const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+  const outcome = new Promise<{ text: string; ended: boolean; errors: string[] }>((resolve) => {
+    const state = { text: '', ended: false, errors: [] as string[] };
+    socket.once('secureConnect', () => socket.write(request, () => sent()));
+    socket.setEncoding('utf8').on('data', (chunk: string) => (state.text += chunk));
+    socket.on('end', () => (state.ended = true));
+    socket.on('error', (error: NodeJS.ErrnoException) => state.errors.push(error.code ?? error.message));
+    socket.on('close', () => resolve(state));
+  });
+  return { socket, written, outcome };
+}
+
 describe('closeSpread', () => {
   it(`${CONNECTIONS} idle TLS keep-alive connections (keepAliveTimeout 600 s) across a reload close with a FIN, spread over the window, none with an error`, async () => {
-    const master = await startMaster({
-      script: 'test/fixtures/tls-app.js',
-      fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread: WINDOW_MS },
-    });
+    const master = await startTlsApp(WINDOW_MS);
     const connections: Idle[] = [];
     for (let i = 0; i < CONNECTIONS; i += 10) {
       connections.push(...await Promise.all(Array.from({ length: 10 }, () => idleConnection(master.port))));
@@ -77,22 +98,9 @@ describe('closeSpread', () => {
   });
 
   it('a TLS connection with a request in flight when the drain begins is not closed at its moment: its response comes, saying Connection: close', async () => {
-    const master = await startMaster({
-      script: 'test/fixtures/tls-app.js',
-      fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread: 500 },
-    });
+    const master = await startTlsApp(500);
     // answered 1 s after the drain begins: after its moment in the 500 ms window, whatever the machine's speed
-    let sent!: () => void;
-    const written = new Promise<void>((resolve) => (sent = resolve));
-    const outcome = new Promise<{ text: string; ended: boolean; errors: string[] }>((resolve) => {
-      const socket = tls.connect({ host: '127.0.0.1', port: master.port, rejectUnauthorized: false });
-      const state = { text: '', ended: false, errors: [] as string[] };
-      socket.once('secureConnect', () => socket.write('GET /?afterDrain=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n', () => sent()));
-      socket.setEncoding('utf8').on('data', (chunk: string) => (state.text += chunk));
-      socket.on('end', () => (state.ended = true));
-      socket.on('error', (error: NodeJS.ErrnoException) => state.errors.push(error.code ?? error.message));
-      socket.on('close', () => resolve(state));
-    });
+    const { written, outcome } = requesting(master.port, 'GET /?afterDrain=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n');
     await written; // and the drain begins only once a new worker is ready, long after it arrives
     expect((await master.reload()).event).toBe('reloaded');
     const { text, ended, errors } = await outcome;
@@ -103,20 +111,8 @@ describe('closeSpread', () => {
   });
 
   it('a TLS connection half-way through sending its request headers when the drain begins is not closed at its moment: once they are whole, its response comes', async () => {
-    const master = await startMaster({
-      script: 'test/fixtures/tls-app.js',
-      fixture: { keepAliveTimeout: 600_000, stopTimeout: 30_000, closeSpread: 1_000 },
-    });
-    let sent!: () => void;
-    const written = new Promise<void>((resolve) => (sent = resolve));
-    const socket = tls.connect({ host: '127.0.0.1', port: master.port, rejectUnauthorized: false });
-    const outcome = new Promise<{ text: string; errors: string[] }>((resolve) => {
-      const state = { text: '', errors: [] as string[] };
-      socket.once('secureConnect', () => socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n', () => sent()));
-      socket.setEncoding('utf8').on('data', (chunk: string) => (state.text += chunk));
-      socket.on('error', (error: NodeJS.ErrnoException) => state.errors.push(error.code ?? error.message));
-      socket.on('close', () => resolve(state));
-    });
+    const master = await startTlsApp(1_000);
+    const { socket, written, outcome } = requesting(master.port, 'GET / HTTP/1.1\r\nHost: localhost\r\n');
     await written;
     // Idle connections accepted after it: the drain gives each a later moment than
     // the first connection's, so once they have all closed, its moment has passed.

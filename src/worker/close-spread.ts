@@ -9,13 +9,18 @@ import type * as net from 'node:net';
 /**
  * Calls each of `closes` at its own moment in the first `windowMs`: of n, the
  * i-th at a random point of the i-th n-th of the window, so the moments cover
- * it evenly whatever n is. With a window of 0, all at once.
+ * it evenly whatever n is. With a window of 0, all at once. Returns what
+ * cancels the closes still to come (a parked generation put back by a rollback).
  */
-export function spreadOver(windowMs: number, closes: (() => void)[]): void {
-  if (windowMs <= 0) return closes.forEach((close) => close());
+export function spreadOver(windowMs: number, closes: (() => void)[]): () => void {
+  if (windowMs <= 0) {
+    closes.forEach((close) => close());
+    return () => {};
+  }
   const n = closes.length;
   // unref: the connections themselves keep the draining process up.
-  closes.forEach((close, i) => setTimeout(close, ((i + Math.random()) * windowMs) / n).unref());
+  const timers = closes.map((close, i) => setTimeout(close, ((i + Math.random()) * windowMs) / n).unref());
+  return () => timers.forEach(clearTimeout);
 }
 
 type Parser = { socket?: net.Socket };

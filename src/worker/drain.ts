@@ -143,6 +143,8 @@ export class ServerDrain {
   private readonly sessions = new Map<http2.Http2Session, net.Socket | undefined>();
   /** The socket whose session Node is creating (it emits 'session' synchronously). */
   private accepted?: net.Socket;
+  /** Cancels the spread closes still to come. */
+  private cancelCloses = () => {};
 
   /** `closeSpread`: ms over which the closes of what cannot move are spread. */
   constructor(readonly server: net.Server, private readonly closeSpread = 0) {
@@ -226,6 +228,7 @@ export class ServerDrain {
 
   /** After a park (keepPrevious), a rollback: serve normally again (the caller listens again). */
   resume(): void {
+    this.cancelCloses();
     this.draining = false;
     this.closing = false;
   }
@@ -266,7 +269,7 @@ export class ServerDrain {
     const tell = [...told].map((socket) => () => socket.emit(SOCKET_DRAIN_EVENT));
     // HTTP/1 over TLS: on an https server, or an http2 one with allowHTTP1.
     const http1 = [...this.secureSockets].filter((s) => !this.upgraded.has(s) && (this.kind === 'http' || (this.kind === 'http2' && s.alpnProtocol !== 'h2')));
-    spreadOver(this.closeSpread, [
+    this.cancelCloses = spreadOver(this.closeSpread, [
       ...[...this.sessions].map(([session, socket]) => () => closeSession(session, socket)),
       ...(secure ? [...tell, ...closesWhenIdle(this.server, http1)] : []),
     ]);

@@ -9,7 +9,9 @@
 // `handover start` tests resume about half the handshakes and fail; with the
 // ring not keeping the previous key, the rotation test fails on the session
 // issued before the rotation; with the ring never retiring it, it fails on
-// the session two rotations old.
+// the session two rotations old; without the keys put back after the
+// application's setSecureContext(), the renewed-certificate test resumes about
+// half; without the sessionTimeout warning, the rotation test fails on it.
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -95,6 +97,14 @@ describe('TLS session resumption', () => {
       expect(after.resumed, `${version}: resumed of 20 after the reload, with a session from generation 1`).toBe(20);
       expect([...after.pids].sort(), `${version}: both new workers answered`).toEqual(workerPids(master, 2));
     }
+  });
+
+  it('a server whose certificate the application renews with setSecureContext() keeps the shared keys: 20 of 20 resume on both slots', async () => {
+    const master = await startMaster({ script: 'test/fixtures/tls-app.js', fixture: { workers: 2, renewContext: true } });
+    const session = await firstSession(master.port, 'TLSv1.3');
+    const resumed = await resumptions(master.port, 'TLSv1.3', session);
+    expect(resumed.resumed, 'resumed of 20').toBe(20);
+    expect([...resumed.pids].sort(), 'both workers answered').toEqual(workerPids(master, 1));
   });
 
   it('`handover start`: an unmodified https program with --workers 2 resumes 20 of 20 before and after a reload', async () => {

@@ -16,7 +16,8 @@
 // connection taken as at a request boundary, the half-sent request gets none.
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { spreadOver } from '../src/worker/close-spread';
 import { cleanUp, pollUntil, startMaster } from './helpers/processes';
 
 afterEach(cleanUp);
@@ -79,6 +80,33 @@ function requesting(port: number, request: string) {
   });
   return { socket, written, outcome };
 }
+
+describe('spreadOver', () => {
+  it('gives each of n closes a moment in its own n-th of the window; 0 is all at once; cancelling stops the rest', () => {
+    vi.useFakeTimers();
+    try {
+      const at: number[] = [];
+      const start = Date.now();
+      spreadOver(1_000, Array.from({ length: 10 }, (_, i) => () => (at[i] = Date.now() - start)));
+      vi.advanceTimersByTime(1_000);
+      expect(at.map((t, i) => t >= i * 100 && t <= (i + 1) * 100), 'each in its tenth').toEqual(Array(10).fill(true));
+
+      let now = 0;
+      spreadOver(0, [() => now++, () => now++]);
+      expect(now, 'a window of 0: at once').toBe(2);
+
+      let later = 0;
+      const cancel = spreadOver(1_000, Array.from({ length: 10 }, () => () => later++));
+      vi.advanceTimersByTime(450);
+      cancel();
+      vi.advanceTimersByTime(1_000);
+      expect(later, 'only the moments before the cancel').toBeLessThanOrEqual(5);
+      expect(later).toBeGreaterThanOrEqual(4);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
 
 describe('closeSpread', () => {
   it(`${CONNECTIONS} idle TLS keep-alive connections (keepAliveTimeout 600 s) across a reload close with a FIN, spread over the window, none with an error`, async () => {

@@ -20,7 +20,7 @@ import { adoptPidFile, removePidFile, writePidFile } from './platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from './platform/systemd';
 import { handleSignals } from './signals';
 import { WorkerProcess } from './master/worker-process';
-import { TicketKeyRing, TicketKeys } from './ticket-keys';
+import { TicketKeyRing } from './ticket-keys';
 
 const SUCCESSOR = {
   socket: 'HANDOVER_SUCCESSOR_SOCKET',
@@ -35,7 +35,6 @@ export class SingleProcess {
   private readonly log: Logger;
   private readonly listeners: ListenerSet;
   private readonly serving: Serving;
-  private readonly ticketKeys: TicketKeys;
   /** This process keeps the TLS ticket keys (made here, or handed over by the predecessor) and passes them on. */
   private ticketKeyRing?: TicketKeyRing;
   private readonly startedAt = Date.now();
@@ -59,8 +58,7 @@ export class SingleProcess {
   ) {
     this.log = createLogger(options.logger, 'single');
     this.listeners = new ListenerSet({ slots: 1, backlog: options.backlog, shared: options.shared, unixMode: options.unixSocketMode });
-    this.ticketKeys = new TicketKeys(options.ticketKeyRotation, (line) => this.log.warn(line));
-    this.serving = new Serving(registrations, { closeSpread: options.closeSpread, ticketKeys: this.ticketKeys });
+    this.serving = new Serving(registrations, options, (line) => this.log.warn(line));
   }
 
   get bound(): string[] {
@@ -71,8 +69,8 @@ export class SingleProcess {
     const done = new Promise<void>((resolve) => (this.stopped = resolve));
     const predecessor = process.env[SUCCESSOR.socket] ? await this.takeOver() : undefined;
     this.ticketKeyRing ??= new TicketKeyRing();
-    this.ticketKeys.set(this.ticketKeyRing.wire);
-    this.ticketKeyRing.start(this.options.ticketKeyRotation, (keys) => this.ticketKeys.set(keys));
+    this.serving.ticketKeys.set(this.ticketKeyRing.wire);
+    this.ticketKeyRing.start(this.options.ticketKeyRotation, (keys) => this.serving.ticketKeys.set(keys));
     const addresses = this.registrations.map((r) => r.address);
     try {
       if (!predecessor) this.listeners.adopt(takeActivatedSockets());

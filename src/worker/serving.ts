@@ -4,7 +4,8 @@ import * as net from 'node:net';
 import type { ListenerInfo } from '../protocol';
 import * as native from '../platform/native';
 import { ServerDrain } from './drain';
-import type { TicketKeys } from '../ticket-keys';
+import type { ResolvedOptions } from '../options';
+import { TicketKeys } from '../ticket-keys';
 
 /** An address and how to build the server that serves it (in serving processes only). */
 export interface Registration {
@@ -43,11 +44,17 @@ export class Serving {
   /** Requests served (connections, on a plain net server): what maxRequests counts. */
   requests = 0;
 
-  /** `closeSpread`: see ServerDrain; `ticketKeys`: what every TLS server issues and resumes tickets with. */
+  /** What every TLS server issues and resumes tickets with; set from what the master sends. */
+  readonly ticketKeys: TicketKeys;
+
+  /** `warn`: for a TLS server whose tickets would outlive the keys (see TicketKeys). */
   constructor(
     private readonly registrations: Registration[],
-    private readonly tls: { closeSpread: number; ticketKeys: TicketKeys },
-  ) {}
+    private readonly options: Pick<ResolvedOptions, 'closeSpread' | 'ticketKeyRotation'>,
+    warn: (line: string) => void,
+  ) {
+    this.ticketKeys = new TicketKeys(options.ticketKeyRotation, warn);
+  }
 
   /** True once every server listens. */
   get started(): boolean {
@@ -77,8 +84,8 @@ export class Serving {
       const server = registration.create();
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
-      this.tls.ticketKeys.use(server);
-      this.drains[i] = new ServerDrain(server, this.tls.closeSpread);
+      this.ticketKeys.use(server);
+      this.drains[i] = new ServerDrain(server, this.options.closeSpread);
       server.on(this.drains[i].kind === 'net' ? 'connection' : 'request', () => this.requests++);
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);

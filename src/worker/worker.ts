@@ -9,7 +9,6 @@ import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
 import { type Registration, Serving } from './serving';
-import { TicketKeys } from '../ticket-keys';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -36,7 +35,6 @@ export class Worker {
   private readonly masterPid = Number(spawnedWith[ENV.masterPid]);
   private readonly log: Logger;
   private readonly serving: Serving;
-  private readonly ticketKeys: TicketKeys;
   private control?: ControlClient;
   private draining = false;
   private finished!: () => void;
@@ -50,8 +48,7 @@ export class Worker {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'worker');
-    this.ticketKeys = new TicketKeys(options.ticketKeyRotation, (line) => this.log.warn(line));
-    this.serving = new Serving(registrations, { closeSpread: options.closeSpread, ticketKeys: this.ticketKeys });
+    this.serving = new Serving(registrations, options, (line) => this.log.warn(line));
   }
 
   get bound(): string[] {
@@ -71,9 +68,9 @@ export class Worker {
       addresses: this.registrations.map((r) => r.address),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
-    if (ticketKeys) this.ticketKeys.set(ticketKeys);
+    if (ticketKeys) this.serving.ticketKeys.set(ticketKeys);
     client.on('message', (message) => {
-      if (message.type === 'ticket-keys') this.ticketKeys.set(message.keys);
+      if (message.type === 'ticket-keys') this.serving.ticketKeys.set(message.keys);
       if (message.type === 'drain') this.drain('the master asked');
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();

@@ -1,6 +1,7 @@
 // Listening sockets (TCP and Unix), their bound address, dup/close, a
-// non-blocking Unix connect, Unix datagrams (sd_notify), and one small write
-// that goes out whole or not at all.
+// non-blocking Unix connect, Unix datagrams (sd_notify), one small write
+// that goes out whole or not at all, and what a stop needs from a listening
+// socket: refuse new handshakes, read the accept queue's length, shut it down.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -11,7 +12,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <linux/filter.h>
 #include <linux/sockios.h>
+#include <netinet/tcp.h>
 #endif
 
 #include <cstring>
@@ -68,6 +71,7 @@ struct TcpOptions {
   int backlog = 511;
   bool reusePort = false;
   bool ipv6Only = false;
+  bool listen = true;
 };
 
 bool ReadTcpOptions(const Napi::CallbackInfo& info, TcpOptions* out) {
@@ -93,6 +97,7 @@ bool ReadTcpOptions(const Napi::CallbackInfo& info, TcpOptions* out) {
   out->backlog = static_cast<int>(backlog);
   out->reusePort = o.Get("reusePort").ToBoolean().Value();
   out->ipv6Only = o.Get("ipv6Only").ToBoolean().Value();
+  if (!o.Get("listen").IsUndefined()) out->listen = o.Get("listen").ToBoolean().Value();
   return true;
 }
 
@@ -129,7 +134,9 @@ UniqueFd BindTcp(Napi::Env env, const TcpOptions& opts, TcpTarget* target) {
   return fd;
 }
 
-// bindTcp({host, port, backlog?, reusePort?, ipv6Only?}) -> fd
+// bindTcp({host, port, backlog?, reusePort?, ipv6Only?, listen?}) -> fd.
+// `listen: false` binds only: a socket of a SO_REUSEPORT group takes no
+// connection until someone calls listen(2) on it (the worker that serves it).
 Napi::Value BindTcpListener(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TcpOptions opts;
@@ -137,7 +144,7 @@ Napi::Value BindTcpListener(const Napi::CallbackInfo& info) {
   TcpTarget target;
   UniqueFd fd = BindTcp(env, opts, &target);
   if (!fd.valid()) return env.Undefined();
-  if (listen(fd.get(), opts.backlog) < 0) {
+  if (opts.listen && listen(fd.get(), opts.backlog) < 0) {
     ThrowSystemError(env, errno, "listen", target.label);
     return env.Undefined();
   }
@@ -317,6 +324,71 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// refuseNewConnections(fd) -> true if attached (Linux, TCP). A classic BPF
+// socket filter that drops every segment with SYN set and ACK clear: no new
+// handshake starts on the socket (the client retries its SYN later, by when
+// the socket is closed and it gets ECONNREFUSED), while handshakes already
+// under way complete and queued connections stay to be accepted. Needs no
+// privilege. Every socket of a SO_REUSEPORT group needs its own filter.
+Napi::Value RefuseNewConnections(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+#ifdef __linux__
+  // The program sees the TCP header at offset 0; byte 13 holds the flags.
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
+      BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),  // SYN | ACK
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),           // a new SYN: dropped
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),  // anything else: kept whole
+  };
+  sock_fprog program{static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0) {
+    ThrowSystemError(env, errno, "setsockopt", "fd " + std::to_string(fd) + " SO_ATTACH_FILTER");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
+// acceptQueueLength(fd) -> connections waiting to be accepted on a listening
+// TCP socket (TCP_INFO's tcpi_unacked, what `ss -lnt` shows as Recv-Q), or -1
+// where the platform cannot tell.
+Napi::Value AcceptQueueLength(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+#ifdef __linux__
+  tcp_info tcp{};
+  socklen_t len = sizeof(tcp);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &tcp, &len) < 0) {
+    ThrowSystemError(env, errno, "getsockopt", "fd " + std::to_string(fd) + " TCP_INFO");
+    return env.Undefined();
+  }
+  if (tcp.tcpi_state != TCP_LISTEN) return Napi::Number::New(env, 0);
+  return Napi::Number::New(env, tcp.tcpi_unacked);
+#else
+  return Napi::Number::New(env, -1);
+#endif
+}
+
+// shutdownListener(fd): shutdown(SHUT_RDWR) on a listening socket. It acts on
+// the socket, not the fd: every process holding a copy stops accepting, and
+// new connections are refused at once (Linux: ECONNREFUSED for TCP and Unix).
+// ENOTCONN (darwin, or not listening) is not an error.
+Napi::Value ShutdownListener(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+  if (shutdown(fd, SHUT_RDWR) < 0 && errno != ENOTCONN) {
+    ThrowSystemError(env, errno, "shutdown", "fd " + std::to_string(fd));
+  }
+  return env.Undefined();
+}
+
 // sendDatagram(path, data): one Unix datagram to a path or '@abstract' name.
 Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -393,6 +465,9 @@ void RegisterSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("probeTcp", Napi::Function::New(env, ProbeTcp, "probeTcp"));
   exports.Set("bindUnix", Napi::Function::New(env, BindUnixListener, "bindUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
+  exports.Set("refuseNewConnections", Napi::Function::New(env, RefuseNewConnections, "refuseNewConnections"));
+  exports.Set("acceptQueueLength", Napi::Function::New(env, AcceptQueueLength, "acceptQueueLength"));
+  exports.Set("shutdownListener", Napi::Function::New(env, ShutdownListener, "shutdownListener"));
   exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));

@@ -4,6 +4,7 @@
 /// <reference types="node" preserve="true" />
 export { Server, listenAndServe, listenAndServeTLS, isMaster, isWorker, isServing } from './server';
 export { ready } from './run/ready';
+export * from './errors';
 export type { Handler, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';

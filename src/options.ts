@@ -1,4 +1,6 @@
-// Server options, their defaults, and their validation.
+// Server options as one table (OPTIONS: name, check, default, doc, CLI flag),
+// from which validation, defaults, `handover start`'s flags and the README's
+// options table follow: a new option is one row.
 import * as os from 'node:os';
 import { type Identity, resolveIdentity } from './platform/identity';
 import type { Logger } from './log';
@@ -163,32 +165,177 @@ const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 /** The largest delay Node's timers take; anything longer fires after 1 ms (TimeoutOverflowWarning). */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
-const DEFAULTS = {
-  mode: 'master',
-  stopTimeout: 20_000,
-  startTimeout: 30_000,
-  reloadSignals: ['SIGHUP', 'SIGUSR1'],
-  stopSignals: ['SIGTERM', 'SIGINT'],
-  workers: 1,
-  heartbeatTimeout: 5_000,
-  stopDelay: 0,
-  rollout: 'parallel',
-  maxDraining: 10,
-  keepPrevious: 0,
-  ticketKeyRotation: 3_600_000,
-  backlog: 1024,
-  shared: false,
-} as const;
+/** The most workers (slots) a master runs: each slot costs one socket per TCP address, kept for the master's life. */
+export const MAX_WORKERS = 1024;
 
-/** Every option name, for the unknown-key check; `satisfies` keeps it in step with ServerOptions. */
-const KNOWN = {
-  mode: true, stopTimeout: true, startTimeout: true, reloadSignals: true, stopSignals: true, workers: true,
-  heartbeatTimeout: true, stopDelay: true, rollout: true, maxMemory: true, maxRequests: true, maxLifetime: true, maxDraining: true, keepPrevious: true, closeSpread: true, ticketKeyRotation: true, ready: true, logger: true, pidFile: true, backlog: true, shared: true,
-  unixSocketMode: true, controlDir: true, user: true, group: true, dynamicAddresses: true, adminIdleTimeout: true,
-} satisfies Record<keyof ServerOptions, true>;
+/** What a value must be; one kind, one checker (checkValue). */
+export type Check =
+  | { kind: 'duration'; min: 0 | 1 }
+  | { kind: 'integer'; min: number; max: number; what?: string }
+  | { kind: 'bytes' }
+  | { kind: 'mode' }
+  | { kind: 'choice'; values: readonly string[] }
+  | { kind: 'boolean' }
+  | { kind: 'string' }
+  | { kind: 'signals' }
+  | { kind: 'function'; why: string }
+  | { kind: 'logger' }
+  | { kind: 'account'; of: 'user' | 'group' };
 
-/** Options for handover's own use (the CLI, tests), left out of suggestions. */
-const INTERNAL = new Set(['dynamicAddresses', 'adminIdleTimeout']);
+/** The `handover start` flag of an option. */
+export interface CliFlag {
+  /** `--<flag>`. */
+  flag: string;
+  alias?: string;
+  /** The value's placeholder in --help (none for a boolean flag). */
+  arg?: string;
+  /** The line in `handover start --help`. */
+  help: string;
+}
+
+export interface OptionRow {
+  check: Check;
+  /** The value when the option is left out; a function for one computed at run time. */
+  default?: unknown;
+  /** The README's "default" cell. */
+  shown: string;
+  /** The README's "meaning" cell. */
+  doc: string;
+  cli?: CliFlag;
+  /** For handover's own use (the CLI, tests): no README row, never suggested. */
+  internal?: true;
+}
+
+/**
+ * Every option, in the README's order. Keyed by name, so the type checker
+ * makes sure each ServerOptions key has exactly one row.
+ */
+export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
+  mode: {
+    check: { kind: 'choice', values: ['master', 'single'] }, default: 'master', shown: "`'master'`",
+    doc: "`'single'`: no master, the process serves itself (see below)",
+  },
+  stopTimeout: {
+    check: { kind: 'duration', min: 1 }, default: 20_000, shown: '`20_000`',
+    doc: 'ms a draining worker has to finish in-flight requests; then it is closed',
+    cli: { flag: 'stop-timeout', arg: 'T', help: 'time a draining worker has to finish (default 20s; 500ms, 30s, 2m)' },
+  },
+  stopDelay: {
+    check: { kind: 'duration', min: 0 }, default: 0, shown: '`0`',
+    doc: 'ms after a stop signal during which new connections are still accepted and answered with `Connection: close`, before the listeners close (Kubernetes removes endpoints a few seconds after SIGTERM)',
+    cli: { flag: 'stop-delay', arg: 'T', help: 'after a stop signal, keep accepting this long, answering with\nConnection: close, before the listeners close (Kubernetes; default 0)' },
+  },
+  heartbeatTimeout: {
+    check: { kind: 'duration', min: 1 }, default: 5_000, shown: '`5_000`',
+    doc: "ms a ready worker may go without answering the master's heartbeat; then its slot's connections go to a sibling and it is replaced (killed at `stopTimeout`). Counted in heartbeat intervals while the master runs (a monotonic clock), so a pause of the whole process group (Ctrl-Z, `docker pause`, a VM freeze) or a wall-clock step is not silence",
+    cli: { flag: 'heartbeat-timeout', arg: 'T', help: 'a worker silent this long is taken out of service and replaced (default 5s)' },
+  },
+  startTimeout: {
+    check: { kind: 'duration', min: 1 }, default: 30_000, shown: '`30_000`',
+    doc: 'ms a new worker has to become ready; else it is killed and the reload fails',
+    cli: { flag: 'start-timeout', arg: 'T', help: 'time a new worker has to become ready (default 30s)' },
+  },
+  workers: {
+    check: { kind: 'integer', min: 1, max: MAX_WORKERS }, default: 1, shown: '`1`',
+    doc: 'worker processes per generation, 1 to 1024 (`MAX_WORKERS`, also the bound of `scale()`); on Linux each has its own SO_REUSEPORT socket',
+    cli: { flag: 'workers', alias: 'w', arg: 'N', help: "worker processes per generation (default 1; max: one per CPU; -i N too)" },
+  },
+  ready: {
+    check: { kind: 'function', why: 'it runs in each worker before it serves' }, shown: 'none',
+    doc: '`async () => {}` run in each worker before it listens and reports ready (warm-up)',
+  },
+  reloadSignals: {
+    check: { kind: 'signals' }, default: ['SIGHUP', 'SIGUSR1'], shown: "`['SIGHUP', 'SIGUSR1']`",
+    doc: 'signals that reload',
+  },
+  stopSignals: {
+    check: { kind: 'signals' }, default: ['SIGTERM', 'SIGINT'], shown: "`['SIGTERM', 'SIGINT']`",
+    doc: 'signals that stop gracefully (SIGKILL/SIGSTOP are rejected: uncatchable)',
+  },
+  logger: {
+    check: { kind: 'logger' }, shown: 'stderr',
+    doc: '`false` silences; any `{ info, warn, error }` (console, pino) plugs in',
+  },
+  pidFile: {
+    check: { kind: 'string' }, shown: 'none',
+    doc: 'the master writes its pid here and removes it at stop',
+  },
+  backlog: {
+    check: { kind: 'integer', min: 1, max: 2 ** 31 - 1 }, default: 1024, shown: '`1024`',
+    doc: 'listen backlog of every socket the master binds',
+    cli: { flag: 'backlog', arg: 'N', help: 'listen() backlog of every socket the master binds (default 1024)' },
+  },
+  shared: {
+    check: { kind: 'boolean' }, default: false, shown: '`false`',
+    doc: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE',
+    cli: { flag: 'shared', help: 'join an existing SO_REUSEPORT group on purpose instead of failing with EADDRINUSE' },
+  },
+  unixSocketMode: {
+    check: { kind: 'mode' }, shown: 'umask',
+    doc: 'file mode of Unix sockets the master creates, e.g. `0o660`',
+    cli: { flag: 'unix-socket-mode', arg: 'MODE', help: 'file mode of Unix sockets the master creates, in octal (660)' },
+  },
+  controlDir: {
+    check: { kind: 'string' }, default: () => os.tmpdir(), shown: '`os.tmpdir()`',
+    doc: 'where the private (0700) control directory is made',
+    cli: { flag: 'control-dir', arg: 'DIR', help: 'where the private control directory is made (default: the temp dir)' },
+  },
+  rollout: {
+    check: { kind: 'choice', values: ['parallel', 'phased'] }, default: 'parallel', shown: "`'parallel'`",
+    doc: "`'phased'`: a reload replaces one worker at a time (see [Rollouts](#rollouts))",
+    cli: { flag: 'rollout', arg: 'phased', help: 'reload one worker at a time (at most N+1 workers) instead of all at once' },
+  },
+  maxMemory: {
+    check: { kind: 'bytes' }, shown: 'none',
+    doc: 'bytes of RSS above which a worker is recycled (its replacement is ready before it drains)',
+    cli: { flag: 'max-memory', arg: 'SIZE', help: 'recycle a worker above this RSS (512mb, 1gb): its replacement is ready first' },
+  },
+  maxRequests: {
+    check: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER }, shown: 'none',
+    doc: 'requests after which a worker is recycled (plus up to 10% at random per worker)',
+    cli: { flag: 'max-requests', arg: 'N', help: 'recycle a worker after N requests (plus up to 10%, so workers do not recycle together)' },
+  },
+  maxLifetime: {
+    check: { kind: 'duration', min: 1 }, shown: 'none',
+    doc: 'ms after which a worker is recycled (plus up to 10%)',
+    cli: { flag: 'max-lifetime', arg: 'T', help: 'recycle a worker after this long (plus up to 10%)' },
+  },
+  keepPrevious: {
+    check: { kind: 'duration', min: 0 }, default: 0, shown: '`0`',
+    doc: 'ms the generation a reload replaced stays alive, not accepting, for an instant `rollback()`',
+    cli: { flag: 'keep-previous', arg: 'T', help: 'keep the replaced generation parked this long: handover rollback is instant' },
+  },
+  maxDraining: {
+    check: { kind: 'integer', min: 1, max: 1024 }, default: 10, shown: '`10`',
+    doc: 'old generations that may drain at once; past it the oldest is closed at once, cutting what it still has open, and that is logged: a bound for reloads far faster than requests finish',
+    cli: { flag: 'max-draining', arg: 'N', help: 'old generations draining at once; past it the oldest is closed (default 10)' },
+  },
+  closeSpread: {
+    check: { kind: 'duration', min: 0 }, shown: '`min(stopTimeout / 2, 10_000)`',
+    doc: "ms over which a drain (a reload's, a stop's) spreads the closes of connections that cannot move to the new generation (TLS, HTTP/2): each idle HTTPS connection gets its FIN, each HTTP/2 session its GOAWAY, each TLS raw or upgraded socket its `handover:drain`, at its own moment in the window, so clients do not all reconnect (and handshake) in the same second. `0`: all at once. At most `stopTimeout`",
+    cli: { flag: 'close-spread', arg: 'T', help: 'spread the closes of TLS and HTTP/2 connections in a drain over this long (default: half of --stop-timeout, at most 10s)' },
+  },
+  ticketKeyRotation: {
+    check: { kind: 'duration', min: 1 }, default: 3_600_000, shown: '`3_600_000`',
+    doc: "ms between rotations of the TLS session-ticket keys the master makes and every TLS server of every worker uses, so a session resumes on any worker and after any reload; a ticket resumes for at least one interval, so keep a TLS server's `sessionTimeout` (seconds, Node's default 300) at most this (a worker warns otherwise). At least 1 s",
+    cli: { flag: 'ticket-key-rotation', arg: 'T', help: 'rotate the TLS session-ticket keys all workers share this often (default 1h)' },
+  },
+  user: {
+    check: { kind: 'account', of: 'user' }, shown: "the master's",
+    doc: 'workers run as this user (name or uid) while a root master binds privileged ports',
+  },
+  group: {
+    check: { kind: 'account', of: 'group' }, shown: "`user`'s group",
+    doc: "with `user`: the workers' group (name or gid)",
+  },
+  dynamicAddresses: { check: { kind: 'boolean' }, default: false, shown: '', doc: '', internal: true },
+  adminIdleTimeout: { check: { kind: 'duration', min: 1 }, default: 30_000, shown: '', doc: '', internal: true },
+};
+
+const NAMES = Object.keys(OPTIONS) as (keyof ServerOptions)[];
+
+/** Suggested for a typo; the internal ones never are. */
+const PUBLIC_NAMES = NAMES.filter((name) => !OPTIONS[name].internal);
 
 function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -216,8 +363,8 @@ function distance(a: string, b: string): number {
 
 function checkKeys(options: object): void {
   for (const key of Object.keys(options)) {
-    if (key in KNOWN) continue;
-    const names = Object.keys(KNOWN).filter((name) => !INTERNAL.has(name)); // never suggested
+    if (key in OPTIONS) continue;
+    const names = PUBLIC_NAMES;
     // a truncated name ('heartbeat') is its own kind of typo
     const prefixed = names.find((n) => key.length >= 4 && n.toLowerCase().startsWith(key.toLowerCase()));
     const [closest] = prefixed ? [prefixed] : [...names].sort((a, b) => distance(key, a) - distance(key, b));
@@ -269,11 +416,6 @@ function checkSignals(name: string, value: unknown): NodeJS.Signals[] {
   return value as NodeJS.Signals[];
 }
 
-function checkRollout(value: unknown): 'parallel' | 'phased' {
-  if (value !== 'parallel' && value !== 'phased') throw new TypeError(`rollout must be 'parallel' or 'phased', got ${show(value)}`);
-  return value;
-}
-
 function checkLogger(value: unknown): Logger | false | undefined {
   if (value === undefined || value === false) return value;
   const methods = ['info', 'warn', 'error'] as const;
@@ -286,10 +428,30 @@ function checkLogger(value: unknown): Logger | false | undefined {
   return value as Logger;
 }
 
-function checkAccount(name: 'user' | 'group', value: unknown): string | number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value === 'number') return checkInteger(name, value, 0, 2 ** 32 - 2, `a ${name} name or a numeric id`);
-  return checkString(name, value);
+/** Checks one option's value by its row; TypeError for a wrong type, RangeError out of range. */
+export function checkValue(name: string, check: Check, value: unknown): unknown {
+  switch (check.kind) {
+    case 'duration': return checkDuration(name, value, check.min);
+    case 'integer': return checkInteger(name, value, check.min, check.max, check.what);
+    case 'bytes': return checkInteger(name, value, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes');
+    case 'mode': return checkInteger(name, value, 0, 0o777, 'a file mode such as 0o660');
+    case 'string': return checkString(name, value);
+    case 'signals': return checkSignals(name, value);
+    case 'logger': return checkLogger(value);
+    case 'account':
+      return typeof value === 'number' ? checkInteger(name, value, 0, 2 ** 32 - 2, `a ${check.of} name or a numeric id`) : checkString(name, value);
+    case 'choice':
+      if (!check.values.includes(value as string)) {
+        throw new TypeError(`${name} must be ${check.values.map((v) => `'${v}'`).join(' or ')}, got ${show(value)}`);
+      }
+      return value;
+    case 'boolean':
+      if (typeof value !== 'boolean') throw new TypeError(`${name} must be true or false, got ${show(value)}`);
+      return value;
+    case 'function':
+      if (typeof value !== 'function') throw new TypeError(`${name} must be a function (${check.why}), got ${show(value)}`);
+      return value;
+  }
 }
 
 /**
@@ -302,42 +464,17 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     throw new TypeError(`options must be an object such as { workers: 2 }, got ${show(options)}`);
   }
   checkKeys(options);
-  const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Record<string, unknown>;
-  if (o.mode !== 'master' && o.mode !== 'single') throw new TypeError(`mode must be 'master' or 'single', got ${show(o.mode)}`);
-  if (o.ready !== undefined && typeof o.ready !== 'function') {
-    throw new TypeError(`ready must be a function (it runs in each worker before it serves), got ${show(o.ready)}`);
+  const values: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const row = OPTIONS[name];
+    const given = (options as Record<string, unknown>)[name];
+    if (given !== undefined) values[name] = checkValue(name, row.check, given);
+    else values[name] = typeof row.default === 'function' ? (row.default as () => unknown)() : row.default;
   }
-  if (typeof o.shared !== 'boolean') throw new TypeError(`shared must be true or false, got ${show(o.shared)}`);
-  const resolved: ResolvedOptions = {
-    mode: o.mode,
-    stopTimeout: checkDuration('stopTimeout', o.stopTimeout, 1),
-    startTimeout: checkDuration('startTimeout', o.startTimeout, 1),
-    reloadSignals: checkSignals('reloadSignals', o.reloadSignals),
-    stopSignals: checkSignals('stopSignals', o.stopSignals),
-    workers: checkInteger('workers', o.workers, 1, 1024),
-    heartbeatTimeout: checkDuration('heartbeatTimeout', o.heartbeatTimeout, 1),
-    stopDelay: checkDuration('stopDelay', o.stopDelay, 0),
-    rollout: checkRollout(o.rollout),
-    maxMemory: o.maxMemory === undefined ? undefined : checkInteger('maxMemory', o.maxMemory, 1 << 20, Number.MAX_SAFE_INTEGER, 'a number of bytes'),
-    maxRequests: o.maxRequests === undefined ? undefined : checkInteger('maxRequests', o.maxRequests, 1, Number.MAX_SAFE_INTEGER),
-    maxLifetime: o.maxLifetime === undefined ? undefined : checkDuration('maxLifetime', o.maxLifetime, 1),
-    maxDraining: checkInteger('maxDraining', o.maxDraining, 1, 1024),
-    keepPrevious: checkDuration('keepPrevious', o.keepPrevious, 0),
-    closeSpread: o.closeSpread === undefined
-      ? Math.min(Math.floor(Number(o.stopTimeout) / 2), 10_000)
-      : checkDuration('closeSpread', o.closeSpread, 0),
-    ticketKeyRotation: checkDuration('ticketKeyRotation', o.ticketKeyRotation, 1),
-    ready: o.ready as ResolvedOptions['ready'],
-    logger: checkLogger(o.logger),
-    pidFile: o.pidFile === undefined ? undefined : checkString('pidFile', o.pidFile),
-    backlog: checkInteger('backlog', o.backlog, 1, 2 ** 31 - 1),
-    shared: o.shared,
-    unixSocketMode: o.unixSocketMode === undefined ? undefined : checkInteger('unixSocketMode', o.unixSocketMode, 0, 0o777, 'a file mode such as 0o660'),
-    controlDir: o.controlDir === undefined ? os.tmpdir() : checkString('controlDir', o.controlDir),
-    identity: resolveIdentity(checkAccount('user', o.user), checkAccount('group', o.group)),
-    dynamicAddresses: o.dynamicAddresses === true,
-    adminIdleTimeout: o.adminIdleTimeout === undefined ? 30_000 : checkDuration('adminIdleTimeout', o.adminIdleTimeout, 1),
-  };
+  const { user, group, ...rest } = values;
+  const resolved = { ...rest, identity: resolveIdentity(user as string | number | undefined, group as string | number | undefined) } as unknown as ResolvedOptions;
+  // closeSpread's default follows stopTimeout
+  resolved.closeSpread ??= Math.min(Math.floor(resolved.stopTimeout / 2), 10_000);
   if (resolved.closeSpread > resolved.stopTimeout) {
     throw new RangeError(`closeSpread (${resolved.closeSpread} ms) must be at most stopTimeout (${resolved.stopTimeout} ms): ` +
       'connections still open at stopTimeout are cut, not closed gently');
@@ -358,4 +495,13 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
     }
   }
   return resolved;
+}
+
+/** The README's options table, row by row from OPTIONS (a test keeps the README equal to it). */
+export function optionsTable(): string {
+  const rows = PUBLIC_NAMES.map((name) => {
+    const { cli, shown, doc } = OPTIONS[name];
+    return `| \`${name}\` | ${cli ? `\`--${cli.flag}\`` : ''} | ${shown} | ${doc} |`;
+  });
+  return ['| option | `handover start` | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }

@@ -10,6 +10,7 @@
 // socket; the others stay dormant until the master asks it to `cover` a slot
 // that has no ready worker (invariant 11). So no fd ever travels after hello.
 import { timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './errors';
 import { type WireTicketKeys, isWireTicketKeys } from './ticket-keys';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
@@ -59,7 +60,7 @@ export type Message =
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
   | { type: 'ping' }
   /** worker -> master: alive; with what recycling (maxRequests, maxMemory) looks at. */
-  | { type: 'pong'; requests?: number; rss?: number }
+  | { type: 'pong'; requests?: number; rss?: number; loopDelayMs?: number }
   /** master -> worker: also accept from `slot`'s sockets (no ready worker there) / stop again. */
   | { type: 'cover'; slot: number }
   | { type: 'uncover'; slot: number }
@@ -80,7 +81,24 @@ export type Message =
   | { type: 'connections'; count: number }
   | { type: 'status-result'; status: MasterStatus }
   /** admin -> master: stop gracefully. */
-  | { type: 'stop' };
+  | { type: 'stop' }
+  /**
+   * admin -> master: the last `lines` lines of output, then (`follow`) every
+   * new one; answered with log-lines frames, the first batch's last with `end`.
+   */
+  | { type: 'logs'; lines: number; follow: boolean }
+  | { type: 'log-lines'; lines: LogLine[]; end?: boolean };
+
+/** One line the master wrote or relayed; `generation` only for a worker's. */
+export interface LogLine {
+  /** ms since the epoch. */
+  time: number;
+  stream: 'stdout' | 'stderr';
+  /** The process that wrote it: the master or a worker. */
+  pid: number;
+  generation?: number;
+  text: string;
+}
 
 export type Hello = Extract<Message, { type: 'hello' }>;
 
@@ -97,6 +115,9 @@ export interface MasterStatus {
     generation: number;
     state: string;
     connections?: number;
+    /** Requests served so far, and the mean event-loop delay (ms) at the last heartbeat, as the worker reported them. */
+    requests?: number;
+    loopDelayMs?: number;
     /** When it was spawned (ms since the epoch). */
     startedAt?: number;
   }[];
@@ -110,11 +131,11 @@ export interface MasterStatus {
    * 'stopped'; `coveredBy` is the sibling pid accepting its connections meanwhile.
    */
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number }[];
+  /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
+  omitted?: { workers: number; slots: number };
 }
 
-export class ProtocolError extends Error {
-  readonly code = 'ERR_HANDOVER_PROTOCOL';
-}
+export { ProtocolError };
 
 export function encode(message: Message): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');
@@ -153,7 +174,8 @@ export function validate(value: unknown): Message {
         return isInt(m.slot) && m.slot >= 0;
       case 'ready':
       case 'pong':
-        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss));
+        return (m.requests === undefined || isInt(m.requests)) && (m.rss === undefined || isInt(m.rss)) &&
+          (m.loopDelayMs === undefined || (typeof m.loopDelayMs === 'number' && m.loopDelayMs >= 0));
       case 'ping':
       case 'closing':
       case 'park':
@@ -176,6 +198,10 @@ export function validate(value: unknown): Message {
         return isInt(m.id) && typeof m.ok === 'boolean' && (m.message === undefined || isString(m.message));
       case 'status-result':
         return typeof m.status === 'object' && m.status !== null;
+      case 'logs':
+        return isInt(m.lines) && typeof m.follow === 'boolean';
+      case 'log-lines':
+        return Array.isArray(m.lines) && (m.end === undefined || typeof m.end === 'boolean');
       default:
         return false;
     }

@@ -8,6 +8,7 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import { type Address, parseAddress } from './platform/address';
 import type { MasterStatus } from './protocol';
+import { AddressOverlapError, SecondServerError, TLSFileError } from './errors';
 import { createLogger } from './log';
 import { Master, reported } from './master/master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
@@ -136,19 +137,14 @@ function readTLS(address: string, certFile: string, keyFile: string): { cert: Bu
     try {
       check();
     } catch (error) {
-      throw Object.assign(
-        new Error(`TLS ${what} file ${file} for ${address} is not a PEM ${what} (${(error as Error).message}); ` +
-          `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`),
-        { code: 'ERR_HANDOVER_TLS_FILE' },
-      );
+      throw new TLSFileError(`TLS ${what} file ${file} for ${address} is not a PEM ${what} (${(error as Error).message}); ` +
+        `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`);
     }
   };
   parse(certFile, 'certificate', 'CERTIFICATE', () => new crypto.X509Certificate(cert));
   parse(keyFile, 'key', 'PRIVATE KEY', () => crypto.createPrivateKey(key));
   if (!new crypto.X509Certificate(cert).checkPrivateKey(crypto.createPrivateKey(key))) {
-    throw Object.assign(new Error(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`), {
-      code: 'ERR_HANDOVER_TLS_FILE',
-    });
+    throw new TLSFileError(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`);
   }
   return { cert, key };
 }
@@ -216,12 +212,9 @@ export class Server extends EventEmitter {
     const parsed = parseAddress(address);
     const clash = this.registrations.find((r) => overlaps(parseAddress(r.address.replace(/#\d+$/, '')), parsed));
     if (clash && clash.address !== parsed.text) {
-      throw Object.assign(
-        new Error(
-          `'${clash.address}' and '${parsed.text}' are both registered in this program and overlap: both would listen ` +
-            `on port ${(parsed as { port: number }).port} of the same address. Register one of them; ':PORT' alone listens on every address`,
-        ),
-        { code: 'ERR_HANDOVER_ADDRESS_OVERLAP' },
+      throw new AddressOverlapError(
+        `'${clash.address}' and '${parsed.text}' are both registered in this program and overlap: both would listen ` +
+          `on port ${(parsed as { port: number }).port} of the same address. Register one of them; ':PORT' alone listens on every address`,
       );
     }
     const taken = (k: string) => this.registrations.some((r) => r.address === k);
@@ -259,9 +252,8 @@ export class Server extends EventEmitter {
   run(): Promise<void> {
     if (this.runtime) return Promise.reject(new Error('run() was already called'));
     if (running && running !== this) {
-      return Promise.reject(Object.assign(
-        new Error(`a second Server was started in this program; handover runs one per program (one master, one control directory): ${ONE_SERVER_FIX}`),
-        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      return Promise.reject(new SecondServerError(
+        `a second Server was started in this program; handover runs one per program (one master, one control directory): ${ONE_SERVER_FIX}`,
       ));
     }
     running = this;
@@ -341,9 +333,8 @@ async function serveOrExit(options: ServerOptions | undefined, build: (server: S
     await new Promise<void>((resolve) => setImmediate(resolve));
     if (helperCalls > 1) {
       if (call > 1) return new Promise<void>(() => {}); // the first call reports it, once
-      throw Object.assign(
-        new Error(`listenAndServe()/listenAndServeTLS() was called ${helperCalls} times in this program; each call would start its own master. Instead, ${ONE_SERVER_FIX}`),
-        { code: 'ERR_HANDOVER_SECOND_SERVER' },
+      throw new SecondServerError(
+        `listenAndServe()/listenAndServeTLS() was called ${helperCalls} times in this program; each call would start its own master. Instead, ${ONE_SERVER_FIX}`,
       );
     }
     await server.run();

@@ -4,6 +4,7 @@
 // KillMode deliver the same signal to the whole process group, often twice
 // within microseconds, so a stop signal within DUPLICATE_STOP_MS of the first
 // is the same stop. Only one that arrives later forces the stop.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from './log';
 
 /** A stop signal this soon after the first is a duplicate delivery, not a request to force. */
@@ -23,7 +24,7 @@ export interface SignalActions {
 }
 
 /** Installs the handlers; returns a function that removes them. */
-export function handleSignals(actions: SignalActions, now: () => number = Date.now): () => void {
+export function handleSignals(actions: SignalActions, now: () => number = () => performance.now()): () => void {
   const installed: [NodeJS.Signals, () => void][] = [];
   const on = (signal: NodeJS.Signals, handler: () => void) => {
     process.on(signal, handler);

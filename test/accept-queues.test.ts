@@ -127,9 +127,12 @@ describe('a slot without a ready worker is served by a sibling (invariant 11)', 
   });
 
   it('connections queued on a frozen worker\'s socket are answered by its sibling once heartbeatTimeout passes, and the frozen worker is replaced', async () => {
-    const { master, control } = await startFault({ workers: 2, heartbeatTimeout: 1_000 });
+    const { master, control, behaviour } = await startFault({ workers: 2, heartbeatTimeout: 1_000 });
     const before = await adminStatus(control);
     const frozen = slotPid(before, 1);
+    const sibling = slotPid(before, 0);
+    // Slot 1's respawns fail until the end: only the sibling's cover can answer what queues there.
+    writeJson(behaviour, { crashSlots: [1] });
     process.kill(frozen, 'SIGSTOP');
     // These start at once: about half queue on the frozen worker's socket
     // before the master notices, and must still be answered.
@@ -142,9 +145,12 @@ describe('a slot without a ready worker is served by a sibling (invariant 11)', 
     const result = await queued;
     expect(result.errors).toEqual([]);
     expect(result.ok).toBe(60);
+    expect([...result.pids], 'who answered').toEqual([sibling]);
     const later = await fresh(master.port);
     expect(later.errors).toEqual([]);
+    expect([...later.pids], 'who answered').toEqual([sibling]);
 
+    writeJson(behaviour, {});
     const replaced = await settled(control);
     expect(slotPid(replaced, 1)).not.toBe(frozen);
     await pollUntil(() => !isAlive(frozen), 'the frozen worker to be killed at stopTimeout', 30_000);

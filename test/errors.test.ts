@@ -281,6 +281,7 @@ describe('SO_REUSEPORT never shares a port by accident', () => {
     expect(lines[0]).toContain(`127.0.0.1:${port}`);
     expect(lines[0]).toContain('EADDRINUSE');
     expect(lines[0]).toMatch(/shared: true/);
+    expect(lines[0], 'the hint names the CLI flag too').toMatch(/handover start --shared/);
     // nothing of the second master is left, the first is whole and serves
     expect(ourProcesses().sort()).toEqual(running);
     expect((await get({ port })).status).toBe(200);

@@ -1,8 +1,16 @@
 // The worker lifecycle state machine (src/master/lifecycle.ts) driven by a
 // fake spawner and a fake clock: every race the process-level tests can only
 // hit by chance, each pinned down in milliseconds.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type Child, Lifecycle, type LifecycleOptions, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader } from '../src/master/lifecycle';
+import {
+  type Child, Lifecycle, type LifecycleOptions, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader, STOP_QUEUE_WAIT_MS, STOP_QUIET_MS, type StopSockets,
+} from '../src/master/lifecycle';
+import { fitFrame } from '../src/master/master';
+import { WorkerProcess } from '../src/master/worker-process';
+import { MAX_WORKERS } from '../src/options';
+import { MAX_FRAME_BYTES, type MasterStatus, encode } from '../src/protocol';
 import { FakeClock, FakeSpawner, quietLog, settle } from './helpers/fake-lifecycle';
 
 const HEARTBEAT_MS = 1_000;
@@ -216,7 +224,7 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
       spawner.latest(1).exit(); // throws at start-up again
       expected = Math.min(RESPAWN_MAX_MS, expected * 2);
     }
-    expect(lifecycle.restarts[1]).toBe(10);
+    expect(lifecycle.slotState(1).restarts).toBe(10);
     expect(healthy.covering).toEqual([1]);
   });
 
@@ -265,7 +273,7 @@ describe('every accept queue has an acceptor (invariant 11)', () => {
     await settle();
     expect(states()).toEqual(['ready', 'ready']);
     expect(a.covering).toEqual([]);
-    expect(lifecycle.restarts[1]).toBe(1);
+    expect(lifecycle.slotState(1).restarts).toBe(1);
     b.exit(); // killed at stopTimeout: nothing more to do
     await settle();
     expect(states()).toEqual(['ready', 'ready']);
@@ -625,5 +633,163 @@ describe('Reloader', () => {
     await expect(first).rejects.toThrow('first fails');
     await expect(second).resolves.toBeUndefined();
     expect(runs).toBe(2);
+  });
+});
+
+describe('time is monotonic, and judged after I/O (invariant 19)', () => {
+  it('a 7 s pause of the whole process group, with a ping unanswered when it began, replaces no worker', async () => {
+    const { lifecycle, spawner, started, clock, states } = setup(2);
+    await started();
+    const before = spawner.live.map((c) => c.pid);
+    for (const c of spawner.live) c.frozen = true; // the group stops with a ping in flight
+    await clock.advance(HEARTBEAT_MS / 4);
+    clock.pause(7_000);
+    for (const c of spawner.live) c.frozen = false; // everyone runs again; answers come as the loop turns
+    await clock.advance(HEARTBEAT_MS * 3);
+    expect(spawner.live.map((c) => c.pid)).toEqual(before);
+    expect(spawner.children.flatMap((c) => c.calls)).not.toContain('unresponsive');
+    expect(states()).toEqual(['ready', 'ready']);
+    expect(lifecycle.slotState(0).restarts + lifecycle.slotState(1).restarts).toBe(0);
+  });
+
+  it('a worker silent for heartbeatTimeout of running time is still replaced after a pause', async () => {
+    const { spawner, started, clock } = setup(2);
+    await started();
+    const [a, b] = spawner.of(1);
+    b.frozen = true;
+    clock.pause(7_000);
+    await clock.advance(HEARTBEAT_MS * 2);
+    expect(b.calls).toContain('unresponsive');
+    expect(a.calls).not.toContain('unresponsive');
+  });
+});
+
+describe('scale bounds (invariant 18)', () => {
+  it(`past MAX_WORKERS (${MAX_WORKERS}) is a RangeError naming the bound; no slot is made`, async () => {
+    const added: number[] = [];
+    const { lifecycle, spawner, started } = setup(1, { addSlot: (slot) => added.push(slot) });
+    await started();
+    await expect(lifecycle.scale(MAX_WORKERS + 1)).rejects.toThrow(new RegExp(`from 1 to ${MAX_WORKERS} \\(MAX_WORKERS\\)`));
+    await expect(lifecycle.scale(MAX_WORKERS + 1)).rejects.toBeInstanceOf(RangeError);
+    expect(added).toEqual([]);
+    expect(lifecycle.slotCount).toBe(1);
+    expect(spawner.children).toHaveLength(1);
+  });
+
+  it('target is the last count asked for while a scale is under way, then the count reached', async () => {
+    const { lifecycle, spawner, started } = setup(1);
+    await started();
+    const up = lifecycle.scale(2);
+    const more = lifecycle.scale(3);
+    expect(lifecycle.target).toBe(3);
+    expect(lifecycle.workers).toBe(1);
+    await settle();
+    spawner.latest(1).becomeReady();
+    await up;
+    await settle();
+    spawner.latest(2).becomeReady();
+    await more;
+    expect(lifecycle.target).toBe(3);
+    expect(lifecycle.workers).toBe(3);
+  });
+
+  it('a status reply always fits one frame: long lists are cut and say by how many', () => {
+    const workers = Array.from({ length: 2 * MAX_WORKERS }, (_, i) => ({
+      pid: 4_000_000 + i, slot: i % MAX_WORKERS, generation: 99_999, state: 'unresponsive', startedAt: 1_764_000_000_000, connections: 12_345,
+    }));
+    const slots = Array.from({ length: MAX_WORKERS }, (_, slot) => ({
+      slot, state: 'backing-off', pid: 4_000_000 + slot, coveredBy: 4_000_001, restarts: 999, recycles: 999,
+    }));
+    const status: MasterStatus = { pid: 1, generation: 99_999, uptimeMs: 1, reloading: false, addresses: ['127.0.0.1:1'], workers, slots };
+    expect(() => encode({ type: 'status-result', status })).toThrow(/exceeds/);
+    const fitted = fitFrame(status);
+    expect(encode({ type: 'status-result', status: fitted }).length).toBeLessThanOrEqual(4 + MAX_FRAME_BYTES);
+    expect(fitted.workers.length + fitted.omitted!.workers).toBe(workers.length);
+    expect(fitted.slots!.length + fitted.omitted!.slots).toBe(slots.length);
+    expect(fitted.workers.length).toBeGreaterThan(0);
+    const small: MasterStatus = { ...status, workers: workers.slice(0, 2), slots: slots.slice(0, 1) };
+    expect(fitFrame(small)).toBe(small);
+  });
+});
+
+describe('stop (invariant 12)', () => {
+  /** Fake sockets that log what the stop did, with `queue` connections waiting (each poll accepts one). */
+  function fakeSockets(queue: number, log: string[]): StopSockets {
+    return {
+      refuseNew: () => log.push('refuse new'),
+      queued: () => {
+        log.push(`queued ${queue}`);
+        return queue > 0 ? queue-- : 0;
+      },
+      shutdown: () => log.push('shutdown'),
+      close: () => log.push('close'),
+    };
+  }
+
+  it('refuses new handshakes, lets the workers accept what is queued, stops listening, then drains', async () => {
+    const log: string[] = [];
+    const { lifecycle, spawner, started, clock } = setup(2, { sockets: fakeSockets(3, log) });
+    await started();
+    const stopped = lifecycle.stop();
+    await clock.advance(STOP_QUIET_MS / 2);
+    expect(log[0]).toBe('refuse new');
+    expect(spawner.live.flatMap((c) => c.calls)).not.toContain('drain'); // still accepting the queue
+    await clock.advance(STOP_QUEUE_WAIT_MS);
+    const shutdown = log.indexOf('shutdown');
+    expect(log.slice(0, shutdown).filter((l) => l.startsWith('queued')).slice(-1)).toEqual(['queued 0']);
+    for (const c of spawner.of(1)) expect(c.calls).toContain('drain');
+    expect(log.slice(shutdown)).toEqual(['shutdown', 'close']);
+    for (const c of spawner.of(1)) c.exit();
+    await stopped;
+  });
+
+  it('a queue nobody empties (a frozen worker\'s slot) holds the stop up STOP_QUEUE_WAIT_MS at most', async () => {
+    const log: string[] = [];
+    const { lifecycle, spawner, started, clock } = setup(2, { sockets: fakeSockets(1_000_000, log) });
+    await started();
+    const stopped = lifecycle.stop();
+    await clock.advance(STOP_QUEUE_WAIT_MS + 20);
+    expect(log).toContain('shutdown');
+    for (const c of spawner.of(1)) c.exit();
+    await stopped;
+  });
+
+  it('stop() twice is one stop; stopDelay tells every worker to close each connection first', async () => {
+    const log: string[] = [];
+    const { lifecycle, spawner, started, clock } = setup(1, { sockets: fakeSockets(0, log), stopDelay: 2_000 });
+    await started();
+    const first = lifecycle.stop();
+    expect(lifecycle.stop()).toBe(first);
+    await clock.advance(1_000);
+    expect(spawner.of(1)[0].calls).toContain('closing');
+    expect(log).toEqual([]);
+    await clock.advance(1_000 + STOP_QUIET_MS + 20);
+    expect(log).toContain('shutdown');
+    spawner.of(1)[0].exit();
+    await first;
+    expect(log.filter((l) => l === 'close')).toHaveLength(1);
+  });
+
+  it('a stop before start() means no worker is ever spawned', async () => {
+    const { lifecycle, spawner } = setup(2);
+    await lifecycle.stop();
+    await expect(lifecycle.start()).rejects.toThrow(/stopping/);
+    expect(spawner.children).toHaveLength(0);
+  });
+});
+
+describe('WorkerProcess.alive', () => {
+  it.skipIf(process.platform !== 'linux')('a child that died but is not reaped yet (a zombie) is not alive, before its exit event', () => {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const worker = new WorkerProcess(child, 0, 1, 60_000, 60_000);
+    expect(worker.alive).toBe(true);
+    process.kill(child.pid!, 'SIGKILL');
+    // The loop does not turn here, so Node cannot reap it: it stays a zombie.
+    const stat = () => fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+    const deadline = Date.now() + 10_000;
+    while (!/^\d+ \(.*\) Z/.test(stat())) if (Date.now() > deadline) throw new Error('no zombie within 10 s');
+    expect(worker.exit).toBeUndefined();
+    expect(worker.alive).toBe(false);
+    worker.kill(); // no signal to a dead pid (which may be reused)
   });
 });

@@ -430,6 +430,28 @@ describe('signals to the whole process group (invariant 9)', () => {
     expect(ourProcesses()).toEqual([]);
   });
 
+  it('a 7 s SIGSTOP of the whole group (Ctrl-Z, docker pause), then SIGCONT, replaces no worker (invariant 19)', async () => {
+    const { master, leader } = await groupLeader({ workers: 2, heartbeatTimeout: 1_000 });
+    const control = controlSocketOf(master);
+    const before = [...master.workerPids].sort();
+    process.kill(-leader, 'SIGSTOP');
+    await new Promise((resolve) => setTimeout(resolve, 7_000)); // the pause under test, not a wait for an event
+    process.kill(-leader, 'SIGCONT');
+    // Heartbeats are judged every 250 ms here; a judgment on the clock alone
+    // takes everyone out of service at the first one. Watch 3 s of them.
+    const until = Date.now() + 3_000;
+    while (Date.now() < until) {
+      const status = await adminStatus(control);
+      expect(status.workers.map((w) => w.pid).sort()).toEqual(before);
+      expect(status.slots!.map((s) => [s.state, s.restarts])).toEqual([['ready', 0], ['ready', 0]]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(master.stderr).not.toMatch(/has not answered a heartbeat/);
+    expect(before).toContain((await get({ port: master.port })).pid);
+    master.proc.kill('SIGTERM'); // the launcher passes it on
+    expect((await master.exited).code).toBe(0);
+  });
+
   it('SIGHUP to the group reloads once; the old workers ignore it and drain normally', async () => {
     const { master, leader } = await groupLeader({ workers: 2 });
     const control = controlSocketOf(master);

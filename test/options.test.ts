@@ -1,7 +1,11 @@
 // Run-time validation of every option (JavaScript users have no type checker):
 // the error's class, that it names the option, and that it says what to do.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MAX_DURATION_MS, resolveOptions, type ServerOptions } from '../src/options';
+import { MAX_DURATION_MS, OPTIONS, optionsTable, resolveOptions, type ServerOptions } from '../src/options';
+import { optionsFromFlags } from '../src/cli/option-flags';
+import { START_OPTIONS, START_USAGE } from '../src/cli/start';
 
 function rejects(options: unknown): Error {
   try {
@@ -101,5 +105,30 @@ describe('options', () => {
     }
     expect(rejects(null)).toBeInstanceOf(TypeError);
     expect(rejects(3).message).toBe('options must be an object such as { workers: 2 }, got 3');
+  });
+});
+
+describe('the options table', () => {
+  it("the README's options table is the one src/options.ts makes", () => {
+    const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+    const start = readme.indexOf('| option |');
+    const end = readme.indexOf('\n\n', start);
+    expect(readme.slice(start, end)).toBe(optionsTable());
+  });
+
+  it('every option with a flag is in `handover start --help` and parses to the option', () => {
+    for (const [name, row] of Object.entries(OPTIONS)) {
+      if (!row.cli) continue;
+      expect(START_USAGE, name).toContain(`--${row.cli.flag}`);
+      expect(START_OPTIONS.some((spec) => spec.name === row.cli!.flag), name).toBe(true);
+    }
+    const given = new Map<string, string | true>([['workers', '3'], ['stop-timeout', '2s'], ['shared', true], ['unix-socket-mode', '660'], ['max-memory', '512mb']]);
+    expect(optionsFromFlags(given)).toEqual({ workers: 3, stopTimeout: 2000, shared: true, unixSocketMode: 0o660, maxMemory: 512 * 2 ** 20 });
+  });
+
+  it('a flag value the table refuses names the flag, not the library option', () => {
+    expect(() => optionsFromFlags(new Map([['workers', '2000']]))).toThrow('--workers must be an integer from 1 to 1024, got 2000');
+    expect(() => optionsFromFlags(new Map([['max-memory', '10kb']]))).toThrow(/^--max-memory must be a number of bytes from 1048576/);
+    expect(() => optionsFromFlags(new Map([['rollout', 'rolling']]))).toThrow('--rollout is parallel or phased (got "rolling")');
   });
 });

@@ -8,6 +8,7 @@
 // reloads each, keep-alive saw 317 ECONNRESET, idle-gap POSTs 120,
 // workers: 2 320. The Connection:
 // close case passes either way (it has no idle keep-alive connection to lose).
+import { execFileSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Load, type LoadOptions } from './helpers/load';
 import { type Master, reapAll, startMaster } from './helpers/processes';
@@ -41,6 +42,11 @@ const shapes: [string, Omit<LoadOptions, 'port'>][] = [
 
 const RELOADS = 10;
 
+/** Listening sockets (accept queues) on a loopback port, as `ss -lnt` counts them. */
+function listeningSockets(port: number): number {
+  return execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+}
+
 describe(`zero failed requests across ${RELOADS} reloads`, () => {
   for (const [name, shape] of shapes) {
     it(name, async () => {
@@ -59,6 +65,7 @@ describe(`zero failed requests across ${RELOADS} reloads`, () => {
   it('with workers: 2 (one SO_REUSEPORT socket per slot)', async () => {
     const master = await startMaster({ fixture: { workers: 2 } });
     expect(master.workerPids).toHaveLength(2);
+    expect(listeningSockets(master.port), 'listening sockets on the port').toBe(2);
     const load = new Load({ port: master.port, connections: 32 });
     const pids = await reloadUnderLoad(master, load, RELOADS);
     const stats = await load.stop();
@@ -66,6 +73,7 @@ describe(`zero failed requests across ${RELOADS} reloads`, () => {
     expect(stats.failed).toBe(0);
     expect(new Set(pids).size).toBe(2 * (RELOADS + 1));
     for (const pid of pids) expect(stats.pids.get(pid), `responses from worker ${pid}`).toBeGreaterThan(0);
+    expect(listeningSockets(master.port), 'listening sockets on the port after the reloads').toBe(2);
     expect((await master.stop()).code).toBe(0);
   });
 });

@@ -109,6 +109,7 @@ describe('keepPrevious: instant rollback', () => {
     const again = cli.spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli', 'cli.js'), 'rollback', '--socket', control], { encoding: 'utf8' });
     expect(again.status).toBe(1);
     expect(again.stdout).toMatch(/nothing to roll back to/);
+    expect(again.stdout, 'the hint names the CLI flag').toMatch(/handover start --keep-previous/);
   });
 });
 

@@ -18,12 +18,11 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { type Master, ROOT, cleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
+import { type Master, ROOT, cleanUp, connectOutcome, pollUntil, scratch, startMaster } from './helpers/processes';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 const FIXTURES = path.join(ROOT, 'test/fixtures/unmodified');
@@ -116,18 +115,6 @@ function get(port: number): Promise<{ status: number; pid: number; body: string 
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode!, pid: Number(res.headers['x-pid']), body }));
     }).on('error', reject);
-  });
-}
-
-/** The error code of a connection attempt ('ECONNREFUSED' once nothing listens), or 'connected'. */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
 }
 

@@ -4,9 +4,13 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanUp, ourProcesses, pollUntil, scratch, startMaster } from './helpers/processes';
+import { adminStatus, controlSocketOf } from './helpers/control';
+import { Load } from './helpers/load';
+import { cleanUp, onCleanUp, ourProcesses, pollUntil, scratch, startMaster } from './helpers/processes';
+import { within } from './helpers/wait';
 
 const APP = 'test/fixtures/fault-app.js';
+const OWN_STOP = 'test/fixtures/own-stop-app.js';
 /** Far beyond any answer or refusal; only a connection left in a queue nobody serves gets here. */
 const CLIENT_TIMEOUT_MS = 20_000;
 
@@ -20,9 +24,9 @@ interface Outcome {
 }
 
 /** One request on a fresh connection; resolves with what happened to it. */
-function request(port: number, urlPath = '/'): Promise<Outcome> {
+function request(port: number, urlPath = '/', timeout = CLIENT_TIMEOUT_MS): Promise<Outcome> {
   return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: CLIENT_TIMEOUT_MS }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
@@ -125,6 +129,79 @@ describe('stop', () => {
     expect((await request(port)).error).toBe('ECONNREFUSED');
   });
 });
+
+describe('stop with a frozen worker (invariant 12)', () => {
+  it('one worker SIGSTOPped holds every slot\'s socket: after SIGTERM every new connection is answered or refused, none waits and is reset', async () => {
+    const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 8_000 } });
+    const control = controlSocketOf(master);
+    const status = await adminStatus(control);
+    const frozen = status.slots!.find((s) => s.slot === 1)!.pid!;
+    process.kill(frozen, 'SIGSTOP');
+    onCleanUpContinue(frozen);
+    master.proc.kill('SIGTERM');
+    await pollUntil(() => /SIGTERM: stop requested/.test(master.stderr), 'the stop to begin', 30_000);
+    // Before the fix these waited for the frozen worker's kill (stopTimeout
+    // and more), then were reset; 5 s tells such a wait from a refusal.
+    const knock = () => Promise.all(Array.from({ length: 10 }, () => request(master.port, '/', 5_000)));
+    const knocks = [...await knock(), ...await knock(), ...await knock()];
+    for (const outcome of knocks) {
+      expect(outcome.status === 200 || outcome.error === 'ECONNREFUSED', JSON.stringify(outcome)).toBe(true);
+    }
+    expect(knocks.filter((k) => k.error === 'ECONNREFUSED').length).toBeGreaterThan(0);
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('stop under load (invariant 12)', () => {
+  it('keep-alive and new-connection loops through a stop: 0 connections reset in 5 runs (refused is the only failure)', async () => {
+    for (let run = 0; run < 5; run++) {
+      const master = await startMaster({ script: APP, fixture: { workers: 2, stopTimeout: 10_000 } });
+      const keepAlive = new Load({ port: master.port, connections: 8 });
+      const fresh = new Load({ port: master.port, connections: 8, mode: 'close', gap: () => [0, 2] });
+      await pollUntil(() => keepAlive.stats.ok > 200 && fresh.stats.ok > 200, 'both loads to be under way');
+      master.proc.kill('SIGTERM');
+      expect(await master.exited).toEqual({ code: 0, signal: null });
+      const stats = [await keepAlive.stop(), await fresh.stop()];
+      for (const { errors } of stats) {
+        const { ECONNREFUSED: _refused, ...others } = errors;
+        expect(others, `run ${run + 1}: failures other than ECONNREFUSED`).toEqual({});
+      }
+    }
+  });
+});
+
+describe('stop() from the program itself', () => {
+  it('stop() right after run(), before start-up finished, ends the process: exit 0, nothing left running', async () => {
+    const master = await startMaster({ script: OWN_STOP, fixture: { workers: 2, stopAt: 'start' }, waitReady: false });
+    expect(await within(master.exited, 30_000, 'the master to exit after its early stop()')).toEqual({ code: 0, signal: null });
+    expect(master.count('stopped')).toBe(1);
+    expect(master.count('ready')).toBe(0);
+    expect(master.stderr).not.toMatch(/forced stop|killing workers/);
+    expect(ourProcesses()).toEqual([]);
+  });
+
+  it('the program\'s own SIGTERM handler calling server.stop() next to ours is one stop: the request in flight completes', async () => {
+    const master = await startMaster({ script: OWN_STOP, fixture: { workers: 1, stopAt: 'sigterm', stopTimeout: 60_000 } });
+    const long = inFlight(master.port, '/flush?ms=1500');
+    await long.started;
+    master.proc.kill('SIGTERM');
+    expect(await long.done).toEqual({ status: 200, body: 'started done', error: undefined });
+    expect(await master.exited).toEqual({ code: 0, signal: null });
+    expect(master.stderr).not.toMatch(/forced stop|killing workers/);
+    expect(master.count('stop')).toBe(1);
+  });
+});
+
+/** A SIGSTOPped worker is SIGCONTed at clean-up, so it can die of the SIGKILL that reaps it. */
+function onCleanUpContinue(pid: number): void {
+  onCleanUp(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  });
+}
 
 describe('backlog', () => {
   it.runIf(process.platform === 'linux')('reaches listen(2) on every slot\'s socket (a worker\'s listen does not put back 511)', async () => {

@@ -7,7 +7,10 @@ import * as os from 'node:os';
 import { type RegistryEntry, liveMasters } from '../master/registry';
 import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
 import { type Target, locate } from './locate';
-import { rssBytes, startedAt } from './proc';
+import { cpuPercent, rssBytes, startedAt } from './proc';
+
+/** CPU % in status is the use over this window. */
+const CPU_WINDOW_MS = 250;
 
 /** How long `status` and `list` wait for a master's answer. */
 const STATUS_TIMEOUT_MS = 10_000;
@@ -29,7 +32,7 @@ function userName(uid: number): string {
  * other caller's connection without a word (logging why on its side); so the
  * socket's owner is checked first and a mismatch explained here.
  */
-function checkOwner(socket: string): void {
+export function checkOwner(socket: string): void {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(socket);
@@ -94,24 +97,31 @@ export interface WorkerReport {
   rssBytes?: number;
   connections?: number;
   restarts?: number;
+  /** CPU use over CPU_WINDOW_MS, 100 = one core. */
+  cpuPercent?: number;
+  requests?: number;
+  loopDelayMs?: number;
 }
 
 /** What `status --json` prints: the master's status plus what /proc tells about each process. */
 export interface StatusReport extends Omit<MasterStatus, 'workers'> {
   name?: string;
   rssBytes?: number;
+  cpuPercent?: number;
   workers: WorkerReport[];
 }
 
-async function fetchStatus(target: Target): Promise<StatusReport> {
+export async function fetchStatus(target: Target): Promise<StatusReport> {
   const answer = await ask(target.socket, { type: 'status' }, STATUS_TIMEOUT_MS);
   if (answer?.type !== 'status-result') throw noAnswer(target.socket);
   const status = answer.status;
   const now = Date.now();
+  const cpu = await cpuPercent([status.pid, ...status.workers.map((w) => w.pid)], CPU_WINDOW_MS);
   return {
     ...status,
     name: target.entry?.name,
     rssBytes: rssBytes(status.pid),
+    cpuPercent: cpu.get(status.pid),
     workers: status.workers.map((w) => {
       const started = w.startedAt ?? startedAt(w.pid);
       return {
@@ -123,6 +133,9 @@ async function fetchStatus(target: Target): Promise<StatusReport> {
         rssBytes: rssBytes(w.pid),
         connections: w.connections,
         restarts: status.slots?.find((s) => s.slot === w.slot)?.restarts,
+        cpuPercent: cpu.get(w.pid),
+        requests: w.requests,
+        loopDelayMs: w.loopDelayMs,
       };
     }),
   };
@@ -135,8 +148,12 @@ export function formatDuration(ms: number): string {
   return shown.map(([n, u]) => `${n}${u}`).join(' ');
 }
 
-function formatBytes(bytes: number | undefined): string {
+export function formatBytes(bytes: number | undefined): string {
   return bytes === undefined ? '?' : `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+export function formatPercent(percent: number | undefined): string {
+  return percent === undefined ? '?' : `${percent.toFixed(1)}%`;
 }
 
 function formatStatus(s: StatusReport): string {
@@ -152,6 +169,7 @@ function formatStatus(s: StatusReport): string {
       `${w.connections ?? '?'} open connection(s)`,
       `up ${w.uptimeMs === undefined ? '?' : formatDuration(w.uptimeMs)}`,
       `rss ${formatBytes(w.rssBytes)}`,
+      `cpu ${formatPercent(w.cpuPercent)}`,
       `${w.restarts ?? '?'} restart(s)`,
     ].join('  ')),
   ];

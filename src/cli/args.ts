@@ -20,6 +20,10 @@ export interface ParsedArgs {
   nodeFlags: string[];
   /** start only: the program's own arguments (after the script). */
   programArgs: string[];
+  /** start only: where the script is in argv (-1: none). */
+  scriptIndex: number;
+  /** Things applied that the user may not have meant (a handover option after the script), to print. */
+  notes: string[];
 }
 
 /** Node flags whose value is the next word (`-r dotenv/config`). */
@@ -54,13 +58,52 @@ export function closest(word: string, candidates: string[]): string | undefined 
  * is the script and everything after it is the program's.
  */
 export function parseArgs(command: string, argv: string[], specs: OptionSpec[], program = false): ParsedArgs {
-  const parsed: ParsedArgs = { options: new Map(), positionals: [], nodeFlags: [], programArgs: [] };
+  const parsed: ParsedArgs = { options: new Map(), positionals: [], nodeFlags: [], programArgs: [], scriptIndex: -1, notes: [] };
   const byName = new Map(specs.map((s) => [s.name, s]));
   const byAlias = new Map(specs.filter((s) => s.alias).map((s) => [s.alias!, s]));
+  const specOf = (key: string) => (key.startsWith('--') ? byName.get(key.slice(2)) : byAlias.get(key.slice(1)));
+  /** Reads the option at argv[i]; returns the index of its last word. */
+  const take = (i: number, spec: OptionSpec, word: string, eq: number): number => {
+    if (eq > 0) {
+      if (spec.value === 'none') throw new UsageError(`--${spec.name} takes no value (got ${word})`);
+      parsed.options.set(spec.name, word.slice(eq + 1));
+      return i;
+    }
+    if (spec.value === 'required') {
+      const value = argv[i + 1];
+      // a negative number is a value (pm2's -i -1), not an option
+      if (value === undefined || (value.startsWith('-') && value !== '-' && !/^-\d+$/.test(value))) {
+        throw new UsageError(`--${spec.name} needs a value: --${spec.name} VALUE`);
+      }
+      parsed.options.set(spec.name, value);
+      return i + 1;
+    }
+    parsed.options.set(spec.name, true);
+    return i;
+  };
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i];
     if (program && parsed.positionals.length > 0) {
-      parsed.programArgs.push(word);
+      // After the script: `--` hands the rest to the program as is; before it, a
+      // handover option (pm2's `app.js -i 2`) is handover's, and said so.
+      if (word === '--') {
+        parsed.programArgs.push(...argv.slice(i + 1));
+        break;
+      }
+      const eq = word.indexOf('=');
+      const spec = word.startsWith('-') ? specOf(eq > 0 ? word.slice(0, eq) : word) : undefined;
+      if (!spec || spec.name === 'help') {
+        parsed.programArgs.push(word);
+        continue;
+      }
+      const last = take(i, spec, word, eq);
+      const words = argv.slice(i, last + 1).join(' ');
+      const script = parsed.positionals[0];
+      parsed.notes.push(
+        `${words} after the script is handover's option --${spec.name}, applied; handover's options go before the script ` +
+          `(handover start ${words} ${script} ...); to pass it to ${script} instead, put it after --: handover start ${script} -- ${words}`,
+      );
+      i = last;
       continue;
     }
     if (word === '--' && program) {
@@ -73,28 +116,26 @@ export function parseArgs(command: string, argv: string[], specs: OptionSpec[], 
       continue;
     }
     if (!word.startsWith('-') || word === '-') {
+      if (program && parsed.positionals.length === 0) parsed.scriptIndex = i;
       parsed.positionals.push(word);
       continue;
     }
     const eq = word.indexOf('=');
     const key = eq > 0 ? word.slice(0, eq) : word;
-    const spec = key.startsWith('--') ? byName.get(key.slice(2)) : byAlias.get(key.slice(1));
+    const spec = specOf(key);
     if (!spec) {
+      if (program && (NODE_FLAGS_WITH_VALUE.has(key) || process.allowedNodeEnvironmentFlags.has(key))) {
+        const flag = NODE_FLAGS_WITH_VALUE.has(key) && eq < 0 && argv[i + 1] !== undefined ? `${word} ${argv[i + 1]}` : word;
+        const others = [...argv.slice(0, i), ...argv.slice(i + flag.split(' ').length)];
+        const firstPlain = others.findIndex((w, j) => !w.startsWith('-') && !(j > 0 && specOf(others[j - 1])?.value === 'required'));
+        const corrected = firstPlain < 0 ? [...others, '--', flag, 'SCRIPT'] : [...others.slice(0, firstPlain), '--', flag, ...others.slice(firstPlain)];
+        throw new UsageError(`${key} is a Node flag, not handover's: Node flags for the workers go after --, before the script: handover ${command} ${corrected.join(' ')}`);
+      }
       const names = specs.map((s) => `--${s.name}`);
       const guess = closest(key, names);
       throw new UsageError(`unknown option ${key} for \`handover ${command}\`${guess ? `; did you mean ${guess}?` : ''} (handover ${command} --help lists them)`);
     }
-    if (eq > 0) {
-      if (spec.value === 'none') throw new UsageError(`--${spec.name} takes no value (got ${word})`);
-      parsed.options.set(spec.name, word.slice(eq + 1));
-    } else if (spec.value === 'required') {
-      const value = argv[i + 1];
-      if (value === undefined || (value.startsWith('-') && value !== '-')) throw new UsageError(`--${spec.name} needs a value: --${spec.name} VALUE`);
-      parsed.options.set(spec.name, value);
-      i++;
-    } else {
-      parsed.options.set(spec.name, true);
-    }
+    i = take(i, spec, word, eq);
   }
   return parsed;
 }

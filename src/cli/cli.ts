@@ -4,14 +4,21 @@
 // `status`, `reload` and `stop` talk to running masters, found by name.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ReachError, list, reload, rollback, scale, status, stop } from './admin';
+import { ReachError, list, rollback, scale, status } from './admin';
+import { reloadCommand, stopCommand } from './app-commands';
+import { startCommand } from './apps';
+import { logs } from './logs';
+import { monit } from './monit';
+import { startup } from './startup';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
-import { START_OPTIONS, START_USAGE, start, startWorker } from './start';
+import { START_OPTIONS, START_USAGE, startWorker } from './start';
 
 const USAGE = `usage: handover <command> [options]
 
   start [options] <script> [args...]   run a program with zero-downtime reloads (handover start --help)
+  start [options] CONFIG               every app of ecosystem.config.js or handover.config.{js,mjs,json}
+                                       (--env NAME, --only NAME,NAME; -d: in the background)
   list [--json]                        the masters this user runs
   status [NAME] [--json]               generation, workers (pid, state, uptime, memory, connections,
                                        restarts), addresses and the last reload
@@ -22,7 +29,17 @@ const USAGE = `usage: handover <command> [options]
                                        alive by the keepPrevious option), starting no process
   scale [NAME] N                       run N workers: new ones start one at a time, each ready
                                        before the next; removed ones drain (SIGTTIN/SIGTTOU: one)
-  stop [NAME]                          drain and stop; returns once the master has stopped
+  restart [NAME]                       the same as reload (no downtime), as pm2 users type it
+  stop [NAME]                          drain and stop; returns once the master has stopped (a NAME
+                                       that is not running: exit 0 with a note)
+  logs [NAME] [--lines N] [--follow] [--json]
+                                       the master's and its workers' last output lines (default
+                                       100), then with --follow the new ones; every master without NAME
+  monit [NAME]                         live view every second: each worker's pid, slot, generation,
+                                       state, CPU, RSS, req/s, connections, event-loop delay, restarts
+  startup [NAME|CONFIG] [--install]    a systemd unit per app (with --install: written and enabled)
+
+NAME can also be a config file for reload, restart and stop: each of its apps.
 
 NAME is what \`handover start --name\` gave (default: the script's name). Without
 NAME: the only master this user runs, or the one started in this directory.
@@ -41,7 +58,17 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const JSON_OPTION: OptionSpec = { name: 'json', value: 'none' };
 
-const COMMANDS = ['start', 'list', 'status', 'reload', 'rollback', 'scale', 'stop'];
+const COMMANDS = ['start', 'list', 'status', 'reload', 'restart', 'rollback', 'scale', 'stop', 'logs', 'monit', 'startup'];
+
+/** Each command's own options beside TARGET_OPTIONS. */
+const COMMAND_OPTIONS: Record<string, OptionSpec[]> = {
+  status: [JSON_OPTION],
+  logs: [{ name: 'lines', alias: 'n', value: 'required' }, { name: 'follow', alias: 'f', value: 'none' }, JSON_OPTION],
+  startup: [{ name: 'install', value: 'none' }, { name: 'env', value: 'required' }, { name: 'only', value: 'required' }],
+  reload: [{ name: 'only', value: 'required' }],
+  restart: [{ name: 'only', value: 'required' }],
+  stop: [{ name: 'only', value: 'required' }, { name: 'if-running', value: 'none' }],
+};
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
@@ -73,9 +100,9 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${START_USAGE}\n`);
       return 0;
     }
-    return start(parsed);
+    return startCommand(rest, parsed);
   }
-  const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]] : command === 'status' ? [...TARGET_OPTIONS, JSON_OPTION] : TARGET_OPTIONS;
+  const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]] : [...TARGET_OPTIONS, ...(COMMAND_OPTIONS[command] ?? [])];
   const parsed = parseArgs(command, rest, specs);
   if (parsed.options.has('help')) {
     process.stdout.write(`${USAGE}\n`);
@@ -95,9 +122,12 @@ async function main(argv: string[]): Promise<number> {
   if (parsed.positionals.length > 1) throw new UsageError(`handover ${command} takes one NAME (got ${parsed.positionals.join(' ')})`);
   const name = parsed.positionals[0];
   if (command === 'status') return status(name, parsed.options);
-  if (command === 'reload') return reload(name, parsed.options);
+  if (command === 'reload' || command === 'restart') return reloadCommand(name, parsed.options, command);
   if (command === 'rollback') return rollback(name, parsed.options);
-  return stop(name, parsed.options);
+  if (command === 'logs') return logs(name, parsed.options);
+  if (command === 'monit') return monit(name, parsed.options);
+  if (command === 'startup') return startup(parsed);
+  return stopCommand(name, parsed.options);
 }
 
 const argv = process.argv.slice(2);

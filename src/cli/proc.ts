@@ -1,5 +1,5 @@
 // Facts about a process the master's status does not carry, read from
-// /proc (Linux; elsewhere they are absent): resident memory and start time.
+// /proc (Linux; elsewhere they are absent): resident memory, start time and CPU time.
 import * as fs from 'node:fs';
 
 /** Clock ticks per second in /proc/<pid>/stat: USER_HZ, 100 on every Linux ABI. */
@@ -26,4 +26,26 @@ export function startedAt(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU time the process has used (user + system), in ms, or undefined. */
+export function cpuMs(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime: fields 14 and 15, counted after the command name
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU % of each pid over `windowMs` (100 = one core busy), undefined for a gone pid. */
+export async function cpuPercent(pids: number[], windowMs: number): Promise<Map<number, number | undefined>> {
+  const before = pids.map((pid) => [pid, cpuMs(pid), performance.now()] as const);
+  await new Promise((resolve) => setTimeout(resolve, windowMs));
+  return new Map(before.map(([pid, used, at]) => {
+    const now = cpuMs(pid);
+    return [pid, used === undefined || now === undefined ? undefined : ((now - used) * 100) / (performance.now() - at)];
+  }));
 }

@@ -12,35 +12,27 @@ import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
 import { runProgram } from '../run/worker';
 import { Server } from '../server';
-import { type OptionSpec, type ParsedArgs, UsageError, parseArgs, parseBytes, parseCount, parseDuration } from './args';
+import { type OptionSpec, type ParsedArgs, UsageError, parseArgs } from './args';
+import { OPTION_FLAGS, optionFlagsUsage, optionsFromFlags } from './option-flags';
 import { watchPaths } from './watch';
+import { LAUNCH_OPTIONS, LAUNCH_USAGE, prepareMaster } from './launch';
 
 export const START_OPTIONS: OptionSpec[] = [
-  { name: 'workers', alias: 'w', value: 'required' },
+  ...OPTION_FLAGS,
   { name: 'name', alias: 'n', value: 'required' },
-  { name: 'stop-timeout', value: 'required' },
-  { name: 'start-timeout', value: 'required' },
-  { name: 'stop-delay', value: 'required' },
-  { name: 'heartbeat-timeout', value: 'required' },
-  { name: 'rollout', value: 'required' },
-  { name: 'max-memory', value: 'required' },
-  { name: 'max-requests', value: 'required' },
-  { name: 'max-lifetime', value: 'required' },
-  { name: 'keep-previous', value: 'required' },
-  { name: 'close-spread', value: 'required' },
-  { name: 'ticket-key-rotation', value: 'required' },
   { name: 'user', value: 'required' },
   { name: 'group', value: 'required' },
   { name: 'env-file', value: 'required' },
   { name: 'watch', value: 'optional' },
   { name: 'wait-ready', value: 'none' },
   { name: 'json-logs', value: 'none' },
-  { name: 'control-dir', value: 'required' },
   { name: 'pid-file', value: 'required' },
+  ...LAUNCH_OPTIONS,
   { name: 'help', alias: 'h', value: 'none' },
 ];
 
 export const START_USAGE = `usage: handover start [options] [-- NODE_FLAGS...] <script> [args...]
+       handover start [options] ecosystem.config.js | handover.config.{js,mjs,json}
 
 Runs <script> (an unmodified server: Express, Fastify, Koa, http, net...) as a
 master with workers. Every listen() in a worker gets the master's socket for
@@ -49,29 +41,16 @@ dropping a connection. A worker is ready once its program has listened and
 made no further listen() call for 200 ms, or, with --wait-ready, when the
 program calls require('handover').ready().
 
-  -w, --workers N        worker processes per generation (default 1)
+${optionFlagsUsage()}
   -n, --name NAME        the name for handover status|reload|stop NAME (default: the script's name)
-  --stop-timeout T       time a draining worker has to finish (default 20s; 500ms, 30s, 2m)
-  --start-timeout T      time a new worker has to become ready (default 30s)
-  --stop-delay T         after a stop signal, keep accepting this long, answering with
-                         Connection: close, before the listeners close (Kubernetes; default 0)
-  --heartbeat-timeout T  a worker silent this long is taken out of service and replaced (default 5s)
-  --rollout phased       reload one worker at a time (at most N+1 workers) instead of all at once
-  --max-memory SIZE      recycle a worker above this RSS (512mb, 1gb): its replacement is ready first
-  --max-requests N       recycle a worker after N requests (plus up to 10%, so workers do not recycle together)
-  --max-lifetime T       recycle a worker after this long (plus up to 10%)
-  --keep-previous T      keep the replaced generation parked this long: handover rollback is instant
-  --close-spread T       spread the closes of TLS and HTTP/2 connections over this long in a drain
-                         (default: half of --stop-timeout, at most 10s)
-  --ticket-key-rotation T  rotate the TLS session-ticket keys all workers share this often (default 1h)
   --env-file FILE        KEY=VALUE lines added to the workers' environment; read again at every reload
   --watch[=PATH,...]     reload when a file changes (default: the script's directory); for development
   --wait-ready           ready only when the program calls require('handover').ready()
   --json-logs            the master's output as one JSON object per line
   --user USER            run workers as USER (the master must run as root)
   --group GROUP          with --user: the workers' group
-  --control-dir DIR      where the private control directory is made (default: the temp dir)
   --pid-file FILE        write the master's pid here
+${LAUNCH_USAGE}
   -- NODE_FLAGS          Node flags for the workers, e.g. -- --max-old-space-size=512 app.js
 
 Signals to the master: SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT stop gracefully (the
@@ -84,37 +63,6 @@ function jsonLogger(): Logger {
     if (!process.stderr.destroyed) process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, role: 'master', msg })}\n`);
   };
   return { info: line('info'), warn: line('warn'), error: line('error') };
-}
-
-/** The Server options both sides read from the same command line. */
-function serverOptions(o: ParsedArgs['options']): ServerOptions {
-  const value = (name: string) => {
-    const v = o.get(name);
-    return typeof v === 'string' ? v : undefined;
-  };
-  const parsed = <T>(name: string, parse: (name: string, text: string) => T): T | undefined => {
-    const text = value(name);
-    return text === undefined ? undefined : parse(name, text);
-  };
-  const rollout = value('rollout');
-  if (rollout !== undefined && rollout !== 'phased' && rollout !== 'parallel') {
-    throw new UsageError(`--rollout is phased or parallel (got ${JSON.stringify(rollout)})`);
-  }
-  return {
-    workers: parsed('workers', parseCount),
-    stopTimeout: parsed('stop-timeout', parseDuration),
-    startTimeout: parsed('start-timeout', parseDuration),
-    stopDelay: parsed('stop-delay', parseDuration),
-    heartbeatTimeout: parsed('heartbeat-timeout', parseDuration),
-    rollout,
-    maxMemory: parsed('max-memory', parseBytes),
-    maxRequests: parsed('max-requests', parseCount),
-    maxLifetime: parsed('max-lifetime', parseDuration),
-    keepPrevious: parsed('keep-previous', parseDuration),
-    closeSpread: parsed('close-spread', parseDuration),
-    ticketKeyRotation: parsed('ticket-key-rotation', parseDuration),
-    controlDir: value('control-dir'),
-  };
 }
 
 function watchList(option: string | true | undefined, script: string): string[] | undefined {
@@ -135,7 +83,7 @@ function watchList(option: string | true | undefined, script: string): string[] 
  */
 export function startWorker(argv: string[]): void {
   const parsed = parseArgs('start', argv, START_OPTIONS, true);
-  runProgram({ script: parsed.positionals[0], args: parsed.programArgs, waitReady: parsed.options.has('wait-ready'), server: serverOptions(parsed.options) });
+  runProgram({ script: parsed.positionals[0], args: parsed.programArgs, waitReady: parsed.options.has('wait-ready'), server: optionsFromFlags(parsed.options) });
 }
 
 /** In the master (the process the user started): serves until stopped; resolves with the exit status. */
@@ -143,6 +91,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   const [script] = parsed.positionals;
   if (!script) throw new UsageError(`name the program to run: handover start [options] <script> [args...]\n${START_USAGE}`);
   const o = parsed.options;
+  prepareMaster(parsed);
   const envFile = o.get('env-file');
   const jsonLogs = o.has('json-logs');
   configureSpawn({
@@ -150,7 +99,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
     envFile: typeof envFile === 'string' ? path.resolve(envFile) : undefined,
     output: jsonLogs ? 'json' : 'text',
   });
-  const options = serverOptions(o);
+  const options = optionsFromFlags(o);
   if (!fs.existsSync(script)) throw new UsageError(`cannot find ${script} (in ${process.cwd()}): handover start runs a Node program, e.g. handover start server.js`);
   if (typeof envFile === 'string' && !fs.existsSync(envFile)) throw new UsageError(`--env-file: ${envFile} does not exist`);
   const watch = watchList(o.get('watch'), script);

@@ -1,27 +1,39 @@
-// The worker lifecycle, written once. Start-up, reload, crash respawn,
-// heartbeats and stop all run through this state machine; the master and
-// single-process mode only wire it to real processes (worker-process.ts), and
-// the unit tests wire it to fakes with a fake clock.
+// The worker lifecycle, written once: while the master lives, every slot's
+// accept queue has a live, responsive process accepting from it, and a
+// generation drains only once its successor is ready.
 //
-// A generation, top to bottom (Generation.ready):
-//   1. spawn one child per slot
-//   2. wait until every child has reported ready
-//   3. check that every child is *still* alive and ready (one may have died
-//      while a sibling was finishing its ready hook)
-//   4. commit: each slot's serving child is replaced, the old ones drain
-// A failure anywhere abandons the whole new generation; the old one serves on.
+// Start-up, reload, crash respawn, heartbeats, recycling, scaling, rollback and
+// stop all run through this state machine; the master only wires it to real
+// processes (worker-process.ts) and sockets, and the unit tests wire it to
+// fakes with a fake clock. It reads in the order things happen:
 //
-// Reloads are coalesced (Reloader): one runs; any number of requests during it
-// make exactly one more. Start-up is the first run, so a reload requested
-// during start-up waits for it and then runs.
-//
-// Between reloads each slot has at most one serving child. A slot whose child
-// has crashed, is backing off before its respawn, is starting, or stopped
-// answering heartbeats is *vacant*. A vacant slot's accept queue is served by
-// a healthy sibling (a cover) until the slot's own child is ready again, so no
-// accept queue is left without a process accepting from it (invariant 11).
-
+//   start      generation 1, like any reload
+//   reload     a generation, top to bottom (Generation.ready):
+//                1. spawn one child per slot
+//                2. wait until every child has reported ready
+//                3. check that every child is *still* alive and ready (one may
+//                   have died while a sibling was finishing its ready hook)
+//                4. commit: each slot's serving child is replaced, the old
+//                   ones drain
+//              a failure anywhere abandons the new generation; the old one
+//              serves on. Reloads are coalesced (Reloader): one runs; any
+//              number of requests during it make exactly one more.
+//   between    each slot has at most one serving child. A slot whose child has
+//   reloads    crashed, is backing off before its respawn, is starting, or
+//              stopped answering heartbeats is *vacant*; a healthy sibling
+//              covers it (accepts from its sockets) until the slot's own
+//              child is ready again (invariant 11). Heartbeats are judged on
+//              a monotonic clock, after pending I/O was read, in missed
+//              intervals, so a pause of the whole process group is not a
+//              failure (invariant 19).
+//   policies   recycle (maxMemory, maxRequests, maxLifetime), scale, rollback
+//   stop       new handshakes are refused, what is queued is accepted, the
+//              sockets stop listening everywhere, then everyone drains
+//              (invariant 12)
+import { performance } from 'node:perf_hooks';
+import { ReloadCancelled } from '../errors';
 import type { Logger } from '../log';
+import { MAX_WORKERS } from '../options';
 
 /** 'parked': kept after a reload (keepPrevious), alive but not accepting, until a rollback or its window ends. */
 export type ChildState = 'starting' | 'ready' | 'unresponsive' | 'parked' | 'draining';
@@ -35,7 +47,7 @@ export interface Child {
   readonly alive: boolean;
   /** Clock time it was spawned. */
   readonly startedAt: number;
-  /** Clock time of its last sign of life (ready, or a heartbeat answer). */
+  /** Clock time of its last sign of life (ready, or any frame such as a heartbeat answer). */
   readonly lastSeen: number;
   /** Requests served and resident memory (bytes), as of its last heartbeat answer. */
   readonly requests: number;
@@ -50,6 +62,8 @@ export interface Child {
   markUnresponsive(): void;
   /** Stop accepting, finish in-flight work, exit; killed at stopTimeout. */
   drain(): void;
+  /** A stop is coming (stopDelay): keep serving, but close each connection after its response. */
+  closing(): void;
   /** Stop accepting and finish in-flight work as a drain does, but stay alive (keepPrevious). */
   park(): void;
   /** A parked child accepts again (a rollback). */
@@ -66,6 +80,7 @@ export interface Child {
 
 export type Spawn = (slot: number, generation: number) => Child;
 
+/** Monotonic milliseconds and timers; a wall-clock step (NTP, a VM resume) must not look like silence. */
 export interface Clock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
@@ -73,7 +88,7 @@ export interface Clock {
 }
 
 export const realClock: Clock = {
-  now: () => Date.now(),
+  now: () => performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
@@ -82,6 +97,28 @@ export const realClock: Clock = {
 export const RESPAWN_BASE_MS = 100;
 export const RESPAWN_MAX_MS = 10_000;
 export const RESPAWN_RESET_MS = 30_000;
+
+/**
+ * At stop, how long the accept queues must stay empty (with new SYNs dropped)
+ * before the sockets stop listening: a handshake under way completes within a
+ * round trip, and its connection must be accepted, not reset.
+ */
+export const STOP_QUIET_MS = 50;
+/** At stop, the longest wait for the queues to empty (a frozen worker's slot never does). */
+export const STOP_QUEUE_WAIT_MS = 500;
+const STOP_POLL_MS = 10;
+
+/** The master's listening sockets, as the stop sequence needs them. */
+export interface StopSockets {
+  /** New handshakes stop completing (a filter drops SYNs); queued connections stay to be accepted. */
+  refuseNew(): void;
+  /** Connections waiting in the accept queues now (0 where the platform cannot tell). */
+  queued(): number;
+  /** The sockets stop listening for every process holding a copy: new connections are refused at once. */
+  shutdown(): void;
+  /** Closes the master's copies. */
+  close(): void;
+}
 
 /** Runs one job at a time; any number of requests during a run make exactly one more run. */
 export class Reloader<T> {
@@ -153,6 +190,25 @@ export class Generation {
 /** 'retired': removed by scale(); its socket stays in the group, served by a sibling. */
 export type SlotState = 'ready' | 'starting' | 'backing-off' | 'unresponsive' | 'retired' | 'stopped';
 
+/** One slot: its serving child, its respawn, its backoff and cover, its counters. */
+interface Slot {
+  readonly index: number;
+  /** Committed by a generation, or a respawn that became ready. */
+  serving?: Child;
+  /** A respawn that is starting. */
+  replacing?: Child;
+  /** The respawn timer while it backs off after a crash. */
+  backoff?: unknown;
+  /** The sibling accepting from its sockets while it has no ready child of its own (or is retired). */
+  cover?: Child;
+  /** Crashes in a row: the backoff's exponent. */
+  crashes: number;
+  /** Restarts after a crash or a missed heartbeat. */
+  restarts: number;
+  /** Recycles (maxMemory, maxRequests, maxLifetime). */
+  recycles: number;
+}
+
 export interface LifecycleEvents {
   reload(e: { generation: number }): void;
   reloaded(e: { generation: number; durationMs: number }): void;
@@ -184,61 +240,55 @@ export interface LifecycleOptions {
   keepPrevious?: number;
   /** scale() grows past every slot so far: make that slot's sockets (the group never shrinks). */
   addSlot?: (slot: number) => void;
+  /** ms the workers keep accepting after a stop begins, each response closing its connection. Default 0. */
+  stopDelay?: number;
+  /** For the stop's log line: each worker is killed this long after it was told to drain. */
+  stopTimeout?: number;
+  /** The listening sockets; without them (unit tests) a stop only drains. */
+  sockets?: StopSockets;
   clock?: Clock;
   /** [0, 1): the jitter of maxRequests and maxLifetime. Default Math.random. */
   random?: () => number;
-}
-
-/** Thrown by a reload cut short by a stop: a cancellation, not a failed deploy. */
-export class ReloadCancelled extends Error {
-  readonly code = 'ERR_HANDOVER_RELOAD_CANCELLED';
 }
 
 /** The master's workers: generations, the slot table, respawns, heartbeats, covers and stop. */
 export class Lifecycle {
   /** The committed generation (0 before start-up completes). */
   generation = 0;
-  /** Restarts of each slot after a crash or a missed heartbeat. */
-  readonly restarts: number[];
-  /** Recycles of each slot (maxMemory, maxRequests, maxLifetime). */
-  readonly recycles: number[];
-  /** The worker being recycled now: one at a time. */
-  private recycling?: Child;
+  private readonly slots: Slot[];
+  /** Slots in service; slots from here to the table's end are retired (scaled down). */
+  private active: number;
+  /** The workers the last accepted scale() asked for, until it is done. */
+  private scaleTarget?: { workers: number };
+  private readonly children = new Set<Child>();
+  /** How many slots' sockets each child received (it can cover only those). */
+  private readonly knownSlots = new WeakMap<Child, number>();
+  /** Each child's last heartbeat: when the ping went out, and how many intervals in a row went unanswered. */
+  private readonly heartbeats = new WeakMap<Child, { sentAt: number; missed: number }>();
   /** Each child's share of up to 10% added to maxRequests and maxLifetime. */
   private readonly jitter = new WeakMap<Child, number>();
   private lastSpawned = 0;
-  /** Slots in service; slots from here to the table's end are retired (scaled down). */
-  private active: number;
-  /** How many slots' sockets each child received (it can cover only those). */
-  private readonly knownSlots = new WeakMap<Child, number>();
+  /** The worker being recycled now: one at a time. */
+  private recycling?: Child;
   /** The generation a reload replaced, parked for keepPrevious ms: what rollback() puts back. */
   private previous?: { generation: number; children: Child[]; timer: unknown };
   /** Reloads, scaling and recycles change the slot table one at a time. */
   private exclusive: Promise<unknown> = Promise.resolve();
-  /** Each slot's serving child: committed by a generation, or a respawn that became ready. */
-  private readonly serving: (Child | undefined)[];
-  /** Each slot's respawn that is starting. */
-  private readonly replacing: (Child | undefined)[];
-  private readonly backoff: unknown[];
-  private readonly crashes: number[];
-  /** Vacant slot -> the sibling accepting from its sockets. */
-  private readonly covers = new Map<number, Child>();
-  private readonly children = new Set<Child>();
   private readonly reloader = new Reloader(() => this.locked(() => this.nextGeneration()));
   private readonly clock: Clock;
   private heartbeat?: unknown;
   private started = false;
   private stopping = false;
+  private stopped?: Promise<void>;
 
   constructor(private readonly options: LifecycleOptions) {
     this.clock = options.clock ?? realClock;
     this.active = options.slots;
-    this.serving = new Array(options.slots).fill(undefined);
-    this.replacing = new Array(options.slots).fill(undefined);
-    this.backoff = new Array(options.slots).fill(undefined);
-    this.crashes = new Array(options.slots).fill(0);
-    this.restarts = new Array(options.slots).fill(0);
-    this.recycles = new Array(options.slots).fill(0);
+    this.slots = Array.from({ length: options.slots }, (_, index) => this.newSlot(index));
+  }
+
+  private newSlot(index: number): Slot {
+    return { index, crashes: 0, restarts: 0, recycles: 0 };
   }
 
   /** Slots in service (workers per generation). */
@@ -246,9 +296,14 @@ export class Lifecycle {
     return this.active;
   }
 
+  /** The workers asked for: the last accepted scale() while one is pending, else `workers`. */
+  get target(): number {
+    return this.scaleTarget?.workers ?? this.active;
+  }
+
   /** Every slot ever made: the ones in service, then the retired ones. */
   get slotCount(): number {
-    return this.serving.length;
+    return this.slots.length;
   }
 
   get reloading(): boolean {
@@ -260,6 +315,8 @@ export class Lifecycle {
     return [...this.children];
   }
 
+  // --- start ---------------------------------------------------------------
+
   /** Starts generation 1; resolves once it serves. Heartbeats start with it. */
   start(): Promise<void> {
     if (this.started) return Promise.reject(new Error('already started'));
@@ -268,6 +325,16 @@ export class Lifecycle {
     return this.reloader.request();
   }
 
+  private spawn(slot: number, generation: number): Child {
+    const child = this.options.spawn(slot, generation);
+    this.knownSlots.set(child, this.slots.length);
+    this.children.add(child);
+    void child.exited.then(() => this.onExit(child));
+    return child;
+  }
+
+  // --- reload --------------------------------------------------------------
+
   /** Starts a reload, or joins the one queued behind the reload (or start-up) in progress. */
   reload(): Promise<void> {
     if (!this.started) return Promise.reject(new Error('not serving yet; no reload'));
@@ -275,122 +342,11 @@ export class Lifecycle {
     return this.reloader.request();
   }
 
-  /**
-   * Sets the number of workers. Growing starts one worker per new slot, each
-   * ready before the next; shrinking drains the workers of the highest slots.
-   * A slot's socket stays in the SO_REUSEPORT group for the master's life (a
-   * closed listener would reset its queued connections), so a retired slot is
-   * served by a sibling, and growing again reuses it.
-   */
-  scale(workers: number): Promise<void> {
-    if (!Number.isInteger(workers) || workers < 1) return Promise.reject(new RangeError(`workers must be an integer >= 1, got ${workers}`));
-    if (!this.started || this.generation === 0) return Promise.reject(new Error('not serving yet; no scaling'));
-    if (this.stopping) return Promise.reject(new Error('stopping; no scaling'));
-    return this.locked(() => this.applyScale(workers));
-  }
-
   /** Runs `job` once no other reload, scale or recycle is changing the slot table. */
   private locked<T>(job: () => Promise<T>): Promise<T> {
     const run = this.exclusive.then(job, job);
     this.exclusive = run.catch(() => undefined);
     return run;
-  }
-
-  private async applyScale(workers: number): Promise<void> {
-    if (this.stopping) throw new Error('stopping; no scaling');
-    const from = this.active;
-    if (workers === from) return;
-    for (let slot = this.serving.length; slot < workers; slot++) {
-      this.options.addSlot?.(slot);
-      this.serving.push(undefined);
-      this.replacing.push(undefined);
-      this.backoff.push(undefined);
-      this.crashes.push(0);
-      this.restarts.push(0);
-      this.recycles.push(0);
-    }
-    if (workers > from) {
-      for (let slot = from; slot < workers; slot++) {
-        const next = new Generation(this.generation, [slot], (s, g) => this.spawn(s, g));
-        try {
-          await next.ready();
-        } catch (error) {
-          const reason = error instanceof Error ? error.message : String(error);
-          throw new Error(`scaling to ${workers} workers stopped at ${this.active}: ${reason}`);
-        }
-        if (this.stopping) {
-          void next.abandon();
-          throw new Error('stopping; no scaling');
-        }
-        this.active = slot + 1;
-        this.commitSlot(next.children[0]);
-        this.rebalance();
-      }
-    } else {
-      // A retired slot's socket must have an acceptor: a worker started before
-      // the slot existed has not got its sockets, so the first one is renewed.
-      const knows = (c: Child | undefined, slot: number) => c !== undefined && (this.knownSlots.get(c) ?? 0) > slot;
-      const survivors = this.serving.slice(0, workers);
-      const uncoverable = Array.from({ length: this.serving.length - workers }, (_, i) => workers + i)
-        .some((slot) => !survivors.some((c) => knows(c, slot)));
-      if (uncoverable) {
-        const renewed = new Generation(this.generation, [0], (s, g) => this.spawn(s, g));
-        await renewed.ready();
-        this.commitSlot(renewed.children[0]);
-        this.rebalance();
-      }
-      this.active = workers;
-      for (let slot = workers; slot < from; slot++) {
-        this.clock.clearTimeout(this.backoff[slot]);
-        this.backoff[slot] = undefined;
-        for (const c of [this.serving[slot], this.replacing[slot]]) c?.drain();
-        this.serving[slot] = undefined;
-        this.replacing[slot] = undefined;
-      }
-      this.rebalance();
-    }
-    this.options.log.info(`scaled from ${from} to ${workers} worker(s)`);
-    this.options.events.scaled({ workers, from });
-  }
-
-  /** Drains every child; resolves when all have exited (each is killed at its stopTimeout). */
-  async stop(): Promise<void> {
-    this.stopping = true;
-    this.clock.clearTimeout(this.heartbeat);
-    this.clock.clearTimeout(this.previous?.timer);
-    for (const timer of this.backoff) this.clock.clearTimeout(timer);
-    for (const child of this.children) child.drain();
-    await Promise.all([...this.children].map((c) => c.exited));
-  }
-
-  /** A forced stop: kills every child now. */
-  kill(): void {
-    this.stopping = true;
-    for (const child of this.children) child.kill();
-  }
-
-  /** The truth about each slot, for status. */
-  slotState(slot: number): { state: SlotState; pid?: number; coveredBy?: number; restarts: number; recycles: number } {
-    const serving = this.serving[slot];
-    const counts = { restarts: this.restarts[slot], recycles: this.recycles[slot] };
-    const coveredBy = this.covers.get(slot)?.pid;
-    if (serving?.state === 'ready') return { state: 'ready', pid: serving.pid, ...counts };
-    if (this.stopping) return { state: 'stopped', ...counts };
-    if (slot >= this.active) return { state: 'retired', coveredBy, ...counts };
-    const replacing = this.replacing[slot];
-    if (replacing) return { state: 'starting', pid: replacing.pid, coveredBy, ...counts };
-    if (this.backoff[slot] !== undefined) return { state: 'backing-off', coveredBy, ...counts };
-    const unresponsive = this.all.find((c) => c.slot === slot && c.state === 'unresponsive');
-    if (unresponsive) return { state: 'unresponsive', pid: unresponsive.pid, coveredBy, ...counts };
-    return { state: 'starting', coveredBy, ...counts };
-  }
-
-  private spawn(slot: number, generation: number): Child {
-    const child = this.options.spawn(slot, generation);
-    this.knownSlots.set(child, this.serving.length);
-    this.children.add(child);
-    void child.exited.then(() => this.onExit(child));
-    return child;
   }
 
   private async nextGeneration(): Promise<void> {
@@ -451,7 +407,7 @@ export class Lifecycle {
     this.rebalance();
     this.boundDraining();
     if (!first) {
-      const durationMs = this.clock.now() - started;
+      const durationMs = Math.round(this.clock.now() - started);
       const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
       this.options.log.info(`reload: generation ${number} ready in ${durationMs} ms; draining generation ${drained}`);
       this.options.events.reloaded({ generation: number, durationMs });
@@ -463,14 +419,14 @@ export class Lifecycle {
    * with `park` the serving one is parked (keepPrevious). Returns them.
    */
   private commitSlot(child: Child, park = false): Child[] {
-    const slot = child.slot;
-    this.clock.clearTimeout(this.backoff[slot]);
-    this.backoff[slot] = undefined;
-    this.crashes[slot] = 0;
-    const serving = this.serving[slot];
-    const replaced = [serving, this.replacing[slot]].filter((c): c is Child => c !== undefined);
-    this.serving[slot] = child;
-    this.replacing[slot] = undefined;
+    const slot = this.slots[child.slot];
+    this.clock.clearTimeout(slot.backoff);
+    slot.backoff = undefined;
+    slot.crashes = 0;
+    const serving = slot.serving;
+    const replaced = [serving, slot.replacing].filter((c): c is Child => c !== undefined);
+    slot.serving = child;
+    slot.replacing = undefined;
     for (const c of replaced) {
       if (park && c === serving && c.state === 'ready') c.park();
       else c.drain();
@@ -478,12 +434,338 @@ export class Lifecycle {
     return replaced;
   }
 
+  /** At most maxDraining old generations drain at once: past it, the oldest one's workers are closed now. */
+  private boundDraining(): void {
+    const max = this.options.maxDraining;
+    if (max === undefined) return;
+    const draining = this.all.filter((c) => c.state === 'draining' || c.state === 'unresponsive');
+    const generations = [...new Set(draining.map((c) => c.generation))].sort((a, b) => a - b);
+    for (const generation of generations.slice(0, Math.max(0, generations.length - max))) {
+      const workers = draining.filter((c) => c.generation === generation);
+      this.options.log.warn(
+        `maxDraining (${max}): generation ${generation} still has ${workers.length} worker(s) draining; closing them now`,
+      );
+      for (const c of workers) c.kill();
+    }
+  }
+
+  // --- between reloads -----------------------------------------------------
+
+  private onExit(child: Child): void {
+    this.children.delete(child);
+    this.options.events.exit(child);
+    const slot = this.slots[child.slot];
+    if (slot.serving === child) {
+      slot.serving = undefined;
+      if (!this.stopping && slot.index < this.active) this.scheduleRespawn(child, 'exited');
+    } else if (slot.replacing === child) {
+      slot.replacing = undefined;
+      if (!this.stopping && slot.index < this.active) this.scheduleRespawn(child, 'exited before it was ready');
+    }
+    this.rebalance();
+  }
+
+  /**
+   * A slot lost its child: respawn it after a backoff that doubles with each
+   * crash in a row (a crash loop must not spin), of the committed generation.
+   */
+  private scheduleRespawn(lost: Child, how: string): void {
+    const slot = this.slots[lost.slot];
+    if (this.clock.now() - lost.startedAt > RESPAWN_RESET_MS) slot.crashes = 0;
+    const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** slot.crashes++);
+    this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot.index} in ${delay} ms`);
+    slot.backoff = this.clock.setTimeout(() => {
+      slot.backoff = undefined;
+      if (this.stopping || slot.serving || slot.replacing || slot.index >= this.active) return;
+      slot.restarts++;
+      const child = this.spawn(slot.index, this.generation);
+      slot.replacing = child;
+      child.ready.then(() => this.promote(child, lost.pid), () => {}); // its exit schedules the next try
+    }, delay);
+  }
+
+  /** A respawned child became ready: it serves its slot now. */
+  private promote(child: Child, replacedPid: number): void {
+    const slot = this.slots[child.slot];
+    if (slot.replacing !== child || this.stopping || !child.alive || child.state !== 'ready') return;
+    slot.replacing = undefined;
+    slot.serving = child;
+    this.options.log.info(`${child.describe()} replaced pid ${replacedPid}`);
+    this.rebalance();
+  }
+
+  /** At least every second: maxMemory samples RSS with each answer. */
+  private get heartbeatInterval(): number {
+    return Math.max(50, Math.min(1_000, Math.floor(this.options.heartbeatTimeout / 4)));
+  }
+
+  private scheduleHeartbeat(): void {
+    this.heartbeat = this.clock.setTimeout(() => {
+      // A timer can fire before the poll phase has read answers that came in
+      // meanwhile (after a pause, all of them): judge after it has.
+      setImmediate(() => {
+        if (this.stopping) return;
+        this.checkHeartbeats();
+        this.scheduleHeartbeat();
+      });
+    }, this.heartbeatInterval);
+  }
+
+  /**
+   * Ready children answer pings. Silence is counted in heartbeat intervals
+   * during which this loop was running, not in clock time: after a pause of
+   * the whole process group the first tick finds at most one more interval
+   * unanswered, and the answers arrive before the next. One silent for
+   * heartbeatTimeout that way is taken out of service and replaced.
+   */
+  private checkHeartbeats(): void {
+    const now = this.clock.now();
+    const interval = this.heartbeatInterval;
+    for (const child of this.children) {
+      if (child.state !== 'ready') continue;
+      const beat = this.heartbeats.get(child) ?? { sentAt: now, missed: -1 };
+      beat.missed = child.lastSeen >= beat.sentAt ? 0 : beat.missed + 1;
+      if (beat.missed * interval < this.options.heartbeatTimeout) {
+        beat.sentAt = now;
+        this.heartbeats.set(child, beat);
+        child.ping();
+        continue;
+      }
+      this.options.log.warn(
+        `${child.describe()} has not answered a heartbeat for ${beat.missed} intervals of ${interval} ms in a row ` +
+          `(heartbeatTimeout ${this.options.heartbeatTimeout} ms); taking it out of service`,
+      );
+      child.markUnresponsive();
+      const slot = this.slots[child.slot];
+      if (slot.serving === child) slot.serving = undefined;
+      else if (slot.replacing === child) slot.replacing = undefined;
+      else continue;
+      this.scheduleRespawn(child, 'is unresponsive');
+    }
+    this.rebalance();
+    this.recycleOne(now);
+  }
+
+  /**
+   * Every vacant slot gets a cover (the healthy serving child with the fewest
+   * covers); a cover ends when the slot has its own ready child again or the
+   * covering child stops being healthy. With no healthy child at all
+   * (workers: 1), the slot's queue holds connections until one is ready.
+   */
+  private rebalance(): void {
+    if (this.stopping) return;
+    const healthy = (c: Child | undefined): c is Child =>
+      c !== undefined && c.alive && c.state === 'ready' && this.slots[c.slot].serving === c;
+    for (const slot of this.slots) {
+      const by = slot.cover;
+      if (by && (healthy(slot.serving) || !healthy(by))) {
+        if (by.alive) by.uncover(slot.index);
+        slot.cover = undefined;
+      }
+    }
+    const servers = this.slots.map((s) => s.serving).filter(healthy);
+    const load = (c: Child) => this.slots.filter((s) => s.cover === c).length;
+    for (const slot of this.slots) {
+      if (healthy(slot.serving) || slot.cover) continue;
+      const able = (c: Child) => (this.knownSlots.get(c) ?? 0) > slot.index; // it has that slot's sockets
+      const by = servers.filter(able).sort((a, b) => load(a) - load(b))[0];
+      if (!by) continue;
+      by.cover(slot.index);
+      slot.cover = by;
+      const why = slot.index >= this.active ? 'is retired' : 'has no ready worker';
+      this.options.log.info(`slot ${slot.index} ${why}; ${by.describe()} accepts its connections meanwhile`);
+    }
+  }
+
+  /** The truth about each slot, for status. */
+  slotState(index: number): { state: SlotState; pid?: number; coveredBy?: number; restarts: number; recycles: number } {
+    const slot = this.slots[index];
+    const counts = { restarts: slot.restarts, recycles: slot.recycles };
+    const coveredBy = slot.cover?.pid;
+    if (slot.serving?.state === 'ready') return { state: 'ready', pid: slot.serving.pid, ...counts };
+    if (this.stopping) return { state: 'stopped', ...counts };
+    if (index >= this.active) return { state: 'retired', coveredBy, ...counts };
+    if (slot.replacing) return { state: 'starting', pid: slot.replacing.pid, coveredBy, ...counts };
+    if (slot.backoff !== undefined) return { state: 'backing-off', coveredBy, ...counts };
+    const unresponsive = this.all.find((c) => c.slot === index && c.state === 'unresponsive');
+    if (unresponsive) return { state: 'unresponsive', pid: unresponsive.pid, coveredBy, ...counts };
+    return { state: 'starting', coveredBy, ...counts };
+  }
+
+  // --- policies: recycle ---------------------------------------------------
+
+  /** Why `child` should be recycled now, if it should. */
+  private recycleReason(child: Child, now: number): string | undefined {
+    const { maxMemory, maxRequests, maxLifetime } = this.options.recycle ?? {};
+    let jitter = this.jitter.get(child);
+    if (jitter === undefined) this.jitter.set(child, (jitter = 1 + (this.options.random ?? Math.random)() * 0.1));
+    const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+    if (maxMemory !== undefined && child.rss > maxMemory) return `RSS ${mb(child.rss)} is above maxMemory (${mb(maxMemory)})`;
+    if (maxRequests !== undefined && child.requests >= Math.round(maxRequests * jitter)) {
+      return `served ${child.requests} requests (maxRequests ${maxRequests}, plus jitter)`;
+    }
+    if (maxLifetime !== undefined && now - child.startedAt >= maxLifetime * jitter) {
+      return `up ${Math.round(now - child.startedAt)} ms (maxLifetime ${maxLifetime} ms, plus jitter)`;
+    }
+    return undefined;
+  }
+
+  /**
+   * Replaces one worker that crossed a recycling limit, as a phased reload
+   * replaces a slot: a fresh worker of the same generation starts, and only
+   * once it is ready does the old one drain. One at a time (the next waits
+   * until the old worker has exited), never during a reload (which replaces
+   * everyone anyway).
+   */
+  private recycleOne(now: number): void {
+    if (this.recycling || this.reloader.busy || this.stopping || !this.options.recycle) return;
+    for (const { serving: old } of this.slots) {
+      if (old?.state !== 'ready') continue;
+      const reason = this.recycleReason(old, now);
+      if (!reason) continue;
+      this.recycling = old;
+      return void this.locked(() => this.recycle(old, reason));
+    }
+  }
+
+  private async recycle(old: Child, reason: string): Promise<void> {
+    this.options.log.info(`recycling ${old.describe()}: ${reason}`);
+    const next = new Generation(old.generation, [old.slot], (slot, g) => this.spawn(slot, g));
+    const slot = this.slots[old.slot];
+    try {
+      await next.ready();
+      if (slot.serving !== old || this.stopping) {
+        void next.abandon(); // a reload or a crash replaced it meanwhile
+        return;
+      }
+      const fresh = next.children[0];
+      this.commitSlot(fresh);
+      this.rebalance();
+      slot.recycles++;
+      this.options.log.info(`recycled slot ${old.slot}: ${fresh.describe()} serves; pid ${old.pid} drains`);
+      this.options.events.recycled({ slot: old.slot, pid: old.pid, replacedBy: fresh.pid, reason });
+      await old.exited; // the next recycle waits: at most N+1 workers
+    } catch (error) {
+      this.options.log.warn(`recycling ${old.describe()} failed, it keeps serving: ${error instanceof Error ? error.message : String(error)}`);
+    } finally {
+      this.recycling = undefined;
+    }
+  }
+
+  // --- policies: scale -----------------------------------------------------
+
+  /**
+   * Sets the number of workers (1 to MAX_WORKERS). Growing starts one worker
+   * per new slot, each ready before the next; shrinking drains the workers of
+   * the highest slots. A slot's socket stays in the SO_REUSEPORT group for
+   * the master's life (a closed listener would reset its queued connections),
+   * so a retired slot is served by a sibling, and growing again reuses it.
+   * A new slot's socket takes connections only once its first worker listens
+   * on it, so a scale-up whose worker never starts strands none.
+   */
+  scale(workers: number): Promise<void> {
+    if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) {
+      return Promise.reject(new RangeError(`workers must be an integer from 1 to ${MAX_WORKERS} (MAX_WORKERS), got ${workers}; nothing changed`));
+    }
+    if (!this.started || this.generation === 0) return Promise.reject(new Error('not serving yet; no scaling'));
+    if (this.stopping) return Promise.reject(new Error('stopping; no scaling'));
+    const target = { workers };
+    this.scaleTarget = target;
+    const done = this.locked(() => this.applyScale(workers));
+    const settled = () => {
+      if (this.scaleTarget === target) this.scaleTarget = undefined;
+    };
+    done.then(settled, settled);
+    return done;
+  }
+
+  private async applyScale(workers: number): Promise<void> {
+    if (this.stopping) throw new Error('stopping; no scaling');
+    const from = this.active;
+    if (workers === from) return;
+    while (this.slots.length < workers) {
+      this.options.addSlot?.(this.slots.length);
+      this.slots.push(this.newSlot(this.slots.length));
+    }
+    if (workers > from) {
+      for (let slot = from; slot < workers; slot++) {
+        const next = new Generation(this.generation, [slot], (s, g) => this.spawn(s, g));
+        try {
+          await next.ready();
+        } catch (error) {
+          const reason = error instanceof Error ? error.message : String(error);
+          throw new Error(`scaling to ${workers} workers stopped at ${this.active}: ${reason}`);
+        }
+        if (this.stopping) {
+          void next.abandon();
+          throw new Error('stopping; no scaling');
+        }
+        this.active = slot + 1;
+        this.commitSlot(next.children[0]);
+        this.rebalance();
+      }
+    } else {
+      // A retired slot's socket must have an acceptor: a worker started before
+      // the slot existed has not got its sockets, so the first one is renewed.
+      const knows = (c: Child | undefined, slot: number) => c !== undefined && (this.knownSlots.get(c) ?? 0) > slot;
+      const survivors = this.slots.slice(0, workers).map((s) => s.serving);
+      const uncoverable = this.slots.slice(workers).some((s) => !survivors.some((c) => knows(c, s.index)));
+      if (uncoverable) {
+        const renewed = new Generation(this.generation, [0], (s, g) => this.spawn(s, g));
+        await renewed.ready();
+        this.commitSlot(renewed.children[0]);
+        this.rebalance();
+      }
+      this.active = workers;
+      for (const slot of this.slots.slice(workers, from)) {
+        this.clock.clearTimeout(slot.backoff);
+        slot.backoff = undefined;
+        for (const c of [slot.serving, slot.replacing]) c?.drain();
+        slot.serving = undefined;
+        slot.replacing = undefined;
+      }
+      this.rebalance();
+    }
+    this.options.log.info(`scaled from ${from} to ${workers} worker(s)`);
+    this.options.events.scaled({ workers, from });
+  }
+
+  // --- policies: rollback --------------------------------------------------
+
+  /**
+   * Instant rollback: the generation kept by keepPrevious accepts again and
+   * the current one drains; no process starts. Rejects when none is kept
+   * (keepPrevious unset or over, one of its workers gone, or scaled since).
+   */
+  rollback(): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('stopping; no rollback'));
+    return this.locked(async () => {
+      const previous = this.previous;
+      if (!previous) {
+        throw new Error('nothing to roll back to: no previous generation is kept (set keepPrevious, handover start --keep-previous 60s; it is kept that long after a reload)');
+      }
+      const lost = previous.children.find((c) => !c.alive || c.state !== 'parked');
+      if (lost || previous.children.length !== this.active) {
+        this.release();
+        throw new Error(`cannot roll back to generation ${previous.generation}: ${lost ? `${lost.describe()} is gone` : 'the number of workers changed since'}`);
+      }
+      this.clock.clearTimeout(previous.timer);
+      this.previous = undefined;
+      const from = this.generation;
+      this.restore(previous.children);
+      this.generation = previous.generation;
+      this.options.log.info(`rollback: generation ${previous.generation} serves again; generation ${from} drains`);
+      this.options.events.rolledBack({ generation: previous.generation, from });
+    });
+  }
+
   /** Puts parked children back in their slots; the ones serving there now drain. */
   private restore(parked: Child[]): void {
     for (const c of parked) {
       c.resume();
-      const current = this.serving[c.slot];
-      this.serving[c.slot] = c;
+      const slot = this.slots[c.slot];
+      const current = slot.serving;
+      slot.serving = c;
       current?.drain();
     }
     this.rebalance();
@@ -508,209 +790,77 @@ export class Lifecycle {
     for (const c of previous.children) c.drain();
   }
 
-  /**
-   * Instant rollback: the generation kept by keepPrevious accepts again and
-   * the current one drains; no process starts. Rejects when none is kept
-   * (keepPrevious unset or over, one of its workers gone, or scaled since).
-   */
-  rollback(): Promise<void> {
-    if (this.stopping) return Promise.reject(new Error('stopping; no rollback'));
-    return this.locked(async () => {
-      const previous = this.previous;
-      if (!previous) {
-        throw new Error('nothing to roll back to: no previous generation is kept (set keepPrevious; it is kept that long after a reload)');
-      }
-      const lost = previous.children.find((c) => !c.alive || c.state !== 'parked');
-      if (lost || previous.children.length !== this.active) {
-        this.release();
-        throw new Error(`cannot roll back to generation ${previous.generation}: ${lost ? `${lost.describe()} is gone` : 'the number of workers changed since'}`);
-      }
-      this.clock.clearTimeout(previous.timer);
-      this.previous = undefined;
-      const from = this.generation;
-      this.restore(previous.children);
-      this.generation = previous.generation;
-      this.options.log.info(`rollback: generation ${previous.generation} serves again; generation ${from} drains`);
-      this.options.events.rolledBack({ generation: previous.generation, from });
-    });
-  }
-
-  /** At most maxDraining old generations drain at once: past it, the oldest one's workers are closed now. */
-  private boundDraining(): void {
-    const max = this.options.maxDraining;
-    if (max === undefined) return;
-    const draining = this.all.filter((c) => c.state === 'draining' || c.state === 'unresponsive');
-    const generations = [...new Set(draining.map((c) => c.generation))].sort((a, b) => a - b);
-    for (const generation of generations.slice(0, Math.max(0, generations.length - max))) {
-      const workers = draining.filter((c) => c.generation === generation);
-      this.options.log.warn(
-        `maxDraining (${max}): generation ${generation} still has ${workers.length} worker(s) draining; closing them now`,
-      );
-      for (const c of workers) c.kill();
-    }
-  }
-
-  private onExit(child: Child): void {
-    this.children.delete(child);
-    this.options.events.exit(child);
-    const slot = child.slot;
-    if (this.serving[slot] === child) {
-      this.serving[slot] = undefined;
-      if (!this.stopping && slot < this.active) this.scheduleRespawn(child, 'exited');
-    } else if (this.replacing[slot] === child) {
-      this.replacing[slot] = undefined;
-      if (!this.stopping && slot < this.active) this.scheduleRespawn(child, 'exited before it was ready');
-    }
-    this.rebalance();
-  }
+  // --- stop ----------------------------------------------------------------
 
   /**
-   * A slot lost its child: respawn it after a backoff that doubles with each
-   * crash in a row (a crash loop must not spin), of the committed generation.
+   * Stops; resolves when every child has exited. Called again, it returns the
+   * same stop (kill() is what forces one). Top to bottom:
+   *   1. stopDelay (if set): keep accepting, each response says Connection: close
+   *   2. new SYNs are dropped, so no connection joins a queue about to close
+   *      (its client retries in a second and is refused)
+   *   3. the workers accept what is queued, until the queues are empty
+   *   4. the sockets stop listening, in every process holding a copy (a frozen
+   *      worker's included): from now on a new connection is refused at once
+   *   5. every worker drains (each is killed at stopTimeout); the master's
+   *      copies close
+   * `force` (a failed start) kills every child instead and closes the sockets.
    */
-  private scheduleRespawn(lost: Child, how: string): void {
-    const slot = lost.slot;
-    if (this.clock.now() - lost.startedAt > RESPAWN_RESET_MS) this.crashes[slot] = 0;
-    const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** this.crashes[slot]++);
-    this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot} in ${delay} ms`);
-    this.backoff[slot] = this.clock.setTimeout(() => {
-      this.backoff[slot] = undefined;
-      if (this.stopping || this.serving[slot] || this.replacing[slot] || slot >= this.active) return;
-      this.restarts[slot]++;
-      const child = this.spawn(slot, this.generation);
-      this.replacing[slot] = child;
-      child.ready.then(() => this.promote(child, lost.pid), () => {}); // its exit schedules the next try
-    }, delay);
+  stop(force = false): Promise<void> {
+    this.stopped ??= this.shutdown(force);
+    return this.stopped;
   }
 
-  /** A respawned child became ready: it serves its slot now. */
-  private promote(child: Child, replacedPid: number): void {
-    if (this.replacing[child.slot] !== child || this.stopping || !child.alive || child.state !== 'ready') return;
-    this.replacing[child.slot] = undefined;
-    this.serving[child.slot] = child;
-    this.options.log.info(`${child.describe()} replaced pid ${replacedPid}`);
-    this.rebalance();
-  }
-
-  private scheduleHeartbeat(): void {
-    // at least every second: maxMemory samples RSS with each answer
-    const interval = Math.max(50, Math.min(1_000, Math.floor(this.options.heartbeatTimeout / 4)));
-    this.heartbeat = this.clock.setTimeout(() => {
-      this.checkHeartbeats();
-      if (!this.stopping) this.scheduleHeartbeat();
-    }, interval);
-  }
-
-  /** Ready children answer pings; one silent for heartbeatTimeout is taken out of service and replaced. */
-  private checkHeartbeats(): void {
-    const now = this.clock.now();
-    for (const child of this.children) {
-      if (child.state !== 'ready') continue;
-      if (now - child.lastSeen <= this.options.heartbeatTimeout) {
-        child.ping();
-        continue;
+  private async shutdown(force: boolean): Promise<void> {
+    this.stopping = true;
+    this.clock.clearTimeout(this.heartbeat);
+    this.clock.clearTimeout(this.previous?.timer);
+    for (const slot of this.slots) this.clock.clearTimeout(slot.backoff);
+    const { sockets, stopDelay = 0 } = this.options;
+    if (force) {
+      this.kill();
+    } else {
+      if (stopDelay > 0) {
+        this.options.log.info(`stopping: still accepting for stopDelay (${stopDelay} ms)`);
+        for (const child of this.children) child.closing();
+        await this.sleep(stopDelay);
       }
-      this.options.log.warn(
-        `${child.describe()} has not answered a heartbeat for ${now - child.lastSeen} ms ` +
-          `(heartbeatTimeout ${this.options.heartbeatTimeout} ms); taking it out of service`,
-      );
-      child.markUnresponsive();
-      const slot = child.slot;
-      if (this.serving[slot] === child) {
-        this.serving[slot] = undefined;
-        this.scheduleRespawn(child, 'is unresponsive');
-      } else if (this.replacing[slot] === child) {
-        this.replacing[slot] = undefined;
-        this.scheduleRespawn(child, 'is unresponsive');
+      if (sockets) await this.acceptQueued(sockets);
+      const upTo = this.options.stopTimeout === undefined ? '' : `, up to ${this.options.stopTimeout} ms`;
+      this.options.log.info(`stopping: draining ${this.children.size} worker(s)${upTo}`);
+      for (const child of this.children) child.drain();
+    }
+    sockets?.close();
+    await Promise.all([...this.children].map((c) => c.exited));
+  }
+
+  /** Steps 2-4 of a stop: refuse new handshakes, let the queues empty, stop listening. */
+  private async acceptQueued(sockets: StopSockets): Promise<void> {
+    sockets.refuseNew();
+    const started = this.clock.now();
+    let emptySince: number | undefined;
+    for (;;) {
+      const now = this.clock.now();
+      const queued = sockets.queued();
+      emptySince = queued > 0 ? undefined : emptySince ?? now;
+      if (emptySince !== undefined && now - emptySince >= STOP_QUIET_MS) break;
+      if (now - started >= STOP_QUEUE_WAIT_MS) {
+        if (queued > 0) {
+          this.options.log.warn(`stopping: ${queued} connection(s) still queued after ${STOP_QUEUE_WAIT_MS} ms with no worker accepting them; they are reset`);
+        }
+        break;
       }
+      await this.sleep(STOP_POLL_MS);
     }
-    this.rebalance();
-    this.recycleOne(now);
+    sockets.shutdown();
   }
 
-  /** Why `child` should be recycled now, if it should. */
-  private recycleReason(child: Child, now: number): string | undefined {
-    const { maxMemory, maxRequests, maxLifetime } = this.options.recycle ?? {};
-    let jitter = this.jitter.get(child);
-    if (jitter === undefined) this.jitter.set(child, (jitter = 1 + (this.options.random ?? Math.random)() * 0.1));
-    const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
-    if (maxMemory !== undefined && child.rss > maxMemory) return `RSS ${mb(child.rss)} is above maxMemory (${mb(maxMemory)})`;
-    if (maxRequests !== undefined && child.requests >= Math.round(maxRequests * jitter)) {
-      return `served ${child.requests} requests (maxRequests ${maxRequests}, plus jitter)`;
-    }
-    if (maxLifetime !== undefined && now - child.startedAt >= maxLifetime * jitter) {
-      return `up ${now - child.startedAt} ms (maxLifetime ${maxLifetime} ms, plus jitter)`;
-    }
-    return undefined;
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.clock.setTimeout(resolve, ms));
   }
 
-  /**
-   * Replaces one worker that crossed a recycling limit, as a phased reload
-   * replaces a slot: a fresh worker of the same generation starts, and only
-   * once it is ready does the old one drain. One at a time (the next waits
-   * until the old worker has exited), never during a reload (which replaces
-   * everyone anyway).
-   */
-  private recycleOne(now: number): void {
-    if (this.recycling || this.reloader.busy || this.stopping || !this.options.recycle) return;
-    for (const old of this.serving) {
-      if (old?.state !== 'ready') continue;
-      const reason = this.recycleReason(old, now);
-      if (!reason) continue;
-      this.recycling = old;
-      return void this.locked(() => this.recycle(old, reason));
-    }
-  }
-
-  private async recycle(old: Child, reason: string): Promise<void> {
-    this.options.log.info(`recycling ${old.describe()}: ${reason}`);
-    const next = new Generation(old.generation, [old.slot], (slot, g) => this.spawn(slot, g));
-    try {
-      await next.ready();
-      if (this.serving[old.slot] !== old || this.stopping) {
-        void next.abandon(); // a reload or a crash replaced it meanwhile
-        return;
-      }
-      const fresh = next.children[0];
-      this.commitSlot(fresh);
-      this.rebalance();
-      this.recycles[old.slot]++;
-      this.options.log.info(`recycled slot ${old.slot}: ${fresh.describe()} serves; pid ${old.pid} drains`);
-      this.options.events.recycled({ slot: old.slot, pid: old.pid, replacedBy: fresh.pid, reason });
-      await old.exited; // the next recycle waits: at most N+1 workers
-    } catch (error) {
-      this.options.log.warn(`recycling ${old.describe()} failed, it keeps serving: ${error instanceof Error ? error.message : String(error)}`);
-    } finally {
-      this.recycling = undefined;
-    }
-  }
-
-  /**
-   * Every vacant slot gets a cover (the healthy serving child with the fewest
-   * covers); a cover ends when the slot has its own ready child again or the
-   * covering child stops being healthy. With no healthy child at all
-   * (workers: 1), the slot's queue holds connections until one is ready.
-   */
-  private rebalance(): void {
-    if (this.stopping) return;
-    const healthy = (c: Child | undefined): c is Child =>
-      c !== undefined && c.alive && c.state === 'ready' && this.serving[c.slot] === c;
-    for (const [slot, by] of this.covers) {
-      if (healthy(this.serving[slot]) || !healthy(by)) {
-        if (by.alive) by.uncover(slot);
-        this.covers.delete(slot);
-      }
-    }
-    for (let slot = 0; slot < this.serving.length; slot++) {
-      if (healthy(this.serving[slot]) || this.covers.has(slot)) continue;
-      const load = (c: Child) => [...this.covers.values()].filter((by) => by === c).length;
-      const able = (c: Child) => (this.knownSlots.get(c) ?? 0) > slot; // it has that slot's sockets
-      const by = this.serving.filter(healthy).filter(able).sort((a, b) => load(a) - load(b))[0];
-      if (!by) continue;
-      by.cover(slot);
-      this.covers.set(slot, by);
-      const why = slot >= this.active ? 'is retired' : 'has no ready worker';
-      this.options.log.info(`slot ${slot} ${why}; ${by.describe()} accepts its connections meanwhile`);
-    }
+  /** A forced stop: kills every child now. */
+  kill(): void {
+    this.stopping = true;
+    for (const child of this.children) child.kill();
   }
 }

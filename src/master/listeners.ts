@@ -22,6 +22,8 @@ export interface Listener {
   shared: boolean;
   /** inode of the Unix socket file we created, so we remove only our own. */
   createdInode?: number;
+  /** systemd passed it in and keeps a copy to pass on again: a stop never filters or shuts it down. */
+  adopted?: boolean;
 }
 
 
@@ -36,7 +38,7 @@ export interface ListenerOptions {
 }
 
 const HINTS: Record<string, string> = {
-  EADDRINUSE: 'another process is listening there; stop it or choose another address (or set `shared: true` to join its SO_REUSEPORT group on purpose)',
+  EADDRINUSE: 'another process is listening there; stop it or choose another address (or join its SO_REUSEPORT group on purpose: `shared: true`, handover start --shared)',
   EACCES: 'ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port >= 1024, or start the master as root with the `user` option',
   EADDRNOTAVAIL: 'that IP is not an address of this machine',
   ENAMETOOLONG: 'use a shorter Unix socket path',
@@ -99,7 +101,7 @@ export class ListenerSet {
       // unlinked, unless our predecessor made it (single-process handover).
       const onDisk = activated.owned && address.kind === 'unix' && !address.path.startsWith('@');
       const createdInode = onDisk ? fs.lstatSync(address.path).ino : undefined;
-      const listener = { key: text, address, fds: [activated.fd], shared: true, bound: formatBound(activated.bound), createdInode };
+      const listener = { key: text, address, fds: [activated.fd], shared: true, bound: formatBound(activated.bound), createdInode, adopted: true };
       this.listeners.set(text, listener);
       return listener;
     }
@@ -156,7 +158,9 @@ export class ListenerSet {
   /**
    * One more slot: every TCP address (Linux) gets one more socket in its
    * SO_REUSEPORT group, bound to the same port. Unix and activated sockets
-   * are shared by every slot already.
+   * are shared by every slot already. The new socket is bound but does not
+   * listen: the group hashes no connection to it until the slot's first
+   * worker listens on it, so a worker that never starts strands none.
    */
   addSlot(): void {
     this.options.slots++;
@@ -165,7 +169,7 @@ export class ListenerSet {
       if (listener.shared) continue;
       const bound = native.localAddress(listener.fds[0]) as { address: string; port: number };
       try {
-        listener.fds.push(native.bindTcp({ host: bound.address, port: bound.port, backlog: this.options.backlog, reusePort: true }));
+        listener.fds.push(native.bindTcp({ host: bound.address, port: bound.port, backlog: this.options.backlog, reusePort: true, listen: false }));
       } catch (error) {
         throw explain(error, listener.key);
       }

@@ -1,22 +1,19 @@
 // The master: binds every address, runs the worker lifecycle (lifecycle.ts)
-// with real processes, answers the control socket, and stops. It keeps a
-// stable pid for the process manager and owns the listening sockets for its
-// whole life; workers only get copies.
-//
-// Stop, top to bottom (shutdown()):
-//   1. stopDelay (if set): keep accepting, each response says Connection: close
-//   2. close the master's copies of the listening sockets, so that once every
-//      worker has stopped accepting a new connection is refused at once
-//      instead of waiting in a queue nobody serves (invariant 12)
-//   3. drain every worker; each is killed at stopTimeout
+// with real processes, answers the control socket, and stops (the stop
+// sequence is the lifecycle's; this file adds the process manager's side:
+// sd_notify, the pidFile, the control socket). It keeps a stable pid for the
+// process manager and owns the listening sockets for its whole life; workers
+// only get copies.
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { type Logger, createLogger } from '../log';
 import type { ResolvedOptions } from '../options';
+import { serveLogs } from './log-ring';
 import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
-import { ENV, type Hello, type MasterStatus, type Message, encode } from '../protocol';
+import { ENV, type Hello, MAX_FRAME_BYTES, type MasterStatus, type Message, encode } from '../protocol';
 import { handleSignals } from '../signals';
 import { TicketKeyRing } from '../ticket-keys';
 import { ControlServer } from './control-server';
@@ -24,6 +21,7 @@ import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
 import { MasterMemory } from './memory';
 import { spawnSelf } from './spawn-self';
+import { stopSockets } from './stop-sockets';
 import { WorkerProcess } from './worker-process';
 
 const REPORTED = Symbol('handover.reported');
@@ -39,11 +37,13 @@ export class Master {
   private readonly lifecycle: Lifecycle;
   /** Every live worker by pid (the lifecycle's children, as processes). */
   private readonly workers = new Map<number, WorkerProcess>();
-  private readonly startedAt = Date.now();
+  private readonly startedAt = performance.now();
   private readonly memory = new MasterMemory();
   /** The TLS session-ticket keys of every worker (src/ticket-keys.ts). */
   private readonly ticketKeys = new TicketKeyRing();
   private control?: ControlServer;
+  /** Binding, the control socket and the signal handlers: what a stop during start-up waits for. */
+  private opened?: Promise<void>;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
   private removeSignalHandlers?: () => void;
@@ -69,18 +69,19 @@ export class Master {
       log: this.log,
       events: {
         reload: ({ generation }) => {
-          this.reloadStartedAt = Date.now();
+          this.reloadStartedAt = performance.now();
           notify('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, `STATUS=reloading: starting generation ${generation}`);
           this.events.emit('reload', { generation });
         },
         reloaded: (e) => {
-          this.lastReload = { generation: e.generation, startedAt: Date.now() - e.durationMs, durationMs: e.durationMs, ok: true };
+          this.lastReload = { generation: e.generation, startedAt: Math.round(Date.now() - e.durationMs), durationMs: e.durationMs, ok: true };
           notify('READY=1', this.statusLine());
           this.events.emit('reloaded', e);
         },
         reloadFailed: (e) => {
-          const startedAt = this.reloadStartedAt ?? Date.now();
-          this.lastReload = { generation: e.generation, startedAt, durationMs: Date.now() - startedAt, ok: false, error: e.error.message };
+          const startedAt = this.reloadStartedAt ?? performance.now();
+          const durationMs = Math.round(performance.now() - startedAt);
+          this.lastReload = { generation: e.generation, startedAt: Date.now() - durationMs, durationMs, ok: false, error: e.error.message };
           notify('READY=1', this.statusLine());
           this.events.emit('reload-failed', e);
         },
@@ -96,6 +97,9 @@ export class Master {
         },
       },
       addSlot: () => this.listeners.addSlot(),
+      sockets: stopSockets(this.listeners, this.log),
+      stopDelay: options.stopDelay,
+      stopTimeout: options.stopTimeout,
       rollout: options.rollout,
       keepPrevious: options.keepPrevious,
       maxDraining: options.maxDraining,
@@ -113,57 +117,64 @@ export class Master {
   /** Binds, starts generation 1, then serves until stopped. Rejects if it cannot start. */
   async run(): Promise<void> {
     const stopped = new Promise<void>((resolve) => (this.stopRequested = resolve));
+    this.opened = this.open();
     try {
-      if (this.addresses.length === 0 && !this.options.dynamicAddresses) {
-        throw new Error('nothing to serve: register at least one address before run()');
+      await this.opened;
+      if (!this.stopping) {
+        const workers = this.options.workers;
+        const listening = this.bound.length > 0 ? `listening on ${this.bound.join(', ')}; ` : '';
+        this.log.info(`${listening}starting generation 1 (${workers} worker${workers > 1 ? 's' : ''})`);
+        await this.lifecycle.start();
       }
-      this.listeners.adopt(takeActivatedSockets());
-      for (const address of this.addresses) this.listeners.ensure(address);
-      for (const socket of this.listeners.unclaimed) {
-        this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
-      }
-      this.control = await ControlServer.open(this.options, this.log, {
-        hello: (pid, hello, conn) => this.onHello(pid, hello, conn),
-        message: (pid, message) => {
-          const worker = this.workers.get(pid);
-          if (worker) this.onWorkerMessage(worker, message);
-        },
-        admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
-      });
-      if (this.options.pidFile) writePidFile(this.options.pidFile);
-      this.ticketKeys.start(this.options.ticketKeyRotation, (keys) => {
-        this.log.info('rotated the TLS session-ticket keys; tickets under the previous key still resume');
-        for (const w of this.workers.values()) w.send({ type: 'ticket-keys', keys });
-      });
-      this.removeSignalHandlers = handleSignals({
-        reloadSignals: this.options.reloadSignals,
-        stopSignals: this.options.stopSignals,
-        log: this.log,
-        stopping: () => this.stopping !== undefined,
-        reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
-        stop: () => void this.stop(),
-        force: () => this.force(),
-        scale: (delta) => {
-          const workers = Math.max(1, this.lifecycle.workers + delta);
-          void this.scale(workers).catch((error: Error) => this.log.error(error.message));
-        },
-      });
-      const workers = this.options.workers;
-      const listening = this.bound.length > 0 ? `listening on ${this.bound.join(', ')}; ` : '';
-      this.log.info(`${listening}starting generation 1 (${workers} worker${workers > 1 ? 's' : ''})`);
-      await this.lifecycle.start();
     } catch (error) {
-      if (this.stopping) return this.stopping; // a stop signal during start-up: a clean stop
+      if (this.stopping) return this.stopping; // a stop during start-up: a clean stop
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(message);
       await this.shutdown(true);
       if (typeof error === 'object' && error !== null) Object.assign(error, { [REPORTED]: true });
       throw error;
     }
+    if (this.stopping) return this.stopping;
     notify('READY=1', this.statusLine());
     this.log.info(`ready: generation 1 serving on ${this.bound.join(', ')}`);
     this.events.emit('ready', { generation: 1, addresses: this.bound });
     await stopped;
+  }
+
+  /** Binds every address, opens the control socket, writes the pidFile, installs the signal handlers. */
+  private async open(): Promise<void> {
+    if (this.addresses.length === 0 && !this.options.dynamicAddresses) {
+      throw new Error('nothing to serve: register at least one address before run()');
+    }
+    this.listeners.adopt(takeActivatedSockets());
+    for (const address of this.addresses) this.listeners.ensure(address);
+    for (const socket of this.listeners.unclaimed) {
+      this.log.warn(`systemd passed ${socket}, which no registered address matches; it is not served`);
+    }
+    this.control = await ControlServer.open(this.options, this.log, {
+      hello: (pid, hello, conn) => this.onHello(pid, hello, conn),
+      message: (pid, message) => {
+        const worker = this.workers.get(pid);
+        if (worker) this.onWorkerMessage(worker, message);
+      },
+      admin: (message, reply, conn) => this.onAdminMessage(message, reply, conn),
+    });
+    if (this.options.pidFile) writePidFile(this.options.pidFile);
+    this.ticketKeys.start(this.options.ticketKeyRotation, (keys) => {
+      this.log.info('rotated the TLS session-ticket keys; tickets under the previous key still resume');
+      for (const w of this.workers.values()) w.send({ type: 'ticket-keys', keys });
+    });
+    this.removeSignalHandlers = handleSignals({
+      reloadSignals: this.options.reloadSignals,
+      stopSignals: this.options.stopSignals,
+      log: this.log,
+      stopping: () => this.stopping !== undefined,
+      reload: () => void this.reload().catch(() => {}), // reported by the lifecycle
+      stop: () => void this.stop(),
+      force: () => this.force(),
+      // From the last count asked for: a burst of SIGTTIN queues like reload requests.
+      scale: (delta) => void this.scale(Math.max(1, this.lifecycle.target + delta)).catch((error: Error) => this.log.error(error.message)),
+    });
   }
 
   /**
@@ -187,13 +198,13 @@ export class Master {
     return this.lifecycle.rollback();
   }
 
-  /** Graceful stop; a second call forces it (kills what is left at once). */
+  /**
+   * Graceful stop; resolves once it is done. Idempotent: a second call (the
+   * application's own SIGTERM handler next to ours) is the same stop. Only a
+   * stop *signal* after the duplicate window forces it (signals.ts).
+   */
   stop(): Promise<void> {
-    if (this.stopping) {
-      this.force();
-      return this.stopping;
-    }
-    this.stopping = this.shutdown(false).then(() => this.stopRequested?.());
+    this.stopping ??= this.shutdown(false).then(() => this.stopRequested?.());
     return this.stopping;
   }
 
@@ -206,12 +217,14 @@ export class Master {
     return {
       pid: process.pid,
       generation: this.lifecycle.generation,
-      uptimeMs: Date.now() - this.startedAt,
+      uptimeMs: Math.round(performance.now() - this.startedAt),
       reloading: this.lifecycle.reloading,
       addresses: this.bound,
       controlSocket: this.control?.path,
       lastReload: this.lastReload,
-      workers: this.lifecycle.all.map((w) => ({ pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: w.startedAt })),
+      workers: this.lifecycle.all.map((w) => ({
+        pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt),
+      })),
       slots: Array.from({ length: this.lifecycle.slotCount }, (_, slot) => ({ slot, ...this.lifecycle.slotState(slot) })),
     };
   }
@@ -220,7 +233,10 @@ export class Master {
   private async statusWithConnections(): Promise<MasterStatus> {
     const status = this.status();
     const counts = await Promise.all(status.workers.map((w) => this.workers.get(w.pid)?.countConnections(1_000)));
-    status.workers.forEach((w, i) => (w.connections = counts[i]));
+    status.workers.forEach((w, i) => {
+      const worker = this.workers.get(w.pid);
+      Object.assign(w, { connections: counts[i], requests: worker?.requests, loopDelayMs: worker?.loopDelayMs });
+    });
     return status;
   }
 
@@ -230,22 +246,12 @@ export class Master {
     return `STATUS=generation ${this.lifecycle.generation}, ${serving.length}/${workers} workers serving`;
   }
 
-  /** Stops (see the top of this file); `force` (a failed start) kills instead of draining. */
+  /** Stops (Lifecycle.stop); `force` (a failed start) kills instead of draining. */
   private async shutdown(force: boolean): Promise<void> {
-    if (force) {
-      this.removeSignalHandlers?.();
-      this.lifecycle.kill();
-    } else {
-      notify('STOPPING=1');
-      if (this.options.stopDelay > 0) {
-        this.log.info(`stopping: still accepting for stopDelay (${this.options.stopDelay} ms)`);
-        for (const w of this.workers.values()) w.send({ type: 'closing' });
-        await new Promise((resolve) => setTimeout(resolve, this.options.stopDelay));
-      }
-      this.log.info(`stopping: draining ${this.workers.size} worker(s), up to ${this.options.stopTimeout} ms`);
-    }
-    this.listeners.closeAll();
-    await this.lifecycle.stop();
+    if (!force) notify('STOPPING=1');
+    await this.opened?.catch(() => {}); // a stop during start-up closes what start-up opened
+    await this.lifecycle.stop(force);
+    this.removeSignalHandlers?.();
     this.memory.close();
     this.ticketKeys.stop();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
@@ -319,6 +325,7 @@ export class Master {
       case 'pong':
         if (message.requests !== undefined) worker.requests = message.requests;
         if (message.rss !== undefined) worker.rss = message.rss;
+        if (message.loopDelayMs !== undefined) worker.loopDelayMs = message.loopDelayMs;
         break;
       case 'failed':
         worker.failure = message.message;
@@ -341,7 +348,7 @@ export class Master {
   private onAdminMessage(message: Message, reply: (answer: Message) => void, socket: net.Socket): void {
     switch (message.type) {
       case 'status':
-        void this.statusWithConnections().then((status) => reply({ type: 'status-result', status }));
+        void this.statusWithConnections().then((status) => reply({ type: 'status-result', status: fitFrame(status) }));
         break;
       case 'reload':
         this.reload().then(
@@ -364,9 +371,29 @@ export class Master {
       case 'stop':
         void this.stop().then(() => socket.end());
         break;
+      case 'logs':
+        serveLogs(message, socket);
+        break;
       default:
         this.log.warn(`control: unexpected ${message.type} frame from a non-worker; connection closed`);
         socket.destroy();
     }
   }
+}
+
+/**
+ * A status reply always fits one frame: past MAX_FRAME_BYTES the worker and
+ * slot lists are cut (from the end) and `omitted` says by how many.
+ */
+export function fitFrame(status: MasterStatus): MasterStatus {
+  const size = (s: MasterStatus) => Buffer.byteLength(JSON.stringify({ type: 'status-result', status: s }));
+  const workers = status.workers;
+  const slots = status.slots ?? [];
+  let fitted = status;
+  for (let keep = 1; size(fitted) > MAX_FRAME_BYTES; keep *= 0.9) {
+    const w = Math.floor(workers.length * keep);
+    const s = Math.floor(slots.length * keep);
+    fitted = { ...status, workers: workers.slice(0, w), slots: slots.slice(0, s), omitted: { workers: workers.length - w, slots: slots.length - s } };
+  }
+  return fitted;
 }

@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { type Message, encode } from '../protocol';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
@@ -14,10 +15,13 @@ const KILL_GRACE_MS = 2_000;
 
 /** One spawned child. `ready` resolves on its `ready` frame; rejects if it exits first or misses startTimeout. */
 export class WorkerProcess implements Child {
-  readonly startedAt = Date.now();
-  lastSeen = Date.now();
+  /** Monotonic (performance.now()), as the lifecycle's clock. */
+  readonly startedAt = performance.now();
+  lastSeen = performance.now();
   requests = 0;
   rss = 0;
+  /** Mean event-loop delay (ms) since the previous heartbeat, as the worker measured it. */
+  loopDelayMs?: number;
   state: ChildState = 'starting';
   conn?: net.Socket;
   /** Addresses its code registered (known after hello). */
@@ -100,7 +104,7 @@ export class WorkerProcess implements Child {
   becameReady(): void {
     if (this.state !== 'starting') return;
     this.state = 'ready';
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
     this.markReady();
   }
 
@@ -110,7 +114,7 @@ export class WorkerProcess implements Child {
 
   /** Any frame from it is a sign of life; `pong` exists to prompt one. */
   sawLife(): void {
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
   }
 
   markUnresponsive(): void {
@@ -129,7 +133,11 @@ export class WorkerProcess implements Child {
     if (this.state !== 'parked') return;
     this.send({ type: 'resume' });
     this.state = 'ready';
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
+  }
+
+  closing(): void {
+    this.send({ type: 'closing' });
   }
 
   cover(slot: number): void {

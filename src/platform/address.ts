@@ -2,6 +2,8 @@
 // 'localhost:8080', a bare port number, and 'unix:/run/app.sock'.
 import * as net from 'node:net';
 
+import { AddressError } from '../errors';
+
 export type Address =
   | {
       kind: 'tcp';
@@ -15,9 +17,7 @@ export type Address =
     }
   | { kind: 'unix'; text: string; path: string };
 
-export class AddressError extends TypeError {
-  readonly code = 'ERR_HANDOVER_ADDRESS';
-}
+export { AddressError };
 
 const FORMS = `expected ':PORT', 'HOST:PORT', '[IPv6]:PORT' or 'unix:/path/to.sock'`;
 

@@ -3,6 +3,7 @@
 // credentials, PR_SET_PDEATHSIG, flock. Its errors are Node-style system errors
 // (`code`, `errno`, `syscall`, the address in the message).
 import * as path from 'node:path';
+import { NoAddonError } from '../errors';
 
 if (process.platform !== 'linux' && process.platform !== 'darwin') {
   throw new Error(
@@ -17,6 +18,8 @@ export interface TcpBindOptions {
   backlog?: number;
   reusePort?: boolean;
   ipv6Only?: boolean;
+  /** false: bind only; the socket takes connections once someone calls listen(2) on it. Default true. */
+  listen?: boolean;
 }
 
 export interface UnixBindOptions {
@@ -50,6 +53,9 @@ interface Binding {
   probeTcp(options: TcpBindOptions): void;
   bindUnix(options: UnixBindOptions): number;
   connectUnix(path: string): number;
+  refuseNewConnections(fd: number): boolean;
+  acceptQueueLength(fd: number): number;
+  shutdownListener(fd: number): void;
   localAddress(fd: number): BoundAddress;
   dup(fd: number): number;
   close(fd: number): void;
@@ -74,12 +80,13 @@ function loadBinding(): Binding {
     return require('node-gyp-build')(path.join(__dirname, '..', '..'));
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw Object.assign(new Error(
+    throw new NoAddonError(
       `handover's native addon did not load for ${process.platform}-${process.arch} (${reason}). ` +
         'No prebuild matched, so it must be built from source: approve the install script ' +
         '(`npm install-scripts approve handover && npm rebuild handover`; needs python3, make and a C++ compiler; ' +
         'on Alpine `apk add python3 make g++ linux-headers`)',
-    ), { code: 'ERR_HANDOVER_NO_ADDON', cause: error });
+      { cause: error },
+    );
   }
 }
 
@@ -106,6 +113,19 @@ export const bindUnix = (options: UnixBindOptions): number => binding.bindUnix(o
 
 /** Connects to a Unix stream socket without blocking; returns the connected fd. */
 export const connectUnix = (socketPath: string): number => binding.connectUnix(socketPath);
+
+/**
+ * Linux, TCP: a socket filter drops new SYNs on this listening socket (every
+ * socket of a SO_REUSEPORT group needs its own); handshakes under way and
+ * queued connections are kept. False where unsupported.
+ */
+export const refuseNewConnections = (fd: number): boolean => binding.refuseNewConnections(fd);
+
+/** Connections waiting in a listening TCP socket's accept queue; -1 where the platform cannot tell. */
+export const acceptQueueLength = (fd: number): number => binding.acceptQueueLength(fd);
+
+/** shutdown(2) on a listening socket: no process holding a copy accepts from it any more; connections are refused. */
+export const shutdownListener = (fd: number): void => binding.shutdownListener(fd);
 
 /** The address an fd is bound to: ip/port, or the Unix path. */
 export const localAddress = (fd: number): BoundAddress => binding.localAddress(fd);

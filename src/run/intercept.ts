@@ -6,6 +6,7 @@
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { LateListenError } from '../errors';
 
 /** A server the program asked to listen, and the handover address for it. */
 export interface Capture {
@@ -97,11 +98,8 @@ export class ListenInterceptor {
     if (wanted.callback) server.once('listening', wanted.callback);
     if (this.closed) {
       // The worker has told the master its addresses; one more cannot be added.
-      const error = Object.assign(
-        new Error('handover start: listen() called after this worker became ready; only addresses listened on at start-up are served ' +
-          '(listen on every address before ready, or use --wait-ready and call ready() after the last listen())'),
-        { code: 'ERR_HANDOVER_LATE_LISTEN', syscall: 'listen' },
-      );
+      const error = new LateListenError('handover start: listen() called after this worker became ready; only addresses listened on at start-up are served ' +
+        '(listen on every address before ready, or use --wait-ready and call ready() after the last listen())');
       process.nextTick(() => server.emit('error', error));
       return;
     }

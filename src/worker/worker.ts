@@ -4,6 +4,7 @@
 import type { EventEmitter } from 'node:events';
 import { ENV } from '../protocol';
 import { guardAgainstOrphaning } from './orphan';
+import { loopDelayMs } from './loop-delay';
 import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
@@ -75,7 +76,7 @@ export class Worker {
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
-      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss() });
+      if (message.type === 'ping') client.send({ type: 'pong', requests: this.serving.requests, rss: process.memoryUsage.rss(), loopDelayMs: loopDelayMs() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);
       if (message.type === 'count') client.send({ type: 'connections', count: this.serving.connections });

@@ -43,3 +43,10 @@ export async function adminReload(socketPath: string): Promise<{ ok: boolean; me
   if (answer.type !== 'reload-result') throw new Error(`reload was answered with ${answer.type}`);
   return { ok: answer.ok, message: answer.message };
 }
+
+/** Asks for a number of workers as `handover scale` does; resolves with its outcome. */
+export async function adminScale(socketPath: string, workers: number): Promise<{ ok: boolean; message?: string }> {
+  const answer = await ask(socketPath, { type: 'scale', id: 1, workers });
+  if (answer.type !== 'scale-result') throw new Error(`scale was answered with ${answer.type}`);
+  return { ok: answer.ok, message: answer.message };
+}

@@ -23,6 +23,15 @@ export class FakeClock implements Clock {
     this.timers.delete(handle as number);
   }
 
+  /**
+   * A pause of the whole process group (Ctrl-Z, docker pause, a VM freeze):
+   * time moves on while nothing runs; the timers that fell due fire once each
+   * at the next advance(), as a resumed event loop fires them.
+   */
+  pause(ms: number): void {
+    this.time += ms;
+  }
+
   /** Moves time forward, firing due timers in order (and the ones they set). */
   async advance(ms: number): Promise<void> {
     const end = this.time + ms;
@@ -110,6 +119,10 @@ export class FakeChild implements Child {
     this.calls.push('drain');
     if (this.state === 'starting') return this.kill();
     if (this.state !== 'unresponsive') this.state = 'draining';
+  }
+
+  closing(): void {
+    this.calls.push('closing');
   }
 
   park(): void {

@@ -1,8 +1,9 @@
 // Starting masters for tests, waiting on their events, and reaping every
 // process a test started (masters, workers, orphans) by an env marker.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ENV } from '../../src/protocol';
@@ -235,6 +236,9 @@ export async function startMaster(options: StartOptions = {}): Promise<Master> {
   return master;
 }
 
+/** The environment entry that tags a process (and its children) for reaping, for tests that spawn their own. */
+export const REAP_TAG: Record<string, string> = { [MARKER]: RUN_ID };
+
 /** Every live process this test run started, found by its environment marker. */
 export function ourProcesses(): number[] {
   const pids: number[] = [];
@@ -259,4 +263,26 @@ export async function reapAll(): Promise<void> {
     }
   }
   await pollUntil(() => ourProcesses().length === 0, 'every test process to be reaped', 10_000);
+}
+
+/** The error code of a connection attempt ('ECONNREFUSED' once nothing listens), or 'connected'. */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+}
+
+/** Why a test needing `command` must skip (it is not installed, and how to get it), or undefined. */
+export function missingTool(command: string, versionFlag: string, install: string): string | undefined {
+  try {
+    execFileSync(command, [versionFlag], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `${command} is not installed (${install})`;
+  }
 }

@@ -133,6 +133,22 @@ export interface ServerOptions {
    * move only through `migrate()`, either way. Default true.
    */
   migrate?: boolean;
+  /**
+   * ms over which a drain spreads the closes of connections that cannot move
+   * to the new generation (TLS and HTTP/2): each idle one is closed with a FIN
+   * (an HTTP/2 session gets its GOAWAY) at its own moment in the first
+   * `closeSpread` ms, so clients do not all reconnect in the same second. 0
+   * closes them all at once. At most stopTimeout. Default: min(stopTimeout / 2, 10_000).
+   */
+  closeSpread?: number;
+  /**
+   * ms between rotations of the TLS session-ticket keys that the master makes
+   * and every TLS server of every worker uses (so sessions resume on any
+   * worker and across reloads). A ticket resumes for at least one interval,
+   * so keep TLS servers' `sessionTimeout` (seconds, Node's default 300) at
+   * most this. At least 1_000. Default 3_600_000 (1 hour).
+   */
+  ticketKeyRotation?: number;
   /** Runs in each worker before it listens and reports ready (warm caches here); a throw fails the start. */
   ready?: () => void | Promise<void>;
   /** Lifecycle lines. Default: stderr. `false` silences; any {info, warn, error} plugs in. */
@@ -196,6 +212,8 @@ export interface ResolvedOptions {
   maxDraining: number;
   keepPrevious: number;
   migrate: boolean;
+  closeSpread: number;
+  ticketKeyRotation: number;
   ready?: () => void | Promise<void>;
   logger: Logger | false | undefined;
   pidFile?: string;
@@ -408,6 +426,16 @@ export const OPTIONS: { [K in keyof ServerOptions]-?: OptionRow } = {
     doc: "`handover start --user` only: addresses the master binds for the program although its user could not bind them itself, e.g. `[':443']`",
     cli: { flag: 'allow-listen', arg: 'A,B', help: 'with --user: addresses the program may listen on although USER could not\nbind them itself (a port < 1024, a path in a directory USER cannot write)' },
   },
+  closeSpread: {
+    check: { kind: 'duration', min: 0 }, shown: '`min(stopTimeout / 2, 10_000)`',
+    doc: "ms over which a drain (a reload's, a stop's) spreads the closes of connections that cannot move to the new generation (TLS, HTTP/2): each idle HTTPS connection gets its FIN, each HTTP/2 session its GOAWAY, each TLS raw or upgraded socket its `handover:drain`, at its own moment in the window, so clients do not all reconnect (and handshake) in the same second. `0`: all at once. At most `stopTimeout`",
+    cli: { flag: 'close-spread', arg: 'T', help: 'spread the closes of TLS and HTTP/2 connections in a drain over this long (default: half of --stop-timeout, at most 10s)' },
+  },
+  ticketKeyRotation: {
+    check: { kind: 'duration', min: 1 }, default: 3_600_000, shown: '`3_600_000`',
+    doc: "ms between rotations of the TLS session-ticket keys the master makes and every TLS server of every worker uses, so a session resumes on any worker and after any reload; a ticket resumes for at least one interval, so keep a TLS server's `sessionTimeout` (seconds, Node's default 300) at most this (a worker warns otherwise). At least 1 s",
+    cli: { flag: 'ticket-key-rotation', arg: 'T', help: 'rotate the TLS session-ticket keys all workers share this often (default 1h)' },
+  },
   user: {
     check: { kind: 'account', of: 'user' }, shown: "the master's",
     doc: "workers run as this user (name or uid) while a root master binds privileged ports (see [Privileges](#privileges)); not with `mode: 'single'`",
@@ -578,6 +606,15 @@ export function resolveOptions(options: ServerOptions = {}): ResolvedOptions {
   }
   const { user, group, ...rest } = values;
   const resolved = { ...rest, identity: resolveIdentity(user as string | number | undefined, group as string | number | undefined) } as unknown as ResolvedOptions;
+  // closeSpread's default follows stopTimeout
+  resolved.closeSpread ??= Math.min(Math.floor(resolved.stopTimeout / 2), 10_000);
+  if (resolved.closeSpread > resolved.stopTimeout) {
+    throw new RangeError(`closeSpread (${resolved.closeSpread} ms) must be at most stopTimeout (${resolved.stopTimeout} ms): ` +
+      'connections still open at stopTimeout are cut, not closed gently');
+  }
+  if (resolved.ticketKeyRotation < 1_000) {
+    throw new RangeError(`ticketKeyRotation must be at least 1000 ms (every rotation is a frame to every worker), got ${resolved.ticketKeyRotation}`);
+  }
   const overlap = resolved.reloadSignals.filter((s) => resolved.stopSignals.includes(s));
   if (overlap.length > 0) throw new TypeError(`${overlap.join(', ')} cannot both reload and stop; list each signal in reloadSignals or stopSignals, not both`);
   const upgradeOverlap = resolved.upgradeSignals.filter((s) => resolved.reloadSignals.includes(s) || resolved.stopSignals.includes(s));

@@ -13,6 +13,7 @@
 // a channel of their own between the two workers (worker/handoff.ts).
 import { timingSafeEqual } from 'node:crypto';
 import { ProtocolError } from './errors';
+import { type WireTicketKeys, isWireTicketKeys } from './ticket-keys';
 
 /** Frames larger than this are a protocol error; the connection is dropped. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -36,8 +37,13 @@ export interface ListenerInfo {
 export type Message =
   /** worker -> master, first frame: who I am, which addresses my code registered, and my code's version (version.ts). */
   | { type: 'hello'; token: string; pid: number; slot: number; generation: number; addresses: string[]; version?: string }
-  /** master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame. */
-  | { type: 'listeners'; listeners: ListenerInfo[] }
+  /**
+   * master -> worker: per address in the order asked, `fds` fds (slot 0, 1, ...) attached to this frame;
+   * and the TLS session-ticket keys every TLS server uses (src/ticket-keys.ts).
+   */
+  | { type: 'listeners'; listeners: ListenerInfo[]; ticketKeys?: WireTicketKeys }
+  /** master -> worker: the ticket keys rotated; from now on use these. */
+  | { type: 'ticket-keys'; keys: WireTicketKeys }
   /** master -> worker: the hello was understood but cannot be served (e.g. a bind failed). */
   | { type: 'refused'; message: string }
   /**
@@ -266,7 +272,9 @@ export function validate(value: unknown): Message {
           const x = l as Record<string, unknown>;
           return typeof l === 'object' && l !== null && isString(x.address) && isString(x.bound) && isInt(x.backlog) &&
             isInt(x.fds) && x.fds >= 1 && (x.owned === undefined || typeof x.owned === 'boolean');
-        });
+        }) && (m.ticketKeys === undefined || isWireTicketKeys(m.ticketKeys));
+      case 'ticket-keys':
+        return isWireTicketKeys(m.keys);
       case 'refused':
       case 'failed':
         return isString(m.message);

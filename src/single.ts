@@ -20,6 +20,7 @@ import { adoptPidFile, removePidFile, writePidFile } from './platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from './platform/systemd';
 import { handleSignals } from './signals';
 import { WorkerProcess } from './master/worker-process';
+import { TicketKeyRing } from './ticket-keys';
 
 const SUCCESSOR = {
   socket: 'HANDOVER_SUCCESSOR_SOCKET',
@@ -34,6 +35,8 @@ export class SingleProcess {
   private readonly log: Logger;
   private readonly listeners: ListenerSet;
   private readonly serving: Serving;
+  /** This process keeps the TLS ticket keys (made here, or handed over by the predecessor) and passes them on. */
+  private ticketKeyRing?: TicketKeyRing;
   private readonly startedAt = Date.now();
   private generation = Number(process.env[SUCCESSOR.generation] ?? 1);
   private control?: ControlServer;
@@ -55,7 +58,7 @@ export class SingleProcess {
   ) {
     this.log = createLogger(options.logger, 'single');
     this.listeners = new ListenerSet({ slots: 1, backlog: options.backlog, shared: options.shared, unixMode: options.unixSocketMode });
-    this.serving = new Serving(registrations);
+    this.serving = new Serving(registrations, options, (line) => this.log.warn(line));
   }
 
   get bound(): string[] {
@@ -65,6 +68,9 @@ export class SingleProcess {
   async run(): Promise<void> {
     const done = new Promise<void>((resolve) => (this.stopped = resolve));
     const predecessor = process.env[SUCCESSOR.socket] ? await this.takeOver() : undefined;
+    this.ticketKeyRing ??= new TicketKeyRing();
+    this.serving.ticketKeys.set(this.ticketKeyRing.wire);
+    this.ticketKeyRing.start(this.options.ticketKeyRotation, (keys) => this.serving.ticketKeys.set(keys));
     const addresses = this.registrations.map((r) => r.address);
     try {
       if (!predecessor) this.listeners.adopt(takeActivatedSockets());
@@ -127,9 +133,10 @@ export class SingleProcess {
     const token = process.env[SUCCESSOR.token]!;
     for (const name of Object.values(SUCCESSOR)) delete process.env[name];
     const addresses = this.registrations.map((r) => r.address);
-    const { client, listeners, fds } = await ControlClient.connect(socketPath, {
+    const { client, listeners, fds, ticketKeys } = await ControlClient.connect(socketPath, {
       type: 'hello', token, pid: process.pid, slot: 0, generation: this.generation, addresses,
     }, HANDSHAKE_TIMEOUT_MS);
+    this.ticketKeyRing = new TicketKeyRing(ticketKeys);
     // A Unix socket file our predecessor made is ours to remove at the final
     // stop; one systemd made (socket activation) is systemd's.
     this.listeners.adopt(fds.map(([fd], i) => ({
@@ -144,7 +151,7 @@ export class SingleProcess {
         const successor = this.successor;
         if (!successor || successor.pid !== pid) return void conn.destroy();
         successor.conn = conn;
-        void this.listeners.sendTo(conn, hello.addresses).then((failure) => (successor.failure = failure));
+        void this.listeners.sendTo(conn, hello.addresses, this.ticketKeyRing?.wire).then((failure) => (successor.failure = failure));
       },
       message: (pid, message) => {
         const child = [this.successor, this.heir].find((c) => c?.pid === pid);
@@ -276,6 +283,7 @@ export class SingleProcess {
    */
   private retire(final: boolean): void {
     this.stopping = true;
+    this.ticketKeyRing?.stop();
     this.successor?.abandon(); // a successor still starting: the stop wins
     this.listeners.closeAll(final);
     this.log.info(`draining: ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);

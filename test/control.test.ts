@@ -15,10 +15,15 @@ import { FrameDecoder, MAX_FRAME_BYTES, type Message, ProtocolError, encode, tok
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fuzz = require('./fixtures/auth-fuzz-frames.js');
 
+/** A TLS session-ticket key as it travels: 48 bytes, base64. */
+const KEY = Buffer.alloc(48, 7).toString('base64');
+
 const samples: Message[] = [
   { type: 'hello', token: 'ab'.repeat(32), pid: 1234, slot: 0, generation: 7, addresses: ['127.0.0.1:0#0', 'unix:/tmp/é €.sock'] },
   { type: 'listeners', listeners: [{ address: ':9222', bound: '[::]:9222', backlog: 1024, fds: 2 }] },
   { type: 'listeners', listeners: [{ address: 'unix:/run/a.sock', bound: 'unix:/run/a.sock', backlog: 8, fds: 1, owned: false }] },
+  { type: 'listeners', listeners: [], ticketKeys: [KEY, KEY, KEY] },
+  { type: 'ticket-keys', keys: [KEY, KEY] },
   { type: 'ping' },
   { type: 'pong' },
   { type: 'cover', slot: 1 },
@@ -181,6 +186,12 @@ describe('encode / FrameDecoder', () => {
       { type: 'reload-result', id: 1, ok: true, message: 5 },
       { type: 'status-result', status: null },
       { type: 'status-result', status: 'ok' },
+      { type: 'ticket-keys' },
+      { type: 'ticket-keys', keys: [] },
+      { type: 'ticket-keys', keys: [KEY, KEY, KEY, KEY] },
+      { type: 'ticket-keys', keys: [Buffer.alloc(32).toString('base64')] },
+      { type: 'ticket-keys', keys: ['not base64!'] },
+      { type: 'listeners', listeners: [], ticketKeys: 'x' },
     ];
     for (const value of bad) {
       expect(() => validate(value), JSON.stringify(value)).toThrow(ProtocolError);
@@ -223,6 +234,8 @@ describe('tokensEqual', () => {
 function conforms(m: unknown): boolean {
   const int = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) <= Number.MAX_SAFE_INTEGER;
   const str = (v: unknown) => typeof v === 'string';
+  const keys = (v: unknown) => Array.isArray(v) && v.length >= 1 && v.length <= 3 &&
+    v.every((k) => str(k) && Buffer.from(k, 'base64').toString('base64') === k && Buffer.from(k, 'base64').length === 48);
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
   const o = m as Record<string, unknown>;
   switch (o.type) {
@@ -231,7 +244,10 @@ function conforms(m: unknown): boolean {
     case 'listeners':
       return Array.isArray(o.listeners) && o.listeners.every((l) =>
         typeof l === 'object' && l !== null && !Array.isArray(l) && str(l.address) && str(l.bound) && int(l.backlog) &&
-        int(l.fds) && l.fds >= 1 && (l.owned === undefined || typeof l.owned === 'boolean'));
+        int(l.fds) && l.fds >= 1 && (l.owned === undefined || typeof l.owned === 'boolean')) &&
+        (o.ticketKeys === undefined || keys(o.ticketKeys));
+    case 'ticket-keys':
+      return keys(o.keys);
     case 'cover':
     case 'uncover':
       return int(o.slot) && (o.slot as number) >= 0;

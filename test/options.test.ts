@@ -26,6 +26,19 @@ describe('options', () => {
     expect(resolveOptions({ stopTimeout: undefined }).stopTimeout).toBe(20_000);
   });
 
+  it('closeSpread defaults to half of stopTimeout, at most 10 s, and may not exceed stopTimeout; ticketKeyRotation to 1 hour, at least 1 s', () => {
+    expect(resolveOptions()).toMatchObject({ closeSpread: 10_000, ticketKeyRotation: 3_600_000 });
+    expect(resolveOptions({ stopTimeout: 6_000 }).closeSpread).toBe(3_000);
+    expect(resolveOptions({ stopTimeout: 6_000, closeSpread: 0 }).closeSpread).toBe(0);
+    const tooLong = rejects({ stopTimeout: 6_000, closeSpread: 7_000 });
+    expect(tooLong).toBeInstanceOf(RangeError);
+    expect(tooLong.message).toBe('closeSpread (7000 ms) must be at most stopTimeout (6000 ms): connections still open at stopTimeout are cut, not closed gently');
+    const tooOften = rejects({ ticketKeyRotation: 500 });
+    expect(tooOften).toBeInstanceOf(RangeError);
+    expect(tooOften.message).toMatch(/^ticketKeyRotation must be at least 1000 ms/);
+    expect(rejects({ closeSpread: '5s' })).toBeInstanceOf(TypeError);
+  });
+
   it('an unknown option is a TypeError that suggests the closest known one', () => {
     for (const [key, suggestion] of [['stopTimout', 'stopTimeout'], ['worker', 'workers'], ['startTimeOut', 'startTimeout'],
       ['reloadSignal', 'reloadSignals'], ['heartbeat', 'heartbeatTimeout'], ['pidfile', 'pidFile']] as const) {

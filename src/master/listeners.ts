@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { type Address, formatBound, parseAddress } from '../platform/address';
 import { MAX_FDS_PER_MESSAGE, encode } from '../protocol';
+import type { WireTicketKeys } from '../ticket-keys';
 import { sendWithFds } from './control-server';
 import * as native from '../platform/native';
 import { type FdStore, parseFdName } from '../platform/fdstore';
@@ -216,10 +217,11 @@ export class ListenerSet {
   /**
    * Answers a hello: binds any address not bound yet and sends, per address,
    * the socket of every slot (the worker accepts from its own and keeps the
-   * rest dormant until asked to cover a slot) with the `listeners` frame. If
+   * rest dormant until asked to cover a slot) with the `listeners` frame,
+   * which also carries the TLS ticket keys. If
    * that cannot be done (a bind failed), sends `refused` instead and returns why.
    */
-  async sendTo(conn: net.Socket, addresses: string[]): Promise<string | undefined> {
+  async sendTo(conn: net.Socket, addresses: string[], ticketKeys?: WireTicketKeys): Promise<string | undefined> {
     try {
       const listeners = addresses.map((a) => this.ensure(a));
       const fds = listeners.flatMap((l) => l.fds);
@@ -234,6 +236,7 @@ export class ListenerSet {
         listeners: listeners.map((l) => ({
           address: l.key, bound: l.bound, backlog: this.options.backlog, fds: l.fds.length, owned: l.createdInode !== undefined,
         })),
+        ticketKeys,
       });
       await sendWithFds(conn, frame, fds);
       return undefined;

@@ -16,6 +16,7 @@ import { removePidFile, writePidFile } from '../platform/pidfile';
 import { monotonicUsec, notify, takeActivatedSockets } from '../platform/systemd';
 import { ENV, type Hello, MAX_FRAME_BYTES, type MasterStatus, type Message, encode } from '../protocol';
 import { handleSignals } from '../signals';
+import { TicketKeyRing } from '../ticket-keys';
 import { ControlServer } from './control-server';
 import { Lifecycle } from './lifecycle';
 import { ListenerSet } from './listeners';
@@ -45,6 +46,8 @@ export class Master {
   private readonly startedAt = performance.now();
   private readonly memory = new MasterMemory();
   private readonly moves = new ReloadConnections();
+  /** The TLS session-ticket keys of every worker (src/ticket-keys.ts). */
+  private readonly ticketKeys = new TicketKeyRing();
   private control?: ControlServer;
   /** Binding, the control socket and the signal handlers: what a stop during start-up waits for. */
   private opened?: Promise<void>;
@@ -223,6 +226,10 @@ export class Master {
       this.log.info(`metrics on http://${this.metricsServer.bound}/metrics (and /healthz, /readyz)`);
     }
     if (this.options.pidFile) writePidFile(this.options.pidFile);
+    this.ticketKeys.start(this.options.ticketKeyRotation, (keys) => {
+      this.log.info('rotated the TLS session-ticket keys; tickets under the previous key still resume');
+      for (const w of this.workers.values()) w.send({ type: 'ticket-keys', keys });
+    });
     this.removeSignalHandlers = handleSignals({
       reloadSignals: this.options.reloadSignals,
       stopSignals: this.options.stopSignals,
@@ -409,6 +416,7 @@ export class Master {
     this.removeSignalHandlers?.(); // stopped: a later signal is the process's own business
     this.memory.close();
     this.metricsServer?.close();
+    this.ticketKeys.stop();
     if (this.options.pidFile) removePidFile(this.options.pidFile);
     this.control?.close(); // last: ends every admin connection, a `handover stop` waiting on one included
     if (!force) {
@@ -486,7 +494,7 @@ export class Master {
       conn.write(encode({ type: 'refused', message: worker.failure }));
       return;
     }
-    void this.listeners.sendTo(conn, hello.addresses).then((failure) => (worker.failure = failure));
+    void this.listeners.sendTo(conn, hello.addresses, this.ticketKeys.wire).then((failure) => (worker.failure = failure));
   }
 
   private onWorkerMessage(worker: WorkerProcess, message: Message): void {

@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { FrameDecoder, type Hello, type ListenerInfo, MAX_FDS_PER_MESSAGE, MAX_FRAME_BYTES, type Message, encode } from '../protocol';
 import * as native from '../platform/native';
+import type { WireTicketKeys } from '../ticket-keys';
 
 /** Writes all of `data` on a non-blocking fd that no Node handle owns yet. */
 async function writeAll(fd: number, data: Buffer, deadline: number): Promise<void> {
@@ -73,7 +74,7 @@ export class ControlClient extends EventEmitter {
     socketPath: string,
     hello: Hello,
     timeoutMs: number,
-  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[][] }> {
+  ): Promise<{ client: ControlClient; listeners: ListenerInfo[]; fds: number[][]; ticketKeys?: WireTicketKeys }> {
     const deadline = Date.now() + timeoutMs;
     const fd = await connect(socketPath, deadline);
     const received: number[] = [];
@@ -96,7 +97,7 @@ export class ControlClient extends EventEmitter {
       let next = 0;
       const fds = answer.listeners.map((l) => received.slice(next, (next += l.fds)));
       const socket = new net.Socket({ fd, readable: true, writable: true });
-      return { client: new ControlClient(socket, decoder, early), listeners: answer.listeners, fds };
+      return { client: new ControlClient(socket, decoder, early), listeners: answer.listeners, fds, ticketKeys: answer.ticketKeys };
     } catch (error) {
       received.forEach(native.closeFd);
       native.closeFd(fd);

@@ -14,6 +14,10 @@
 //     closed them anyway;
 //   - HTTP/2: a two-phase GOAWAY on every session (see closeSession), open
 //     streams finish;
+//   - over TLS, and for HTTP/2, which cannot move to the new generation, the
+//     closes are spread over `closeSpread` ms (close-spread.ts): each idle
+//     HTTPS connection gets a FIN, each HTTP/2 session its GOAWAY, and each
+//     TLS raw or upgraded socket its 'handover:drain' at its own moment;
 //   - raw net servers and upgraded (WebSocket) sockets: a 'handover:drain' event
 //     on each socket so the application can say goodbye in its own protocol
 //     (on a tls.Server, on the TLS socket the application holds, not the raw
@@ -31,6 +35,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { sendWhole } from '../platform/native';
 import { ADOPT_EVENT, ours } from './migrate';
+import { closesWhenIdle, spreadOver } from './close-spread';
 
 /** Emitted on raw and upgraded sockets when their worker starts draining. */
 export const SOCKET_DRAIN_EVENT = 'handover:drain';
@@ -141,8 +146,11 @@ export class ServerDrain {
   private accepted?: net.Socket;
   /** A connection that will move to the new generation after its response: no `Connection: close` (migrate.ts). */
   willMove?: (socket: net.Socket) => boolean;
+  /** Cancels the spread closes still to come. */
+  private cancelCloses = () => {};
 
-  constructor(readonly server: net.Server) {
+  /** `closeSpread`: ms over which the closes of what cannot move are spread. */
+  constructor(readonly server: net.Server, private readonly closeSpread = 0) {
     this.kind = kindOf(server);
     const tlsServer = server instanceof tls.Server;
     server.prependListener('connection', (socket: net.Socket) => {
@@ -241,6 +249,7 @@ export class ServerDrain {
 
   /** After a park (keepPrevious), a rollback: serve normally again (the caller listens again). */
   resume(): void {
+    this.cancelCloses();
     this.draining = false;
     this.closing = false;
   }
@@ -281,9 +290,16 @@ export class ServerDrain {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
       if (res instanceof http.ServerResponse && !this.moves(res)) closeAfterThisResponse(res);
     }
-    for (const [session, socket] of this.sessions) closeSession(session, socket);
-    const told = this.kind !== 'net' ? this.upgraded : this.server instanceof tls.Server ? this.secureSockets : this.sockets;
-    for (const socket of told) socket.emit(SOCKET_DRAIN_EVENT);
+    const secure = this.server instanceof tls.Server;
+    const told = this.kind !== 'net' ? this.upgraded : secure ? this.secureSockets : this.sockets;
+    const tell = [...told].map((socket) => () => socket.emit(SOCKET_DRAIN_EVENT));
+    // HTTP/1 over TLS: on an https server, or an http2 one with allowHTTP1.
+    const http1 = [...this.secureSockets].filter((s) => !this.upgraded.has(s) && (this.kind === 'http' || (this.kind === 'http2' && s.alpnProtocol !== 'h2')));
+    this.cancelCloses = spreadOver(this.closeSpread, [
+      ...[...this.sessions].map(([session, socket]) => () => closeSession(session, socket)),
+      ...(secure ? [...tell, ...closesWhenIdle(this.server, http1)] : []),
+    ]);
+    if (!secure) tell.forEach((emit) => emit());
     return stoppedAccepting.then(() => new Promise<void>((resolve) => {
       if (this.sockets.size === 0) resolve();
       else this.lastClosed = resolve;

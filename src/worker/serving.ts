@@ -8,6 +8,8 @@ import { ServerDrain } from './drain';
 import type { Held, Item } from './handoff';
 import { ConnectionMover } from './migrate';
 import { RequestStats } from './stats';
+import type { ResolvedOptions } from '../options';
+import { TicketKeys } from '../ticket-keys';
 
 /** An address and how to build the server that serves it (in serving processes only). */
 export interface Registration {
@@ -46,11 +48,19 @@ export class Serving {
   /** Requests served (connections, on a plain net server), 5xx and durations: for maxRequests, metrics, the canary. */
   readonly stats = new RequestStats();
 
+  /** What every TLS server issues and resumes tickets with; set from what the master sends. */
+  readonly ticketKeys: TicketKeys;
+
   private readonly mover: ConnectionMover;
 
-  /** `migrate`: idle HTTP/1.1 connections move to the replacing worker by themselves when this one drains. */
-  constructor(private readonly registrations: Registration[], migrate = true) {
-    this.mover = new ConnectionMover(migrate);
+  /** `options.migrate`: idle HTTP/1.1 connections move to the replacing worker by themselves when this one drains. `warn`: for a TLS server whose tickets would outlive the keys (see TicketKeys). */
+  constructor(
+    private readonly registrations: Registration[],
+    private readonly options: Pick<ResolvedOptions, 'closeSpread' | 'ticketKeyRotation' | 'migrate'>,
+    warn: (line: string) => void,
+  ) {
+    this.ticketKeys = new TicketKeys(options.ticketKeyRotation, warn);
+    this.mover = new ConnectionMover(options.migrate);
   }
 
   /** True once every server listens. */
@@ -81,7 +91,8 @@ export class Serving {
       const server = registration.create();
       this.servers[i] = server;
       this.backlogs[i] = listeners[i].backlog;
-      this.drains[i] = new ServerDrain(server);
+      this.ticketKeys.use(server);
+      this.drains[i] = new ServerDrain(server, this.options.closeSpread);
       this.drains[i].willMove = (socket) => this.mover.willMove(socket);
       this.mover.watch(server, listeners[i].bound);
       if (this.drains[i].kind === 'net') server.on('connection', () => this.stats.connection());

@@ -74,7 +74,7 @@ export class Worker {
     private readonly events: EventEmitter,
   ) {
     this.log = createLogger(options.logger, 'worker');
-    this.serving = new Serving(registrations, options.migrate);
+    this.serving = new Serving(registrations, options, (line) => this.log.warn(line));
   }
 
   get bound(): string[] {
@@ -97,7 +97,7 @@ export class Worker {
     guardAgainstOrphaning(this.masterPid, this.options.stopSignals[0], this.options.stopTimeout, this.log);
     this.installSignalHandlers();
     this.holdExits();
-    const { client, listeners, fds } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
+    const { client, listeners, fds, ticketKeys } = await ControlClient.connect(spawnedWith[ENV.socket]!, {
       type: 'hello',
       token: spawnedWith[ENV.token]!,
       pid: process.pid,
@@ -107,7 +107,9 @@ export class Worker {
       version: codeVersion(this.options.version),
     }, HANDSHAKE_TIMEOUT_MS);
     this.control = client;
+    if (ticketKeys) this.serving.ticketKeys.set(ticketKeys);
     client.on('message', (message) => {
+      if (message.type === 'ticket-keys') this.serving.ticketKeys.set(message.keys);
       if (message.type === 'drain') this.drain('the master asked', message.handoff);
       if (message.type === 'closing') this.serving.closeEachResponse();
       if (message.type === 'upgrading') this.masterUpgrading = true;

@@ -27,6 +27,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { controlSocketOf } from './helpers/control';
+import { freePort } from './helpers/ports';
 import { type Master, ROOT, childrenOf, fdCount, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const isRoot = process.getuid!() === 0;
@@ -370,7 +371,8 @@ async function handoverStart(args: string[], env: Record<string, string> = {}): 
   const master = await startMaster({
     script: path.relative(ROOT, CLI),
     args: ['start', '--user', 'nobody', '--control-dir', controlDir, '--name', name, ...args, PROGRAM],
-    env: { XDG_RUNTIME_DIR: runtime, ...env },
+    // a fixed port: under handover start, listen(0) stays private to each worker
+    env: { XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()), ...env },
     waitReady: false,
   });
   return new Started(master, name, controlDir, runtime);

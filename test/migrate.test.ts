@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { type Master, ROOT, cleanUp, isAlive, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
+import { freePort } from './helpers/ports';
 
 afterEach(cleanUp);
 
@@ -310,7 +311,7 @@ describe('handover start', () => {
     const master = await startMaster({
       script: 'dist/cli/cli.js',
       args: ['start', '--workers', '1', path.join(ROOT, 'test/fixtures/unmodified/express.js')],
-      env: { XDG_RUNTIME_DIR: runtime },
+      env: { XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()) }, // listen(0) stays private under handover start
       waitReady: false,
     });
     const port = await pollUntil(() => Number(/serving on \S*:(\d+)/.exec(master.stderr)?.[1]), 'the port', 120_000);

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { MasterStatus } from '../src/protocol';
 import { adminStatus } from './helpers/control';
 import { REAP_TAG, ROOT, cleanUp, missingTool, onCleanUp, pollUntil, scratch } from './helpers/processes';
+import { freePort } from './helpers/ports';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 
@@ -27,7 +28,7 @@ describe('handover monit', () => {
     const dir = scratch('handover-monit-');
     const runtime = path.join(dir, 'run');
     fs.mkdirSync(runtime);
-    const env = { ...process.env, ...REAP_TAG, XDG_RUNTIME_DIR: runtime, PORT: '0' };
+    const env = { ...process.env, ...REAP_TAG, XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()) }; // listen(0) stays private under handover start
     const master = spawn(process.execPath, [CLI, 'start', '--workers', '2', '--name', 'api', path.join(ROOT, 'test/fixtures/unmodified/http.js')], { cwd: dir, env, stdio: 'ignore' });
     const registry = () => fs.readdirSync(path.join(runtime, 'handover')).map((f) => JSON.parse(fs.readFileSync(path.join(runtime, 'handover', f), 'utf8')) as { socket: string });
     const socket = await pollUntil(() => { try { return registry()[0]?.socket; } catch { return undefined; } }, 'the master to register', 60_000);

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { RING_LINES } from '../src/master/log-ring';
 import { Load } from './helpers/load';
 import { REAP_TAG, ROOT, cleanUp, connectOutcome, isAlive, ourProcesses, pollUntil, scratch } from './helpers/processes';
+import { freePort } from './helpers/ports';
 
 const CLI = path.join(ROOT, 'dist/cli/cli.js');
 const HTTP_APP = path.join(ROOT, 'test/fixtures/unmodified/http.js');
@@ -84,13 +85,13 @@ const ECOSYSTEM = `module.exports = {
       script: './http.js',
       instances: 2,
       exec_mode: 'cluster',
-      env: { PORT: '0', GREETING: 'development' },
+      env: { PORT: '${await freePort()}', GREETING: 'development' },
       env_production: { GREETING: 'production' },
       kill_timeout: 5000,
       listen_timeout: 20000,
       max_memory_restart: '500M',
     },
-    { name: 'web', script: 'http.js', env: { PORT: '0' } },
+    { name: 'web', script: 'http.js', env: { PORT: '${await freePort()}' } },
   ],
 };
 `;
@@ -159,7 +160,7 @@ describe('a pm2 ecosystem.config.js, unchanged', () => {
     fs.copyFileSync(HTTP_APP, path.join(dir, 'http.js'));
     fs.copyFileSync(path.join(ROOT, 'test/fixtures/unmodified/broken.js'), path.join(dir, 'broken.js'));
     fs.writeFileSync(path.join(dir, 'handover.config.json'), JSON.stringify({
-      apps: [{ name: 'good', script: 'http.js', env: { PORT: '0' } }, { name: 'bad', script: 'broken.js', startTimeout: 20000 }],
+      apps: [{ name: 'good', script: 'http.js', env: { PORT: String(await freePort()) } }, { name: 'bad', script: 'broken.js', startTimeout: 20000 }],
     }));
     const started = await cli(env, dir, 'start', '-d', 'handover.config.json');
     expect(started.code).toBe(1);
@@ -175,8 +176,8 @@ describe('a pm2 ecosystem.config.js, unchanged', () => {
     const { dir, env } = home();
     fs.copyFileSync(HTTP_APP, path.join(dir, 'http.js'));
     fs.writeFileSync(path.join(dir, 'ecosystem.config.js'), `module.exports = { apps: [
-      { name: 'one', script: 'http.js', env: { PORT: '0' }, max_restarts: 10, instance_var: 'ID' },
-      { name: 'two', script: 'http.js', env: { PORT: '0' } },
+      { name: 'one', script: 'http.js', env: { PORT: '${await freePort()}' }, max_restarts: 10, instance_var: 'ID' },
+      { name: 'two', script: 'http.js', env: { PORT: '${await freePort()}' } },
     ] };`);
     const started = await cli(env, dir, 'start', '--daemon', '--only', 'one', 'ecosystem.config.js');
     expect(started.code, started.stderr).toBe(0);
@@ -192,7 +193,7 @@ describe('a pm2 ecosystem.config.js, unchanged', () => {
     const { dir, env } = home();
     fs.copyFileSync(HTTP_APP, path.join(dir, 'http.js'));
     fs.writeFileSync(path.join(dir, 'handover.config.js'), `module.exports = { apps: [
-      { name: 'a', script: 'http.js', env: { PORT: '0' } }, { name: 'b', script: 'http.js', env: { PORT: '0' }, workers: 2 },
+      { name: 'a', script: 'http.js', env: { PORT: '${await freePort()}' } }, { name: 'b', script: 'http.js', env: { PORT: '${await freePort()}' }, workers: 2 },
     ] };`);
     const run = foreground(env, dir, 'handover.config.js');
     const a = await serving(env, dir, 'a', 1, run.output);
@@ -210,7 +211,7 @@ describe('pm2 habits on the command line', () => {
   for (const flags of [['-w', '2'], ['-i', '2'], ['--instances', '2']]) {
     it(`handover start app.js ${flags.join(' ')}: two workers, and a note that says where the option belongs`, async () => {
       const { dir, env } = home();
-      const run = foreground({ ...env, PORT: '0' }, dir, HTTP_APP, ...flags);
+      const run = foreground({ ...env, PORT: String(await freePort()) }, dir, HTTP_APP, ...flags);
       const master = await serving(env, dir, 'http', 2, run.output);
       expect(run.output()).toContain(`note: ${flags.join(' ')} after the script is handover's option --`);
       expect(run.output()).toContain(`put it after --: handover start ${HTTP_APP} -- ${flags.join(' ')}`);
@@ -224,7 +225,7 @@ describe('pm2 habits on the command line', () => {
   it('after `--` following the script, the words are the program\'s, not handover\'s', async () => {
     const { dir, env } = home();
     const app = path.join(dir, 'argv.js');
-    fs.writeFileSync(app, `require('node:http').createServer((q, s) => s.end(JSON.stringify(process.argv.slice(2)))).listen(0, '127.0.0.1');`);
+    fs.writeFileSync(app, `require('node:http').createServer((q, s) => s.end(JSON.stringify(process.argv.slice(2)))).listen(${await freePort()}, '127.0.0.1');`);
     const run = foreground(env, dir, app, '--', '-w', '3');
     const master = await serving(env, dir, 'argv', 1, run.output);
     expect(JSON.parse(await get(portOf(master)))).toEqual(['-w', '3']);
@@ -235,7 +236,7 @@ describe('pm2 habits on the command line', () => {
 
   it('--workers max runs one worker per CPU', async () => {
     const { dir, env } = home();
-    const run = foreground({ ...env, PORT: '0' }, dir, '--workers', 'max', HTTP_APP);
+    const run = foreground({ ...env, PORT: String(await freePort()) }, dir, '--workers', 'max', HTTP_APP);
     const cpus = (await import('node:os')).availableParallelism();
     await serving(env, dir, 'http', cpus, run.output);
     run.proc.kill('SIGTERM');
@@ -244,7 +245,7 @@ describe('pm2 habits on the command line', () => {
 
   it('restart is a reload, and says so; stop of an app that is not running exits 0 with a note (silent with --if-running)', async () => {
     const { dir, env } = home();
-    const run = foreground({ ...env, PORT: '0' }, dir, HTTP_APP);
+    const run = foreground({ ...env, PORT: String(await freePort()) }, dir, HTTP_APP);
     await serving(env, dir, 'http', 1, run.output);
     const restart = await cli(env, dir, 'restart', 'http');
     expect(restart.code).toBe(0);
@@ -280,7 +281,7 @@ describe('pm2 habits on the command line', () => {
     // what `npm start` looks like from the master: a parent whose command is npm
     const npm = path.join(dir, 'npm');
     fs.writeFileSync(npm, `require('node:child_process').spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit' });`);
-    const proc = spawn(process.execPath, [npm, CLI, 'start', HTTP_APP], { cwd: dir, env: { ...process.env, ...env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [npm, CLI, 'start', HTTP_APP], { cwd: dir, env: { ...process.env, ...env, PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     proc.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     await serving(env, dir, 'http', 1, () => output);
@@ -291,7 +292,7 @@ describe('pm2 habits on the command line', () => {
 
   it('a master started directly does not warn about npm', async () => {
     const { dir, env } = home();
-    const run = foreground({ ...env, PORT: '0' }, dir, HTTP_APP);
+    const run = foreground({ ...env, PORT: String(await freePort()) }, dir, HTTP_APP);
     await serving(env, dir, 'http', 1, run.output);
     expect(run.output()).not.toContain('runs under npm');
     run.proc.kill('SIGTERM');
@@ -303,7 +304,7 @@ describe('handover logs', () => {
   it('--follow streams new lines; --json gives time, stream, pid and generation', async () => {
     const { dir, env } = home();
     const app = path.join(dir, 'talk.js');
-    fs.writeFileSync(app, `require('node:http').createServer((q, s) => { console.log('request ' + q.url); s.end('ok'); }).listen(0, '127.0.0.1');`);
+    fs.writeFileSync(app, `require('node:http').createServer((q, s) => { console.log('request ' + q.url); s.end('ok'); }).listen(${await freePort()}, '127.0.0.1');`);
     const run = foreground(env, dir, app);
     const master = await serving(env, dir, 'talk', 1, run.output);
     const follow = spawn(process.execPath, [CLI, 'logs', 'talk', '--follow', '--json', '--lines', '0'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -326,7 +327,7 @@ describe('handover logs', () => {
   it('the ring is bounded: of 7,000 lines the last RING_LINES are kept, the oldest dropped', async () => {
     const { dir, env } = home();
     const app = path.join(dir, 'chatty.js');
-    fs.writeFileSync(app, `for (let i = 0; i < 7000; i++) console.log('line ' + i);\nrequire('node:http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1');`);
+    fs.writeFileSync(app, `for (let i = 0; i < 7000; i++) console.log('line ' + i);\nrequire('node:http').createServer((q, s) => s.end('ok')).listen(${await freePort()}, '127.0.0.1');`);
     const run = foreground(env, dir, app);
     await serving(env, dir, 'chatty', 1, run.output);
     const logs = await pollUntil(async () => {

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminReload, adminStatus, controlSocketOf } from './helpers/control';
+import { freePort } from './helpers/ports';
 import { type Master, ROOT, cleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
 
 afterEach(cleanUp);
@@ -112,7 +113,7 @@ describe('TLS session resumption', () => {
     const master = await startMaster({
       script: 'dist/cli/cli.js',
       args: ['start', '--workers', '2', path.join(ROOT, 'test/fixtures/unmodified/https.js')],
-      env: { XDG_RUNTIME_DIR: runtime },
+      env: { XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()) }, // listen(0) stays private under handover start
       waitReady: false,
     });
     const status = async () => {

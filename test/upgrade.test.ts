@@ -5,12 +5,12 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Load } from './helpers/load';
 import { ROOT, cleanUp, isAlive, ourProcesses, pollUntil, scratch, startMaster, writeJson } from './helpers/processes';
+import { freePort } from './helpers/ports';
 
 afterEach(cleanUp);
 
@@ -138,12 +138,7 @@ describe('upgrade in place', () => {
   });
 
   it('`handover start`: `handover upgrade NAME` waits for the new image to serve on the same pid, and reports it', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: free } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(free));
-      });
-    });
+    const port = await freePort();
     const master = await startMaster({
       script: 'dist/cli/cli.js',
       args: ['start', '--name', 'upgraded', path.join(ROOT, 'test/fixtures/unmodified/http.js')],

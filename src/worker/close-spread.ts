@@ -7,21 +7,31 @@ import type * as http from 'node:http';
 import type * as net from 'node:net';
 
 /**
- * Calls each of `closes` at its own moment in the first `windowMs`: of n, the
- * i-th at a random point of the i-th n-th of the window, so the moments cover
- * it evenly whatever n is. With a window of 0, all at once. Returns what
- * cancels the closes still to come (a parked generation put back by a rollback).
+ * Calls each of `closes` at its own moment between `fromMs` and `windowMs`:
+ * of n, the i-th at a random point of the i-th n-th of that span, so the
+ * moments cover it evenly whatever n is. With a window of 0, all at once.
+ * Returns what cancels the closes still to come (a parked generation put back
+ * by a rollback).
  */
-export function spreadOver(windowMs: number, closes: (() => void)[]): () => void {
+export function spreadOver(windowMs: number, closes: (() => void)[], fromMs = 0): () => void {
   if (windowMs <= 0) {
     closes.forEach((close) => close());
     return () => {};
   }
   const n = closes.length;
+  const from = Math.min(fromMs, windowMs);
   // unref: the connections themselves keep the draining process up.
-  const timers = closes.map((close, i) => setTimeout(close, ((i + Math.random()) * windowMs) / n).unref());
+  const timers = closes.map((close, i) => setTimeout(close, from + ((i + Math.random()) * (windowMs - from)) / n).unref());
   return () => timers.forEach(clearTimeout);
 }
+
+/**
+ * An idle HTTPS connection is closed no sooner than this after the drain
+ * began (at most half the window): a keep-alive client that is still sending
+ * requests sends one meanwhile, which gets `Connection: close` instead, so a
+ * FIN never crosses a request it was about to send on a busy connection.
+ */
+export const IDLE_CLOSE_GUARD_MS = 1_000;
 
 type Parser = { socket?: net.Socket };
 

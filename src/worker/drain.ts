@@ -35,7 +35,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { sendWhole } from '../platform/native';
 import { ADOPT_EVENT, ours } from './migrate';
-import { closesWhenIdle, spreadOver } from './close-spread';
+import { IDLE_CLOSE_GUARD_MS, closesWhenIdle, spreadOver } from './close-spread';
 
 /** Emitted on raw and upgraded sockets when their worker starts draining. */
 export const SOCKET_DRAIN_EVENT = 'handover:drain';
@@ -295,10 +295,15 @@ export class ServerDrain {
     const tell = [...told].map((socket) => () => socket.emit(SOCKET_DRAIN_EVENT));
     // HTTP/1 over TLS: on an https server, or an http2 one with allowHTTP1.
     const http1 = [...this.secureSockets].filter((s) => !this.upgraded.has(s) && (this.kind === 'http' || (this.kind === 'http2' && s.alpnProtocol !== 'h2')));
-    this.cancelCloses = spreadOver(this.closeSpread, [
+    const cancelSessions = spreadOver(this.closeSpread, [
       ...[...this.sessions].map(([session, socket]) => () => closeSession(session, socket)),
-      ...(secure ? [...tell, ...closesWhenIdle(this.server, http1)] : []),
+      ...(secure ? tell : []),
     ]);
+    const cancelIdle = spreadOver(this.closeSpread, secure ? closesWhenIdle(this.server, http1) : [], Math.min(IDLE_CLOSE_GUARD_MS, this.closeSpread / 2));
+    this.cancelCloses = () => {
+      cancelSessions();
+      cancelIdle();
+    };
     if (!secure) tell.forEach((emit) => emit());
     return stoppedAccepting.then(() => new Promise<void>((resolve) => {
       if (this.sockets.size === 0) resolve();

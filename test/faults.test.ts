@@ -481,7 +481,13 @@ describe('storm', () => {
       return twice ? status : undefined;
     }, 'the storm to settle', 120_000);
     const finalPids = settled.workers.map((w) => w.pid);
-    await Promise.all(finalPids.map((pid) => load.servedBy(pid)));
+    // Keep-alive connections move to the replacing worker on every reload, so
+    // they need not spread over the final workers: new connections prove that
+    // each one serves (the kernel hashes them over the slots' sockets).
+    const fresh = new Load({ port: master.port, connections: 4, mode: 'close' });
+    await Promise.all(finalPids.map((pid) => fresh.servedBy(pid)));
+    const freshStats = await fresh.stop();
+    expect(freshStats.errors, 'new connections after the storm').toEqual({});
     const stats = await load.stop();
 
     const bound = kills.reduce((n, k) => n + k.bound, 0);

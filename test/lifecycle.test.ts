@@ -30,7 +30,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ENV } from '../src/protocol';
 import { DUPLICATE_STOP_MS } from '../src/signals';
 import { adminStatus } from './helpers/control';
-import { Load } from './helpers/load';
+import { Load, inFlight } from './helpers/load';
 import { type Master, ROOT, fdCount, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const APP = 'test/fixtures/lifecycle-app.js';
@@ -71,28 +71,6 @@ function get(target: Target, urlPath = '/'): Promise<Reply> {
     req.on('error', reject);
     req.end();
   });
-}
-
-/** A request whose headers arrive before its body ends: `started` resolves once it is in flight in a worker. */
-function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string>; request: http.ClientRequest } {
-  let onStarted!: (pid: number) => void;
-  const started = new Promise<number>((resolve) => (onStarted = resolve));
-  let request!: http.ClientRequest;
-  const done = new Promise<string>((resolve, reject) => {
-    request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.once('data', () => onStarted(Number(res.headers['x-pid'])));
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => (res.complete ? resolve(body) : reject(new Error(`response cut short after ${JSON.stringify(body)}`))));
-      res.on('error', reject);
-      res.on('aborted', () => reject(new Error(`response aborted after ${JSON.stringify(body)}`)));
-    });
-    request.on('error', reject);
-    request.end();
-  });
-  done.catch(() => {}); // observed by the test that awaits it
-  return { started, done, request };
 }
 
 /** Environment of a live process (we are its user, or root). */

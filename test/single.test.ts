@@ -27,7 +27,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminReload, adminStatus } from './helpers/control';
-import { Load } from './helpers/load';
+import { Load, inFlight } from './helpers/load';
 import { type Master, type MasterEvent, isAlive, ourProcesses, pollUntil, reapAll, startMaster, tempDir } from './helpers/processes';
 
 const APP = 'test/fixtures/single-app.js';
@@ -89,27 +89,6 @@ function get(target: Target, urlPath = '/', deadlineMs = 30_000): Promise<Reply>
     req.on('error', reject);
     req.end();
   });
-}
-
-/** A request whose first chunk arrives before it ends: `started` resolves with the serving pid once it is in flight. */
-function inFlight(target: Target, urlPath: string): { started: Promise<number>; done: Promise<string> } {
-  let onStarted!: (pid: number) => void;
-  const started = new Promise<number>((resolve) => (onStarted = resolve));
-  const done = new Promise<string>((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', ...target, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.once('data', () => onStarted(Number(res.headers['x-pid'])));
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => (res.complete ? resolve(body) : reject(new Error(`response cut short after ${JSON.stringify(body)}`))));
-      res.on('error', reject);
-      res.on('aborted', () => reject(new Error(`response aborted after ${JSON.stringify(body)}`)));
-    });
-    request.on('error', reject);
-    request.end();
-  });
-  done.catch(() => {}); // observed by the test that awaits it
-  return { started, done };
 }
 
 /**
@@ -307,7 +286,7 @@ describe('single-process mode', () => {
     const pidFile = path.join(dir, 'app.pid');
     const first = await startMaster({ script: APP, fixture: { pidFile } });
     const { to } = await handOver(first, pidFile); // stop a successor, not the process the test started
-    const flush = inFlight({ port: first.port }, '/flush?ms=1500');
+    const flush = inFlight(first.port, '/flush?ms=1500');
     expect(await flush.started).toBe(to);
 
     process.kill(readPid(pidFile), 'SIGTERM');
@@ -354,7 +333,7 @@ describe('single-process mode', () => {
     const pidFile = path.join(dir, 'app.pid');
     const finish = path.join(dir, 'finish');
     const first = await startMaster({ script: APP, fixture: { pidFile } });
-    const flush = inFlight({ port: first.port }, `/flush?until=${encodeURIComponent(finish)}`);
+    const flush = inFlight(first.port, `/flush?until=${encodeURIComponent(finish)}`);
     expect(await flush.started).toBe(first.pid);
 
     const { to } = await handOver(first, pidFile);

@@ -122,11 +122,12 @@ export class Load {
  * `started` resolves with the answering pid once the first bytes arrive,
  * `done` with the whole body, or rejects if the response is cut short.
  */
-export function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string> } {
+export function inFlight(port: number, urlPath: string): { started: Promise<number>; done: Promise<string>; request: http.ClientRequest } {
   let onStarted!: (pid: number) => void;
   const started = new Promise<number>((resolve) => (onStarted = resolve));
+  let request!: http.ClientRequest;
   const done = new Promise<string>((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+    request = http.request({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.once('data', () => onStarted(Number(res.headers['x-pid'])));
@@ -139,5 +140,5 @@ export function inFlight(port: number, urlPath: string): { started: Promise<numb
     request.end();
   });
   done.catch(() => {}); // observed by the test that awaits it
-  return { started, done };
+  return { started, done, request };
 }

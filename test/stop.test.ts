@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Load } from './helpers/load';
-import { cleanUp, onCleanUp, ourProcesses, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
+import { cleanUp, isAlive, onCleanUp, ourProcesses, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
 import { within } from './helpers/wait';
 
 const APP = 'test/fixtures/fault-app.js';
@@ -128,6 +128,23 @@ describe('stop', () => {
     for (const answer of during) expect(answer).toMatchObject({ status: 200, connection: 'close' });
     expect(await master.exited).toEqual({ code: 0, signal: null });
     expect((await request(port)).error).toBe('ECONNREFUSED');
+  });
+});
+
+describe('a stop signal to one worker alone', () => {
+  it('is not the master\'s stop: the worker drains on its own after 1 s, its slot gets a new worker, the master serves on', async () => {
+    const master = await startMaster({ script: APP, fixture: { workers: 2 } });
+    const control = controlSocketOf(master);
+    const signalled = (await adminStatus(control)).slots!.find((s) => s.slot === 0)!.pid!;
+    process.kill(signalled, 'SIGTERM');
+    await pollUntil(() => !isAlive(signalled), 'the signalled worker to drain and exit', 30_000);
+    expect(master.stderr).toContain('draining (SIGTERM, and the master is not stopping)');
+    await pollUntil(async () => {
+      const slot = (await adminStatus(control)).slots!.find((s) => s.slot === 0)!;
+      return slot.state === 'ready' && slot.pid !== signalled;
+    }, 'slot 0 to serve with a new worker', 30_000);
+    expect((await request(master.port)).status).toBe(200);
+    expect(master.stderr).not.toMatch(/stop requested/);
   });
 });
 

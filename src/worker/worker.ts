@@ -228,8 +228,8 @@ export class Worker {
   }
 
   /**
-   * A stop signal. Without a master (before the handshake, after it is gone)
-   * the worker drains now. With one, the signal is almost always the
+   * A stop signal. Without a master (before the handshake, after it is
+   * gone) the worker drains now. With one, the signal is almost always the
    * master's stop reaching every process of the service (systemd's
    * KillMode=control-group): draining here at once would stop accepting from
    * this slot's socket while connections still wait in its queue, which the
@@ -239,7 +239,7 @@ export class Worker {
    * the signal was this worker's alone, and it drains as before.
    */
   private stopSignal(signal: NodeJS.Signals): void {
-    if (!this.control) return this.drain(signal);
+    if (!this.control || process.ppid !== this.masterPid) return this.drain(signal); // (its death raises it: orphan.ts)
     if (this.stopSignalled || this.draining) return;
     this.stopSignalled = true;
     if (this.masterStopping) return this.log.info(`${signal}: the master is stopping; serving until it says drain`);

@@ -5,8 +5,9 @@
 // opened (about half wait in the frozen worker's queue); 100 ms later the
 // master gets SIGTERM, and a new connection is opened every 5 ms for 1.5 s.
 // Each is timed from connect() to its response or its ECONNREFUSED (5 s
-// timeout). Prints each run's worst and median and, over all runs, the max
-// and p50 of the worst. With --base DIR (another checkout, built) runs
+// timeout). Prints each run's worst and median, how long new SYNs were
+// dropped (the span of the connections refused only at their retry), and,
+// over all runs, the max and p50 of the worst. With --base DIR (another checkout, built) runs
 // alternate: that checkout's handover, then this one's.
 //
 //   node bench/stop-frozen.js [--runs 20] [--workers 2] [--base DIR]
@@ -30,17 +31,19 @@ const KNOCK_FOR_MS = 1_500;
 const TIMEOUT_MS = 5_000;
 const APP = path.join(__dirname, 'apps', 'handover.js');
 
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+
 function knock(port) {
-  const started = process.hrtime.bigint();
-  const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
+  const started = now();
   return new Promise((resolve) => {
+    const done = (outcome) => resolve({ outcome, started, ms: now() - started });
     const req = http.get({ host: '127.0.0.1', port, agent: false, timeout: TIMEOUT_MS }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ outcome: `status ${res.statusCode}`, ms: ms() }));
-      res.on('error', (error) => resolve({ outcome: error.code || error.message, ms: ms() }));
+      res.on('end', () => done(`status ${res.statusCode}`));
+      res.on('error', (error) => done(error.code || error.message));
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
-    req.on('error', (error) => resolve({ outcome: error.code || error.message, ms: ms() }));
+    req.on('error', (error) => done(error.code || error.message));
   });
 }
 
@@ -67,6 +70,7 @@ async function run(handover) {
   process.kill(frozen, 'SIGSTOP');
   const knocks = Array.from({ length: QUEUED }, () => knock(port));
   await P.sleep(100);
+  const stopAt = now();
   process.kill(master.pid, 'SIGTERM');
   for (const end = Date.now() + KNOCK_FOR_MS; Date.now() < end;) {
     knocks.push(knock(port));
@@ -79,28 +83,36 @@ async function run(handover) {
   const tally = {};
   for (const { outcome } of outcomes) tally[outcome] = (tally[outcome] ?? 0) + 1;
   const sorted = outcomes.map((o) => o.ms).sort((a, b) => a - b);
-  return { worst: sorted[sorted.length - 1], median: quantile(sorted, 0.5), over1s: sorted.filter((ms) => ms >= 1_000).length, tally };
+  // A connection whose SYN the stop dropped is refused at its client's retry, about 1 s later:
+  // the span of their start times is how long new SYNs were dropped.
+  const dropped = outcomes.filter((o) => o.started >= stopAt && o.ms >= 900).map((o) => o.started);
+  const window = dropped.length ? Math.max(...dropped) - Math.min(...dropped) : 0;
+  return { worst: sorted[sorted.length - 1], median: quantile(sorted, 0.5), over1s: sorted.filter((ms) => ms >= 1_000).length, window, tally };
 }
 
 async function main() {
   const sides = BASE ? [['base', path.resolve(BASE)], ['this', undefined]] : [['this', undefined]];
   const worsts = Object.fromEntries(sides.map(([name]) => [name, []]));
+  const windows = Object.fromEntries(sides.map(([name]) => [name, []]));
   const failed = Object.fromEntries(sides.map(([name]) => [name, {}]));
   for (let i = 1; i <= RUNS; i++) {
     for (const [name, handover] of sides) {
       const r = await run(handover);
       worsts[name].push(r.worst);
+      windows[name].push(r.window);
       for (const [outcome, n] of Object.entries(r.tally)) {
         if (outcome !== 'status 200' && outcome !== 'ECONNREFUSED') failed[name][outcome] = (failed[name][outcome] ?? 0) + n;
       }
       const total = Object.values(r.tally).reduce((a, b) => a + b);
-      console.log(`${name} run ${i}: worst ${r.worst.toFixed(1)} ms, median ${r.median.toFixed(1)} ms, ${r.over1s} of ${total} at >= 1 s, ${JSON.stringify(r.tally)}`);
+      console.log(`${name} run ${i}: worst ${r.worst.toFixed(1)} ms, median ${r.median.toFixed(1)} ms, ${r.over1s} of ${total} at >= 1 s (SYNs dropped for ${r.window.toFixed(0)} ms), ${JSON.stringify(r.tally)}`);
     }
   }
   console.log('');
   for (const [name] of sides) {
     const sorted = worsts[name].sort((a, b) => a - b);
-    console.log(`${name}: ${RUNS} runs, worst connection per run: max ${sorted[sorted.length - 1].toFixed(1)} ms, p50 ${quantile(sorted, 0.5).toFixed(1)} ms; neither answered nor refused: ${JSON.stringify(failed[name])}`);
+    const spans = windows[name].sort((a, b) => a - b);
+    console.log(`${name}: ${RUNS} runs, worst connection per run: max ${sorted[sorted.length - 1].toFixed(1)} ms, p50 ${quantile(sorted, 0.5).toFixed(1)} ms; ` +
+      `SYNs dropped for p50 ${quantile(spans, 0.5).toFixed(0)} ms (max ${spans[spans.length - 1].toFixed(0)}); neither answered nor refused: ${JSON.stringify(failed[name])}`);
   }
 }
 

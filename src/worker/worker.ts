@@ -239,10 +239,12 @@ export class Worker {
    * the signal was this worker's alone, and it drains as before.
    */
   private stopSignal(signal: NodeJS.Signals): void {
-    if (!this.control || process.ppid !== this.masterPid) return this.drain(signal); // (its death raises it: orphan.ts)
+    // (the master's death raises a stop signal here, maybe before the control socket's EOF is read: orphan.ts)
+    if (!this.control || process.ppid !== this.masterPid) return this.drain(signal);
     if (this.stopSignalled || this.draining) return;
     this.stopSignalled = true;
     if (this.masterStopping) return this.log.info(`${signal}: the master is stopping; serving until it says drain`);
+    this.log.info(`${signal}: serving until the master's stop drains this worker (draining in ${DUPLICATE_STOP_MS} ms if no stop begins)`);
     setTimeout(() => {
       if (!this.masterStopping) this.drain(`${signal}, and the master is not stopping`);
     }, DUPLICATE_STOP_MS).unref();

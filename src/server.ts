@@ -1,7 +1,7 @@
 // The public API: a Server that is the master in the process you start and a
-// worker in every process the master spawns, plus the one-line helpers. Each
-// side's code loads at run(), in the process that runs it: a worker never
-// loads the master's, a master never loads the worker's.
+// worker in every process the master spawns, plus the one-line helpers. The
+// master's code, single mode's and the worker's runtime load at run(), only
+// in the process that runs them: a worker never holds the master's code.
 import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';

@@ -261,6 +261,11 @@ async function memory(ctx) {
   ];
   ctx.log(`memory: ${cases.length} cases x ${o.memoryRounds} rounds (workers 1), ${warm.seconds} s warm-up each`);
   const rss = Object.fromEntries(cases.map((c) => [c.key, { master: [], worker: [] }]));
+  const parts = Object.fromEntries(cases.map((c) => [c.key, { master: [], worker: [] }])); // {anon, file} kB
+  const sample = (key, side, pid) => {
+    rss[key][side].push(P.rssKb(pid));
+    parts[key][side].push(P.rssPartsKb(pid));
+  };
   const m = {};
   try {
     for (let round = 0; round < o.memoryRounds; round++) {
@@ -271,8 +276,8 @@ async function memory(ctx) {
           if (c.key === 'hello' && round === 0) m.masterStart = P.rssKb(server.pid);
           await runLoad({ port: server.port, ...warm });
           await P.sleep(1000);
-          if (!plain) rss[c.key].master.push(P.rssKb(server.pid));
-          rss[c.key].worker.push(P.rssKb(plain ? server.pid : server.workerPids()[0]));
+          if (!plain) sample(c.key, 'master', server.pid);
+          sample(c.key, 'worker', plain ? server.pid : server.workerPids()[0]);
           if (c.key !== 'hello' || round > 0) return;
           for (let n = 0; n < o.memoryReloads; n++) await server.reload();
           await P.sleep(1000);
@@ -290,7 +295,8 @@ async function memory(ctx) {
       const values = rss[c.key][side];
       if (!values.length) continue;
       const what = side === 'master' ? 'master' : c.key === 'plain' || c.key === 'helloPlain' ? 'the process' : 'worker';
-      rows.push([`${c.label}: ${what}`, values.length, S.mb(S.median(values)), spread(values)]);
+      const part = (name) => S.mb(S.median(parts[c.key][side].map((p) => p[name])));
+      rows.push([`${c.label}: ${what}`, values.length, S.mb(S.median(values)), spread(values), part('anon'), part('file')]);
     }
   }
   /** Per round a - b (kB), as [median, min, max]. */
@@ -318,9 +324,10 @@ async function memory(ctx) {
   const md = [
     `VmRSS from /proc/<pid>/status, after a warm-up (\`${commandLine(warm)}\`) and 1 s of rest, workers 1. The master serves no traffic itself. ` +
       `${o.memoryRounds} round(s); each round starts every case once, in an order shifted by one each round; a difference is taken within each round, then the median and the spread over rounds. ` +
+      'RssAnon: anonymous memory (V8 heap, malloc); RssFile: mapped files (the node binary\'s code, the addon), shared through the page cache. ' +
       'The heavy app is bench/lib/heavy.js: generated modules (code, strings, tables) behind the hello handler.',
     '',
-    S.table(['process', 'n', 'median VmRSS', 'min – max'], rows),
+    S.table(['process', 'n', 'median VmRSS', 'min – max', 'median RssAnon', 'median RssFile'], rows),
     '',
     S.table(['difference', 'median', 'min – max'], diffs),
     '',

@@ -143,11 +143,15 @@ class ClusterServer extends MasterServer {
   }
 }
 
-/** `handover start` running apps/plain.js, the unmodified program (env APP_MODULE: its handler's module). */
+/**
+ * `handover start` running apps/plain.js, the unmodified program (env
+ * APP_MODULE: its handler's module), named for this run (a master named
+ * `plain` from another checkout may be running).
+ */
 class StartServer extends MasterServer {
   constructor({ workers = 1, env = {}, ...rest } = {}) {
     super(`handover start (workers ${workers})`, path.join(ROOT, 'dist', 'cli', 'cli.js'), {
-      args: ['start', '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
+      args: ['start', '--name', `bench-${process.pid}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
     });
   }
 }

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type HandoffEndpoint, type Message, type WorkerSample, encode } from '../protocol';
+import { workerReady } from './boot-priority';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
 
@@ -112,6 +113,7 @@ export class WorkerProcess implements Child {
     if (this.state !== 'starting') return;
     this.state = 'ready';
     this.lastSeen = performance.now();
+    workerReady(this.child); // it booted at a lower priority; it serves at the master's
     this.markReady();
   }
 

@@ -12,6 +12,7 @@
 // after-ready check fails on the V8 platform threads.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BOOT_NICE_STEP } from '../src/master/boot-priority';
@@ -38,8 +39,15 @@ function autogroupNice(pid: number): number {
 
 const autogroups = fs.existsSync('/proc/sys/kernel/sched_autogroup_enabled') &&
   fs.readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
-/** Only a privileged master can raise threads again, so only it lowers them (boot-priority.ts). */
-const threadsLowered = process.getuid?.() === 0;
+/**
+ * Threads are lowered only where they can be raised again (boot-priority.ts):
+ * with CAP_SYS_NICE (bit 23 of CapEff; root) or an RLIMIT_NICE reaching nice 0.
+ */
+function threadsLowered(): boolean {
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1];
+  const limit = /^Max nice priority\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1];
+  return ((BigInt(`0x${capEff}`) >> 23n) & 1n) === 1n || limit === 'unlimited' || 20 - Number(limit) <= os.getPriority();
+}
 
 function answer(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -60,25 +68,27 @@ describe.runIf(process.platform === 'linux')('a booting worker runs at a lower p
     const holdFile = path.join(scratch(), 'hold');
     const master = await startMaster({ script: 'test/fixtures/boot-priority-app.js', fixture: { holdFile } });
     const [first] = master.workerPids;
+    const normal = os.getPriority(master.pid); // the master's nice (0 unless the tests run under `nice`)
+    const all = (pid: number, nice: number) => threadNices(pid).map(() => nice);
     // generation 1 boots with nobody to protect: at the master's priority
-    expect(threadNices(first).every((n) => n === 0)).toBe(true);
+    expect(threadNices(first)).toEqual(all(first, normal));
     if (autogroups) expect(autogroupNice(first)).toBe(0);
 
     fs.writeFileSync(holdFile, '');
     const reloaded = master.reload();
     const booting = await bootingWorker(master, [first]);
-    const lowered = threadsLowered ? BOOT_NICE_STEP : 0;
-    expect(threadNices(booting), 'nice of each thread while booting').toEqual(threadNices(booting).map(() => lowered));
+    const lowered = threadsLowered() ? Math.min(19, normal + BOOT_NICE_STEP) : normal;
+    expect(threadNices(booting), 'nice of each thread while booting').toEqual(all(booting, lowered));
     if (autogroups) expect(autogroupNice(booting), 'autogroup nice while booting').toBe(BOOT_NICE_STEP);
     // meanwhile the old worker serves, at its own priority
     expect(await answer(master.port)).toBe(first);
-    expect(threadNices(first).every((n) => n === 0)).toBe(true);
+    expect(threadNices(first)).toEqual(all(first, normal));
 
     fs.rmSync(holdFile);
     const outcome = await reloaded;
     expect(outcome.event, outcome.error).toBe('reloaded');
     await pollUntil(async () => (await answer(master.port)) === booting, 'the new worker to answer');
-    expect(threadNices(booting), 'nice of each thread once ready').toEqual(threadNices(booting).map(() => 0));
+    expect(threadNices(booting), 'nice of each thread once ready').toEqual(all(booting, normal));
     if (autogroups) await pollUntil(() => autogroupNice(booting) === 0, 'the autogroup to be raised');
     expect((await master.stop()).code).toBe(0);
   });

@@ -4,12 +4,11 @@
 // the serving workers' requests. So a worker boots at a lower scheduling
 // priority and is raised to the master's own when it reports ready.
 //
-// Linux only, and only where it can be undone (decided once, at the first
-// spawn): lowering a priority is always allowed, raising it back needs
-// CAP_SYS_NICE or an RLIMIT_NICE that covers the master's nice value
-// (setpriority(2)); without that a worker would serve for ever at the lower
-// priority, so it boots at the normal one instead. Two knobs, because the
-// kernel weighs CPU per group first and per thread within a group:
+// Linux only. Only while something serves next to the new worker (a first
+// generation has nobody to protect and boots at full speed), and each knob
+// only where it can be undone: a worker must never serve for ever at the
+// lower priority. Two knobs, because the kernel weighs CPU per scheduling
+// group first and per thread within a group:
 //
 // - Thread nice. setpriority() on Linux sets one thread, and Node starts its
 //   V8 platform threads before any JavaScript runs, so a worker cannot lower
@@ -17,14 +16,19 @@
 //   fork + exec instead: the child inherits that nice value, and every thread
 //   it starts inherits it from the child's main thread. At ready every thread
 //   in /proc/<pid>/task is raised (the main thread first, so threads it starts
-//   from then on are born raised).
+//   from then on are born raised). Lowering is always allowed; raising back
+//   needs CAP_SYS_NICE or an RLIMIT_NICE that covers the master's nice value
+//   (setpriority(2)), checked once, at the first lowered spawn: without it
+//   the threads are not lowered.
 // - The autogroup nice. With kernel.sched_autogroup_enabled (most desktop and
 //   many server kernels), each session is a scheduling group, and a worker is
 //   a session of its own (process-group.ts): its threads' nice values then
 //   weigh only against each other. /proc/<pid>/autogroup sets the group's
 //   nice; values >= 0 need no privilege, though a process without
-//   CAP_SYS_ADMIN may change one only every 100 ms machine-wide (EAGAIN):
-//   the raise is retried until it is done or the worker has exited. In a
+//   CAP_SYS_ADMIN may change one only every 100 ms machine-wide (EAGAIN,
+//   kernel/sched/autogroup.c): a refused lowering leaves the worker at the
+//   normal priority, a refused raise is retried until it is done or the
+//   worker has exited. In a
 //   cgroup with its own CPU share (systemd services, containers) autogroups
 //   are not used and the thread nice does the work.
 import type { ChildProcess } from 'node:child_process';

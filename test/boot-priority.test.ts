@@ -1,6 +1,6 @@
 // Issue 24: a worker boots at a lower scheduling priority, so it does not take
 // CPU from the workers that serve, and serves at the master's priority once
-// ready. What a user can check in /proc: every thread's nice value (field 19
+// ready (or once a tenth of startTimeout has passed). What a user can check in /proc: every thread's nice value (field 19
 // of /proc/<pid>/task/<tid>/stat) and the worker's autogroup nice
 // (/proc/<pid>/autogroup), before and after ready.
 //
@@ -9,7 +9,8 @@
 // (threads still at nice 10); with the spawn no longer lowered (spawnLowered
 // calling spawn() at once) "boots lowered" fails (nice 0 while booting); with
 // only the main thread raised (the /proc/<pid>/task loop cut to the pid) the
-// after-ready check fails on the V8 platform threads.
+// after-ready check fails on the V8 platform threads; with raiseAfter() a
+// no-op, "is raised while still booting" times out waiting for the raise.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -66,7 +67,8 @@ async function bootingWorker(master: Master, old: number[]): Promise<number> {
 describe.runIf(process.platform === 'linux')('a booting worker runs at a lower priority until it is ready', () => {
   it('boots lowered next to a serving worker, every thread, and serves at the master\'s priority once ready', async () => {
     const holdFile = path.join(scratch(), 'hold');
-    const master = await startMaster({ script: 'test/fixtures/boot-priority-app.js', fixture: { holdFile } });
+    // lowered for at most startTimeout / 10: 60 s here, longer than this test looks
+    const master = await startMaster({ script: 'test/fixtures/boot-priority-app.js', fixture: { holdFile, startTimeout: 600_000 } });
     const [first] = master.workerPids;
     const normal = os.getPriority(master.pid); // the master's nice (0 unless the tests run under `nice`)
     const all = (pid: number, nice: number) => threadNices(pid).map(() => nice);
@@ -90,6 +92,22 @@ describe.runIf(process.platform === 'linux')('a booting worker runs at a lower p
     await pollUntil(async () => (await answer(master.port)) === booting, 'the new worker to answer');
     expect(threadNices(booting), 'nice of each thread once ready').toEqual(all(booting, normal));
     if (autogroups) await pollUntil(() => autogroupNice(booting) === 0, 'the autogroup to be raised');
+    expect((await master.stop()).code).toBe(0);
+  });
+
+  it('is raised while still booting once a tenth of startTimeout has passed', async () => {
+    const holdFile = path.join(scratch(), 'hold');
+    const master = await startMaster({ script: 'test/fixtures/boot-priority-app.js', fixture: { holdFile, startTimeout: 20_000 } });
+    const [first] = master.workerPids;
+    const normal = os.getPriority(master.pid);
+    fs.writeFileSync(holdFile, '');
+    const reloaded = master.reload();
+    const booting = await bootingWorker(master, [first]);
+    // still booting (its ready hook waits for the file), raised 2 s after its spawn
+    await pollUntil(() => threadNices(booting).every((n) => n === normal) && (!autogroups || autogroupNice(booting) === 0), 'the booting worker to be raised', 15_000);
+    expect(master.count('reloaded')).toBe(0);
+    fs.rmSync(holdFile);
+    expect((await reloaded).event).toBe('reloaded');
     expect((await master.stop()).code).toBe(0);
   });
 });

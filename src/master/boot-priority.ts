@@ -2,7 +2,9 @@
 // loading Node and the application costs a worker more CPU than anything it
 // does later, and on a small machine under load that CPU would come out of
 // the serving workers' requests. So a worker boots at a lower scheduling
-// priority and is raised to the master's own when it reports ready.
+// priority and is raised to the master's own when it reports ready, or when a
+// tenth of startTimeout has passed (so a machine saturated by other work
+// cannot stretch a boot towards startTimeout).
 //
 // Linux only. Only while something serves next to the new worker (a first
 // generation has nobody to protect and boots at full speed), and each knob
@@ -46,6 +48,8 @@ interface Lowered {
   threads?: number;
   /** Its autogroup was lowered: raise it to 0, a new session's default. */
   autogroup: boolean;
+  /** Raises it if it is still booting by then (raiseAfter). */
+  timer?: NodeJS.Timeout;
 }
 
 const lowered = new WeakMap<ChildProcess, Lowered>();
@@ -117,15 +121,33 @@ function writeAutogroup(pid: number, nice: number): 'done' | 'again' | 'gone' {
   }
 }
 
-/** A worker reported ready: if spawnLowered() lowered it, it is raised to the master's priority, every thread and its autogroup. */
+/** A worker reported ready: it counts as serving, and is raised if it was lowered. */
 export function workerReady(child: ChildProcess): void {
-  const pid = child.pid;
-  if (pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   serving.add(child);
   child.once('exit', () => serving.delete(child));
+  raise(child);
+}
+
+/**
+ * Raises `child` after `ms` if it is still booting, so a machine saturated by
+ * other work stretches a boot by at most that much before the worker competes
+ * at the normal priority (the master passes a tenth of startTimeout).
+ */
+export function raiseAfter(child: ChildProcess, ms: number): void {
   const record = lowered.get(child);
   if (!record) return;
+  record.timer = setTimeout(() => raise(child), ms).unref();
+  child.once('exit', () => clearTimeout(record.timer));
+}
+
+/** Raises a child spawnLowered() lowered to the master's priority: every thread, and its autogroup. Once. */
+function raise(child: ChildProcess): void {
+  const record = lowered.get(child);
+  const pid = child.pid;
+  if (!record || pid === undefined) return;
   lowered.delete(child);
+  clearTimeout(record.timer);
   if (record.threads !== undefined) {
     const normal = record.threads;
     let tasks: string[] = [];

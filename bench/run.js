@@ -32,10 +32,12 @@ const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
                      parallel and phased against cluster's rolling restart, --cpu-reloads reloads a run (default 30),
                      --pairs rounds. Its own section (cost) of the results file
   --pairs N          cost: interleaved rounds (default 3)
+  --cpu-only         cost: only the CPU part, no R1
   --cpu-reloads N    cost: reloads per CPU run (default 30)
   --label TEXT       faults: names the section and says what was measured (default: the last
                      commit touching src/master of the handover package run)
   --handover DIR     faults: the handover package to run (another checkout, built); default this repository.
+                     cost: a second handover package (rollout parallel) in the CPU part too, interleaved (before/after)
                      memory: a second handover package whose worker is measured too, interleaved (before/after)
   --memory-rounds N  memory: rounds of every case (default 3)
   --fault-connections N  faults: closed loops of Connection: close requests (default 32)
@@ -109,6 +111,7 @@ function parseArgs(argv) {
     else if (a === '--fault-timeout' && o.command === 'faults') set.faultTimeout = number();
     else if (a === '--pairs' && o.command === 'cost') set.pairs = number();
     else if (a === '--cpu-reloads' && o.command === 'cost') set.cpuReloads = number();
+    else if (a === '--cpu-only' && o.command === 'cost') o.cpuOnly = true;
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
   if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3, memoryRounds: 1 });
@@ -300,7 +303,7 @@ async function runCost(ctx, command, wrk) {
   const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
   const w = o.workers;
   const r1Load = load();
-  const r1 = await scenarios.underReloads(ctx, false, [
+  const r1 = o.cpuOnly ? undefined : await scenarios.underReloads(ctx, false, [
     ...(ctx.pm2 ? [() => new Pm2Server({ bin: ctx.pm2.bin, workers: w, verbose: o.verbose })] : []),
     () => new HandoverServer({ workers: w, env: { ROLLOUT: 'parallel' }, verbose: o.verbose }),
     () => new HandoverServer({ workers: w, env: { ROLLOUT: 'phased' }, verbose: o.verbose }),
@@ -308,7 +311,8 @@ async function runCost(ctx, command, wrk) {
   ], o.pairs);
   await P.stopAll();
   const cpuLoad = load();
-  const cpu = await cpuPerReload(ctx, [{ ROLLOUT: 'parallel' }, { ROLLOUT: 'phased' }]);
+  const before = o.handover ? [{ ROLLOUT: 'parallel', BENCH_HANDOVER: o.handover }] : [];
+  const cpu = await cpuPerReload(ctx, [...before, { ROLLOUT: 'parallel' }, { ROLLOUT: 'phased' }]);
   await P.stopAll();
   const md = [
     '## The cost of a reload: R1 p99 and CPU per reload (issue 24)',
@@ -320,10 +324,7 @@ async function runCost(ctx, command, wrk) {
     `- handover: src/master at ${commit}`,
     `- load: ${wrk}; peers: Node cluster (bench/peers/cluster-rolling.js)${ctx.pm2 ? `, pm2 ${ctx.pm2.version}` : ', pm2 not run'}`,
     '',
-    `### R1, ${w} workers each, ${o.pairs} interleaved rounds`,
-    '',
-    `Load average before: ${r1Load}. ${r1.md}`,
-    '',
+    ...(r1 ? [`### R1, ${w} workers each, ${o.pairs} interleaved rounds`, '', `Load average before: ${r1Load}. ${r1.md}`, ''] : []),
     '### CPU per reload',
     '',
     `Load average before: ${cpuLoad}. ${cpu.md}`,

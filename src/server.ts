@@ -6,7 +6,7 @@ import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as https from 'node:https';
+import type * as https from 'node:https';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { type Address, parseAddress } from './platform/address';
@@ -303,7 +303,7 @@ export class Server extends EventEmitter {
     const text = this.key(address);
     const load = handlerFor(text, handler, true) as () => http.RequestListener;
     if (isMaster()) readTLS(text, certFile, keyFile);
-    this.registrations.push({ address: text, create: () => https.createServer(readTLS(text, certFile, keyFile), load()) });
+    this.registrations.push({ address: text, create: () => (require('node:https') as typeof https).createServer(readTLS(text, certFile, keyFile), load()) });
     return this;
   }
 

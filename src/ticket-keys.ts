@@ -26,7 +26,8 @@
 // missing, each server falls back to setTicketKeys() with the current key.
 import { randomBytes } from 'node:crypto';
 import type * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
+import { isTlsServer } from './tls-kind';
 
 /** Node's ticket key layout: 16 bytes name, 16 bytes HMAC secret, 16 bytes AES-128 key. */
 export const TICKET_KEY_BYTES = 48;
@@ -113,7 +114,7 @@ export class TicketKeys {
    * http2 secure servers are) is left alone.
    */
   use(server: net.Server): void {
-    if (!(server instanceof tls.Server) || this.keys.length === 0) return;
+    if (!isTlsServer(server) || this.keys.length === 0) return;
     // Node's default ticket lifetime is 300 s; a server may set its own.
     const lifetime = (server as tls.Server & { sessionTimeout?: number }).sessionTimeout ?? 300;
     if (lifetime * 1000 > this.rotationMs) {

@@ -128,7 +128,8 @@ class MasterServer {
 class HandoverServer extends MasterServer {
   /** env ROLLOUT / MAX_MEMORY set handover's options (bench/apps/handover.js); the label says which. */
   constructor({ workers = 1, env = {}, ...rest } = {}) {
-    const options = [`workers ${workers}`, env.ROLLOUT && `rollout ${env.ROLLOUT}`, env.MAX_MEMORY && `maxMemory ${env.MAX_MEMORY}`];
+    const options = [`workers ${workers}`, env.ROLLOUT && `rollout ${env.ROLLOUT}`, env.MAX_MEMORY && `maxMemory ${env.MAX_MEMORY}`,
+      env.BENCH_HANDOVER && `from ${env.BENCH_HANDOVER}`];
     super(`handover (${options.filter(Boolean).join(', ')})`, path.join(APPS, 'handover.js'), {
       env: { ADDRESS: '127.0.0.1:0', WORKERS: String(workers), ...env }, ...rest,
     });

@@ -6,8 +6,8 @@
 // migrate() to the server's 'handover:adopt' with its state.
 import * as http from 'node:http';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import type { Held, Item } from './handoff';
+import { isTlsServer } from '../tls-kind';
 import { ADOPT_EVENT, type ConnectionMover, isOurs } from './migrate';
 
 /** The subprotocol a moved WebSocket had negotiated, for adoptWebSocket(). */
@@ -16,7 +16,7 @@ const PROTOCOL = Symbol('handover.websocket.protocol');
 /** Takes `fd` for `server` (the one serving item.address here): held until commit, or why not. */
 export function adopt(server: net.Server | undefined, item: Item, fd: number, mover: ConnectionMover): Held | string {
   if (!server) return `nothing here serves ${item.address}`;
-  const plainHttp = server instanceof http.Server && !(server instanceof tls.Server);
+  const plainHttp = server instanceof http.Server && !isTlsServer(server);
   if (item.kind === 'http' && !plainHttp) return `${item.address} is not served by a plain http server here`;
   if (item.kind === 'app' && !server.listeners(ADOPT_EVENT).some((l) => !isOurs(l))) {
     return `nothing listens for '${ADOPT_EVENT}' on ${item.address}`;

@@ -29,10 +29,10 @@
 // `server.emit('connection', socket)` from another listener.
 // The worker destroys whatever is left at stopTimeout by exiting.
 import * as http from 'node:http';
-import * as http2 from 'node:http2';
-import * as https from 'node:https';
+import type * as http2 from 'node:http2';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
+import { isHttpsServer, isTlsServer, isTlsSocket } from '../tls-kind';
 import { sendWhole } from '../platform/native';
 import { ADOPT_EVENT, ours } from './migrate';
 import { IDLE_CLOSE_GUARD_MS, closesWhenIdle, spreadOver } from './close-spread';
@@ -52,7 +52,7 @@ function isHttp2Server(server: net.Server): boolean {
 }
 
 function kindOf(server: net.Server): Kind {
-  if (server instanceof http.Server || server instanceof https.Server) return 'http';
+  if (server instanceof http.Server || isHttpsServer(server)) return 'http';
   return isHttp2Server(server) ? 'http2' : 'net';
 }
 
@@ -107,7 +107,7 @@ function closeSession(session: http2.Http2Session, socket: net.Socket | undefine
     if (!gone()) session.close();
   };
   const patience = setTimeout(close, NOTICE_PATIENCE_MS).unref();
-  if (!socket || socket instanceof tls.TLSSocket) return close();
+  if (!socket || isTlsSocket(socket)) return close();
   const notice = () => {
     if (gone()) return close();
     let sent: boolean;
@@ -152,7 +152,7 @@ export class ServerDrain {
   /** `closeSpread`: ms over which the closes of what cannot move are spread. */
   constructor(readonly server: net.Server, private readonly closeSpread = 0) {
     this.kind = kindOf(server);
-    const tlsServer = server instanceof tls.Server;
+    const tlsServer = isTlsServer(server);
     server.prependListener('connection', (socket: net.Socket) => {
       if (this.kind === 'http2') this.accepted = socket;
       this.track(socket);
@@ -290,7 +290,7 @@ export class ServerDrain {
       const res = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
       if (res instanceof http.ServerResponse && !this.moves(res)) closeAfterThisResponse(res);
     }
-    const secure = this.server instanceof tls.Server;
+    const secure = isTlsServer(this.server);
     const told = this.kind !== 'net' ? this.upgraded : secure ? this.secureSockets : this.sockets;
     const tell = [...told].map((socket) => () => socket.emit(SOCKET_DRAIN_EVENT));
     // HTTP/1 over TLS: on an https server, or an http2 one with allowHTTP1.

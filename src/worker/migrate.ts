@@ -18,8 +18,8 @@
 // read between) before the fd is offered, and starts again if it stays.
 import * as http from 'node:http';
 import type * as net from 'node:net';
-import * as tls from 'node:tls';
 import type { ConnectionTally, HandoffEndpoint } from '../protocol';
+import { isTlsServer, isTlsSocket } from '../tls-kind';
 import { HandoffSender, HANDOFF_TIMEOUT_MS, type Item } from './handoff';
 
 /** Emitted on the server registered for an address, in the new worker: (socket, state). */
@@ -128,7 +128,7 @@ export class ConnectionMover {
 
   /** Follows every connection of `server` (served on `address`) from the start. */
   watch(server: net.Server, address: string): void {
-    const plain = server instanceof http.Server && !(server instanceof tls.Server);
+    const plain = server instanceof http.Server && !isTlsServer(server);
     if (plain) this.plainHttp.add(server);
     const follow = (socket: net.Socket): Track => {
       const track: Track = { address, begun: 0, requests: 0 };
@@ -214,7 +214,7 @@ export class ConnectionMover {
   }
 
   private kindReason(server: net.Server, socket: net.Socket): string {
-    if (server instanceof tls.Server) return 'tls';
+    if (isTlsServer(server)) return 'tls';
     if (!(server instanceof http.Server) && server.listenerCount('session') > 0) return 'http2';
     if (this.plainHttp.has(server) && (socket as Internals).parser == null) return 'upgraded, not migrated by the application';
     if (this.plainHttp.has(server)) return 'closed by the client or its timeout';
@@ -295,7 +295,7 @@ export class ConnectionMover {
       track.stays = reason;
       return false;
     };
-    if (socket instanceof tls.TLSSocket) return stays('tls');
+    if (isTlsSocket(socket)) return stays('tls');
     if (!this.sender) return stays(this.draining ? 'no new worker to take it' : 'not draining');
     const wsBusy = () => {
       if (!ws) return undefined;

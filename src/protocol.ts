@@ -73,6 +73,13 @@ export type Message =
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
   | { type: 'park' }
   | { type: 'resume' }
+  /**
+   * worker -> master, the answer to each `drain` and `park`: it accepts from
+   * none of its listening sockets any more (its own slot's and every slot it
+   * covered), so every new connection goes to another worker. A reload or
+   * rollback resolves only once the workers it replaced have said so.
+   */
+  | { type: 'stopped-accepting' }
   /** admin -> master: put the kept previous generation back; answered with reload-result of the same id. */
   | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
@@ -299,6 +306,7 @@ export function validate(value: unknown): Message {
       case 'upgrading':
       case 'park':
       case 'resume':
+      case 'stopped-accepting':
       case 'count':
       case 'status':
       case 'stop':

@@ -584,6 +584,93 @@ describe('keepPrevious and rollback', () => {
   });
 });
 
+describe('a reload or rollback resolves once the workers it replaced stopped accepting', () => {
+  /** Settles `promise`'s outcome into a flag the test can read without awaiting. */
+  function watch(promise: Promise<void>) {
+    const seen = { done: false };
+    promise.then(() => (seen.done = true), () => (seen.done = true));
+    return seen;
+  }
+
+  it('a reload resolves only after every old worker has said it stopped accepting (an exit counts too)', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(2);
+    await started();
+    const [a, b] = spawner.of(1);
+    a.holdsAck = b.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await settle();
+    expect(a.calls).toContain('drain');
+    expect(reload.done).toBe(false);
+    a.ack();
+    await settle();
+    expect(reload.done).toBe(false);
+    expect(outcomes).not.toContain('reloaded 2');
+    b.exit();
+    await settle();
+    expect(reload.done).toBe(true);
+    expect(outcomes).toContain('reloaded 2');
+  });
+
+  it('a frozen old worker that never says so holds the reload for heartbeatTimeout only, and the log names it', async () => {
+    const warnings: string[] = [];
+    const { lifecycle, spawner, started, clock } = setup(2, { log: { ...quietLog, warn: (line: string) => warnings.push(line) } });
+    await started();
+    const [frozen] = spawner.of(1);
+    frozen.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await clock.advance(HEARTBEAT_MS - 1);
+    expect(reload.done).toBe(false);
+    await clock.advance(1);
+    expect(reload.done).toBe(true);
+    expect(lifecycle.generation).toBe(2);
+    expect(warnings.filter((w) => w.includes('did not say it stopped accepting'))).toEqual([
+      expect.stringContaining(frozen.describe()),
+    ]);
+  });
+
+  it('a rollback resolves only after the generation it replaces has said it stopped accepting', async () => {
+    const { lifecycle, spawner, started } = setup(2, { keepPrevious: 60_000 });
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await reload;
+    const fresh = spawner.of(2);
+    for (const c of fresh) c.holdsAck = true;
+    const rollback = watch(lifecycle.rollback());
+    await settle();
+    for (const c of fresh) expect(c.calls).toContain('drain');
+    expect(rollback.done).toBe(false);
+    fresh[0].ack();
+    await settle();
+    expect(rollback.done).toBe(false);
+    fresh[1].ack();
+    await settle();
+    expect(rollback.done).toBe(true);
+    expect(lifecycle.generation).toBe(1);
+  });
+
+  it('a reload with keepPrevious resolves only after the parked generation has said it stopped accepting', async () => {
+    const { lifecycle, spawner, started } = setup(1, { keepPrevious: 60_000 });
+    await started();
+    const [old] = spawner.of(1);
+    old.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    await settle();
+    expect(old.state).toBe('parked');
+    expect(reload.done).toBe(false);
+    old.ack();
+    await settle();
+    expect(reload.done).toBe(true);
+  });
+});
+
 describe('maxDraining', () => {
   it('past the bound, the oldest draining generation is closed at once', async () => {
     const { lifecycle, spawner, started } = setup(1, { maxDraining: 1 });

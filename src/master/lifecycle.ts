@@ -75,6 +75,11 @@ export interface Child {
   park(): void;
   /** A parked child accepts again (a rollback). */
   resume(): void;
+  /**
+   * After the last drain() or park(): resolves once it accepts from none of
+   * its sockets (its slot's, the ones it covered), as it says, or has exited.
+   */
+  readonly stoppedAccepting: Promise<void>;
   /** Gives up on a new child: one that is ready already accepts, so it drains; any other is killed. */
   abandon(): void;
   /** Kills it at once (a forced stop). */
@@ -410,6 +415,7 @@ export class Lifecycle {
       }
     } catch (error) {
       const parked = old.filter((c) => c.state === 'parked' && c.alive);
+      let stopped: Child[] = [];
       if (first || error instanceof ReloadCancelled || this.stopping) {
         for (const c of parked) c.drain();
         throw error;
@@ -417,15 +423,16 @@ export class Lifecycle {
       const reason = error instanceof Error ? error.message : String(error);
       let serving = `generation ${before} keeps serving`;
       if (switched > 0 && parked.length === switched) {
-        this.restore(parked);
+        stopped = this.restore(parked);
         serving = `generation ${before} serves again (slots 0-${switched - 1} were switched back)`;
       } else if (error instanceof CanaryUnhealthy) {
         // a canary slot whose old worker was already gone: the canary must not serve on
-        this.restore(parked);
+        stopped = this.restore(parked);
         const lost = error.canary.filter((c) => this.slots[c.slot].serving === c);
         for (const c of lost) {
           this.slots[c.slot].serving = undefined;
           c.drain();
+          stopped.push(c);
           this.scheduleRespawn(c, 'was an unhealthy canary, and its slot had no old worker to put back');
         }
         this.rebalance();
@@ -435,6 +442,7 @@ export class Lifecycle {
         serving = `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
           `slots ${switched}-${slots.length - 1} generation ${before}`;
       }
+      await this.stoppedAccepting(stopped, `reload to generation ${number} failed`);
       const failure = new Error(`reload to generation ${number} failed, ${serving}: ${reason}`);
       this.options.log.error(failure.message);
       this.options.events.reloadFailed({ generation: number, error: failure });
@@ -444,6 +452,7 @@ export class Lifecycle {
     if (keep) this.keep(before, old.filter((c) => c.state === 'parked'));
     this.rebalance();
     this.boundDraining();
+    await this.stoppedAccepting(old, `reload to generation ${number}`);
     if (!first) {
       const durationMs = Math.round(this.clock.now() - started);
       const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
@@ -790,8 +799,9 @@ export class Lifecycle {
       this.clock.clearTimeout(previous.timer);
       this.previous = undefined;
       const from = this.generation;
-      this.restore(previous.children);
+      const replaced = this.restore(previous.children);
       this.generation = previous.generation;
+      await this.stoppedAccepting(replaced, `rollback to generation ${previous.generation}`);
       this.options.log.info(`rollback: generation ${previous.generation} serves again; generation ${from} drains`);
       this.options.events.rolledBack({ generation: previous.generation, from });
     });
@@ -813,8 +823,9 @@ export class Lifecycle {
     this.options.log.info(`canary: generation ${generation} is healthy (${verdict.reason}); continuing slot by slot`);
   }
 
-  /** Puts parked children back in their slots; the ones serving there now drain. */
-  private restore(parked: Child[]): void {
+  /** Puts parked children back in their slots; the ones serving there now drain. Returns those. */
+  private restore(parked: Child[]): Child[] {
+    const replaced: Child[] = [];
     for (const c of parked) {
       const slot = this.slots[c.slot];
       // a canary that crashed scheduled its slot's respawn: the old worker serves it instead
@@ -823,9 +834,36 @@ export class Lifecycle {
       c.resume();
       const current = slot.serving;
       slot.serving = c;
-      current?.drain(c);
+      if (current) {
+        current.drain(c);
+        replaced.push(current);
+      }
     }
     this.rebalance();
+    return replaced;
+  }
+
+  /**
+   * Resolves once each of `children` (just drained or parked) accepts no more,
+   * so that when a reload or rollback resolves, every new connection reaches
+   * the generation that serves now. A frozen worker cannot say so: the wait
+   * ends at heartbeatTimeout on the monotonic clock, judged after pending I/O
+   * was read (invariant 19), and the log names it.
+   */
+  private async stoppedAccepting(children: Child[], what: string): Promise<void> {
+    const waiting = new Set(children);
+    if (waiting.size === 0) return;
+    const timeout = this.options.heartbeatTimeout;
+    let timer: unknown;
+    const bound = new Promise<void>((resolve) => {
+      timer = this.clock.setTimeout(() => setImmediate(resolve), timeout);
+    });
+    await Promise.race([Promise.all(children.map((c) => c.stoppedAccepting.then(() => waiting.delete(c)))), bound]);
+    this.clock.clearTimeout(timer);
+    for (const c of waiting) {
+      this.options.log.warn(`${what}: ${c.describe()} did not say it stopped accepting within heartbeatTimeout (${timeout} ms); ` +
+        'it may still take new connections until it exits');
+    }
   }
 
   /** Keeps a replaced generation parked for keepPrevious ms; an older kept one drains now. */

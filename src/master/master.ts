@@ -524,6 +524,9 @@ export class Master {
       case 'moves':
         this.moves.report(worker.pid, message.tally);
         break;
+      case 'stopped-accepting':
+        worker.saidStoppedAccepting();
+        break;
       case 'reload':
         this.reload().then(
           () => worker.send({ type: 'reload-result', id: message.id, ok: true }),

@@ -3,7 +3,7 @@
 // hit by chance, each pinned down in milliseconds.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   type Child, Lifecycle, type LifecycleOptions, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader, STOP_QUEUE_WAIT_MS, STOP_QUIET_MS, type StopSockets,
 } from '../src/master/lifecycle';
@@ -878,5 +878,37 @@ describe('WorkerProcess.alive', () => {
     expect(worker.exit).toBeUndefined();
     expect(worker.alive).toBe(false);
     worker.kill(); // no signal to a dead pid (which may be reused)
+  });
+});
+
+describe('WorkerProcess.stoppedAccepting', () => {
+  it('counts one stopped-accepting answer per drain or park frame: a late answer to an earlier park does not end the wait for the next', async () => {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    onTestFinished(() => void child.kill('SIGKILL'));
+    const worker = new WorkerProcess(child, 0, 1, 60_000, 60_000);
+    const sent: string[] = [];
+    worker.conn = { destroyed: false, write: (frame: Buffer) => sent.push(String(frame)), destroy: () => {} } as unknown as WorkerProcess['conn'];
+    worker.becameReady();
+    let done = false;
+    worker.park();
+    worker.resume(); // a rollback, before the park's answer came
+    worker.park();
+    void worker.stoppedAccepting.then(() => (done = true));
+    worker.saidStoppedAccepting(); // the first park's answer
+    await settle();
+    expect(done).toBe(false);
+    worker.saidStoppedAccepting();
+    await settle();
+    expect(done).toBe(true);
+    worker.drain();
+    let drained = false;
+    void worker.stoppedAccepting.then(() => (drained = true));
+    await settle();
+    expect(drained).toBe(false);
+    child.kill('SIGKILL');
+    await worker.exited; // an exit ends the wait too
+    await settle();
+    expect(drained).toBe(true);
+    expect(sent.filter((f) => /"(park|drain)"/.test(f))).toHaveLength(3);
   });
 });

@@ -15,6 +15,8 @@
 //                   have died while a sibling was finishing its ready hook)
 //                4. commit: each slot's serving child is replaced, the old
 //                   ones drain
+//                5. resolve once each old one has said it stopped accepting
+//                   (or exited; a frozen one is waited for heartbeatTimeout)
 //              a failure anywhere abandons the new generation; the old one
 //              serves on. Reloads are coalesced (Reloader): one runs; any
 //              number of requests during it make exactly one more.

@@ -73,6 +73,53 @@ describe('scale', () => {
     expect((await master.stop()).code).toBe(0);
   });
 
+  it('a scale-up worker that dies between its listen and its ready strands none of 112 fresh connections', async () => {
+    const { master, behaviour, control } = await startFault({ workers: 1 });
+    const [serving] = master.workerPids;
+    writeJson(behaviour, { dieAfterListenSlots: [1] }); // slot 1's worker arms its socket, then exits
+    const outcome = await adminScale(control, 2);
+    expect(outcome.ok).toBe(false);
+    const result = await fresh(master.port, 112);
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(112);
+    expect([...result.pids]).toEqual([serving]);
+    writeJson(behaviour, {}); // fixed: the slot listens again, with a worker of its own
+    expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
+    const grown = await fresh(master.port, 112);
+    expect(grown.errors).toEqual([]);
+    expect(grown.pids.size).toBe(2);
+    expect((await master.stop()).code).toBe(0);
+  });
+
+  it('a scale-up worker that is ready and then dies, with its respawns broken, strands none of 112 fresh connections', async () => {
+    const { master, behaviour, control } = await startFault({ workers: 1 });
+    const [serving] = master.workerPids;
+    expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
+    const added = (await adminStatus(control)).slots!.find((s) => s.slot === 1)!.pid!;
+    writeJson(behaviour, { crashSlots: [1] }); // every respawn of slot 1 throws at start-up
+    process.kill(added, 'SIGKILL');
+    await pollUntil(async () => (await adminStatus(control)).slots!.find((s) => s.slot === 1)!.state !== 'ready' || undefined, 'slot 1 to lose its worker');
+    const result = await fresh(master.port, 112);
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(112);
+    expect([...result.pids]).toEqual([serving]);
+    expect((await master.stop()).code).toBe(0);
+  });
+
+  it('scaling down serves the connections queued on the removed slot (fresh connections during 1 -> 2 -> 1)', async () => {
+    const { master, control } = await startFault({ workers: 1 });
+    expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
+    const load = fresh(master.port, 300);
+    expect(await adminScale(control, 1)).toEqual({ ok: true, message: undefined });
+    const result = await load;
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(300);
+    const after = await fresh(master.port, 40);
+    expect(after.errors).toEqual([]);
+    expect(after.pids.size).toBe(1);
+    expect((await master.stop()).code).toBe(0);
+  });
+
   it(`scale past MAX_WORKERS (${MAX_WORKERS}) is refused with a RangeError naming the bound, and nothing changes`, async () => {
     const { master, control } = await startFault({ workers: 1 });
     const before = await adminStatus(control);

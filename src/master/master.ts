@@ -27,6 +27,7 @@ import { Metrics, MetricsServer } from './metrics';
 import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
 import { execUpgrade, probe, reapInherited, takeUpgradeState } from './upgrade';
+import { rescueSlot } from './slot-rescue';
 import { stopSockets } from './stop-sockets';
 import { WorkerProcess } from './worker-process';
 
@@ -144,6 +145,7 @@ export class Master {
         },
       },
       addSlot: () => this.listeners.addSlot(),
+      rescue: (slot, by) => rescueSlot(this.listeners, slot, by as WorkerProcess, this.log),
       sockets: stopSockets(this.listeners, this.log),
       stopDelay: options.stopDelay,
       stopTimeout: options.stopTimeout,

@@ -54,6 +54,7 @@ interface Binding {
   bindUnix(options: UnixBindOptions): number;
   connectUnix(path: string): number;
   refuseNewConnections(fd: number): boolean;
+  allowNewConnections(fd: number): void;
   acceptQueueLength(fd: number): number;
   shutdownListener(fd: number): void;
   localAddress(fd: number): BoundAddress;
@@ -123,6 +124,9 @@ export const connectUnix = (socketPath: string): number => binding.connectUnix(s
  * queued connections are kept. False where unsupported.
  */
 export const refuseNewConnections = (fd: number): boolean => binding.refuseNewConnections(fd);
+
+/** Takes refuseNewConnections' filter off again (none attached is not an error). */
+export const allowNewConnections = (fd: number): void => binding.allowNewConnections(fd);
 
 /** Connections waiting in a listening TCP socket's accept queue; -1 where the platform cannot tell. */
 export const acceptQueueLength = (fd: number): number => binding.acceptQueueLength(fd);

@@ -31,7 +31,7 @@ class MasterServer {
 
   async start() {
     P.checkAborted();
-    const nodeArgs = [this.script];
+    const nodeArgs = [this.script, ...(this.args ?? [])];
     const [command, args] = this.fdLimit ? P.withFdLimit(nodeArgs) : [process.execPath, nodeArgs];
     this.child = P.spawnGroup(command, args, {
       cwd: ROOT,
@@ -125,6 +125,19 @@ class HandoverServer extends MasterServer {
     super(`handover (${options.filter(Boolean).join(', ')})`, path.join(APPS, 'handover.js'), {
       env: { ADDRESS: '127.0.0.1:0', WORKERS: String(workers), ...env }, ...rest,
     });
+  }
+}
+
+/** `handover start` (the CLI master) running the plain hello app unmodified on a free port. */
+class HandoverStartServer extends MasterServer {
+  constructor({ workers = 1, env = {}, handover = ROOT, ...rest } = {}) {
+    super(`handover start (workers ${workers})`, path.join(handover, 'dist', 'cli', 'cli.js'), { env, ...rest });
+    this.args = ['start', '--workers', String(workers), path.join(APPS, 'plain.js')];
+  }
+
+  async start() {
+    this.env.PORT = String(await P.freePort());
+    return super.start();
   }
 }
 
@@ -316,4 +329,4 @@ function get(port, pathname = '/') {
   });
 }
 
-module.exports = { HandoverServer, ClusterServer, PlainServer, Pm2Server, installPm2, get, ROOT };
+module.exports = { HandoverServer, HandoverStartServer, ClusterServer, PlainServer, Pm2Server, installPm2, get, ROOT };

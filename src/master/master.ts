@@ -382,6 +382,7 @@ export class Master {
       controlSocket: this.control?.path,
       lastReload: this.lastReload && { ...this.lastReload, ...(this.lastReload.ok ? { connections: this.moves.summary } : {}) },
       upgrades: this.upgrades,
+      memory: { collections: this.memory.collections, collectCpuMs: Math.round(this.memory.collectCpuMs) },
       workers: this.lifecycle.all.map((c) => {
         const w = c as WorkerProcess;
         return { pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt), version: w.version };

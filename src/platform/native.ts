@@ -70,6 +70,7 @@ interface Binding {
   lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
   fixMallocThresholds(bytes: number): boolean;
+  trimMalloc(): boolean;
   setCloseOnExec(fd: number, on: boolean): void;
   execve(file: string, argv: string[], env: string[]): never;
   reapChild(pid: number): { code: number | null; signal: number | null } | null;
@@ -196,6 +197,9 @@ export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExe
  * arena; false where the allocator is not glibc's.
  */
 export const fixMallocThresholds = (bytes: number): boolean => binding.fixMallocThresholds(bytes);
+
+/** glibc's malloc_trim(0): free pages anywhere in the arenas go back to the kernel. False elsewhere, or when none did. */
+export const trimMalloc = (): boolean => binding.trimMalloc();
 
 /** Sets (true) or clears (false) FD_CLOEXEC on one fd. */
 export const setCloseOnExec = (fd: number, on: boolean): void => binding.setCloseOnExec(fd, on);

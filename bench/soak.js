@@ -231,8 +231,9 @@ async function soak(o) {
   const marks = new Set([1, o.reloads]);
   for (let n = o.every; n < o.reloads; n += o.every) marks.add(n);
   const memoryFile = o.memory ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'handover-soak-')), 'memory.jsonl') : undefined;
-  // --expose-gc: the master's collection after worker exits runs only where
-  // Node was started with it (src/master/memory.ts); the soak measures that.
+  // --expose-gc: the master's full collection after worker exits is then a
+  // plain gc(); `--env NODE_OPTIONS=` measures it without the flag, where it
+  // is v8.queryObjects() (src/master/memory.ts).
   const env = {
     NODE_OPTIONS: '--expose-gc', ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}),
   };

@@ -11,7 +11,7 @@
 //   sockets), whenever its heap has grown by COLLECT_GROWTH_BYTES since the
 //   last one. With --expose-gc that is `gc()`; without it (the usual case: it
 //   is the user's program, or `handover start`), `v8.queryObjects()` (Node
-//   20.13+, 22+), public API whose search runs V8's full collection first.
+//   22+ and later 20.x; 20.20 has it), public API whose search runs V8's full collection first.
 //   Turning --expose-gc on at run time is what Node documents as unsafe, so
 //   the master never does; on an older Node without the flag it leaves V8 to
 //   its own schedule. queryObjects costs about ten times a plain gc() (it

@@ -14,7 +14,7 @@ const path = require('node:path');
 const P = require('./lib/procs');
 const S = require('./lib/stats');
 const R = require('./lib/report');
-const { HandoverServer, HandoverStartServer } = require('./lib/servers');
+const { HandoverServer, StartServer } = require('./lib/servers');
 const { startLoad } = require('./lib/load');
 
 const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
@@ -238,7 +238,7 @@ async function soak(o) {
     NODE_OPTIONS: '--expose-gc', ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}),
   };
   const server = o.start
-    ? new HandoverStartServer({ workers: o.workers, env, verbose: o.verbose, handover: o.handover })
+    ? new StartServer({ workers: o.workers, env, verbose: o.verbose, handover: o.handover })
     : new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
   const reloads = [];
   const checkpoints = [];

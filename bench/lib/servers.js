@@ -13,11 +13,17 @@ const APPS = path.join(ROOT, 'bench', 'apps');
 const ENDED = /reload(?:: generation (\d+) ready in (\d+) ms| to generation (\d+) failed|: generation (\d+) failed)/;
 const STARTED = /reload: starting generation (\d+)/;
 
-/** A master process (handover or the cluster peer) that logs `ready:` and `reload:` lines on stderr. */
+/**
+ * A master process (handover or the cluster peer) that logs `ready:` and
+ * `reload:` lines on stderr. `args`: after the script. `fixedPort`: the
+ * program listens on $PORT, a free port picked at each start.
+ */
 class MasterServer {
-  constructor(label, script, { env = {}, fdLimit = false, verbose = false } = {}) {
+  constructor(label, script, { env = {}, args = [], fixedPort = false, fdLimit = false, verbose = false } = {}) {
     this.label = label;
     this.script = script;
+    this.args = args;
+    this.fixedPort = fixedPort;
     this.env = env;
     this.fdLimit = fdLimit;
     this.verbose = verbose;
@@ -31,7 +37,8 @@ class MasterServer {
 
   async start() {
     P.checkAborted();
-    const nodeArgs = [this.script, ...(this.args ?? [])];
+    if (this.fixedPort) this.env.PORT = String(await P.freePort());
+    const nodeArgs = [this.script, ...this.args];
     const [command, args] = this.fdLimit ? P.withFdLimit(nodeArgs) : [process.execPath, nodeArgs];
     this.child = P.spawnGroup(command, args, {
       cwd: ROOT,
@@ -128,29 +135,25 @@ class HandoverServer extends MasterServer {
   }
 }
 
-/** `handover start` (the CLI master) running the plain hello app unmodified on a free port. */
-class HandoverStartServer extends MasterServer {
-  constructor({ workers = 1, env = {}, handover = ROOT, ...rest } = {}) {
-    super(`handover start (workers ${workers})`, path.join(handover, 'dist', 'cli', 'cli.js'), { env, ...rest });
-    this.args = ['start', '--workers', String(workers), path.join(APPS, 'plain.js')];
-  }
-
-  async start() {
-    this.env.PORT = String(await P.freePort());
-    return super.start();
-  }
-}
-
 class ClusterServer extends MasterServer {
   constructor({ workers = 2, env = {}, ...rest } = {}) {
     super(`node cluster (${workers} workers, rolling restart)`, path.join(ROOT, 'bench', 'peers', 'cluster-rolling.js'), {
-      env: { WORKERS: String(workers), ...env }, ...rest,
+      env: { WORKERS: String(workers), ...env }, fixedPort: true, ...rest,
     });
   }
+}
 
-  async start() {
-    this.env.PORT = String(await P.freePort());
-    return super.start();
+/**
+ * `handover start` running apps/plain.js, the unmodified program (env
+ * APP_MODULE: its handler's module), named for this run (a master named
+ * `plain` from another checkout may be running).
+ */
+class StartServer extends MasterServer {
+  /** `handover`: the built checkout whose CLI runs (default this repository). */
+  constructor({ workers = 1, env = {}, handover = ROOT, ...rest } = {}) {
+    super(`handover start (workers ${workers})`, path.join(handover, 'dist', 'cli', 'cli.js'), {
+      args: ['start', '--name', `bench-${process.pid}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
+    });
   }
 }
 
@@ -329,4 +332,4 @@ function get(port, pathname = '/') {
   });
 }
 
-module.exports = { HandoverServer, HandoverStartServer, ClusterServer, PlainServer, Pm2Server, installPm2, get, ROOT };
+module.exports = { HandoverServer, ClusterServer, PlainServer, Pm2Server, StartServer, installPm2, get, ROOT };

@@ -226,6 +226,8 @@ export interface MasterStatus {
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
   /** In-place upgrades (exec of a fresh image, same pid) since this pid started. */
   upgrades?: number;
+  /** The master's own full collections after worker exits (src/master/memory.ts), and the CPU they took in all (ms). */
+  memory?: { collections: number; collectCpuMs: number };
   /** The version each generation runs: the committed one and any other still alive. */
   versions?: Record<number, string>;
   /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */

@@ -510,6 +510,68 @@ describe('scale', () => {
     await settle();
     expect(spawner.of(1)[0].covering).toEqual([]);
   });
+
+  /** Rescued sockets whose queue holds `queued` connections until the test empties it. */
+  function rescuedSockets() {
+    const calls: string[] = [];
+    const sockets = { queued: 3, rescues: [] as { slot: number; by: number }[], calls };
+    const rescue = (slot: number, by: Child): StopSockets => {
+      sockets.rescues.push({ slot, by: by.pid });
+      calls.push(`rescue ${slot}`);
+      return {
+        refuseNew: () => calls.push('refuseNew'),
+        queued: () => sockets.queued,
+        shutdown: () => calls.push('shutdown'),
+        close: () => calls.push('close'),
+      };
+    };
+    return { sockets, rescue };
+  }
+
+  it('a scale-up slot whose worker dies after its ready, which no sibling can cover, is rescued: its queue goes to the old worker, then it stops listening; its respawn waits for that', async () => {
+    const { sockets, rescue } = rescuedSockets();
+    const machine = setup(1, { addSlot: () => {}, rescue });
+    await machine.started();
+    const up = machine.lifecycle.scale(2);
+    await settle();
+    machine.spawner.latest(1).becomeReady();
+    await up;
+    const [old] = machine.spawner.of(1);
+    const count = machine.spawner.children.length;
+    machine.spawner.latest(1).exit();
+    await settle();
+    expect(sockets.rescues).toEqual([{ slot: 1, by: old.pid }]);
+    expect(sockets.calls).toEqual(['rescue 1', 'refuseNew']);
+    await machine.clock.advance(RESPAWN_BASE_MS * 2); // the respawn is due, but connections are still being handed over
+    expect(machine.spawner.children).toHaveLength(count);
+    sockets.queued = 0;
+    await machine.clock.advance(STOP_QUIET_MS + 20);
+    expect(sockets.calls).toEqual(['rescue 1', 'refuseNew', 'shutdown', 'close']);
+    expect(machine.spawner.children).toHaveLength(count + 1); // now the respawn starts; its listen arms the socket again
+    expect(machine.spawner.latest(1).slot).toBe(1);
+    machine.spawner.latest(1).exit(); // it dies before ready: rescued again, not covered
+    await settle();
+    expect(sockets.rescues).toHaveLength(2);
+  });
+
+  it('a scale-up worker that dies before its ready leaves its slot rescued; a slot that siblings can cover, or whose own worker is starting, is not', async () => {
+    const { sockets, rescue } = rescuedSockets();
+    sockets.queued = 0;
+    const machine = setup(1, { addSlot: () => {}, rescue });
+    await machine.started();
+    const up = machine.lifecycle.scale(2);
+    await machine.clock.advance(HEARTBEAT_MS); // heartbeats rebalance the slots meanwhile
+    expect(sockets.rescues).toEqual([]); // its own worker is starting
+    machine.spawner.latest(1).exit();
+    await expect(up).rejects.toThrow(/stopped at 1/);
+    expect(sockets.rescues).toEqual([{ slot: 1, by: machine.spawner.of(1)[0].pid }]);
+    const covered = setup(2, { rescue });
+    await covered.started();
+    covered.spawner.of(1)[1].exit();
+    await settle();
+    expect(covered.spawner.of(1)[0].covering).toEqual([1]);
+    expect(sockets.rescues).toHaveLength(1);
+  });
 });
 
 describe('keepPrevious and rollback', () => {

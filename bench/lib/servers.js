@@ -149,8 +149,9 @@ class ClusterServer extends MasterServer {
  * `plain` from another checkout may be running).
  */
 class StartServer extends MasterServer {
-  constructor({ workers = 1, env = {}, ...rest } = {}) {
-    super(`handover start (workers ${workers})`, path.join(ROOT, 'dist', 'cli', 'cli.js'), {
+  /** `handover`: the built checkout whose CLI runs (default this repository). */
+  constructor({ workers = 1, env = {}, handover = ROOT, ...rest } = {}) {
+    super(`handover start (workers ${workers})`, path.join(handover, 'dist', 'cli', 'cli.js'), {
       args: ['start', '--name', `bench-${process.pid}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
     });
   }

@@ -27,7 +27,10 @@
 //              child is ready again (invariant 11). Heartbeats are judged on
 //              a monotonic clock, after pending I/O was read, in missed
 //              intervals, so a pause of the whole process group is not a
-//              failure (invariant 19).
+//              failure (invariant 19). A slot no process can cover (its
+//              sockets are newer than every healthy child: a scale-up's) is
+//              *rescued*: what is queued there goes to a healthy child and
+//              the socket stops listening until a worker listens on it again
 //   policies   recycle (maxMemory, maxRequests, maxLifetime), scale, rollback
 //   stop       new handshakes are refused, what is queued is accepted, the
 //              sockets stop listening everywhere, then everyone drains
@@ -134,6 +137,15 @@ export interface StopSockets {
   close(): void;
 }
 
+/**
+ * A slot's listening sockets while they are rescued: `rescue()` has begun
+ * accepting from them and handing each connection to a healthy child. The
+ * steps are the stop's (refuse new handshakes, let the queues empty, stop
+ * listening); close() ends the accepting and lets the sockets take new
+ * handshakes again once a worker listens on them.
+ */
+export type RescuedSockets = StopSockets;
+
 /** Runs one job at a time; any number of requests during a run make exactly one more run. */
 export class Reloader<T> {
   private running?: Promise<T>;
@@ -221,6 +233,10 @@ interface Slot {
   restarts: number;
   /** Recycles (maxMemory, maxRequests, maxLifetime). */
   recycles: number;
+  /** Its queued connections are being handed to a healthy child (no process could cover it). */
+  rescue?: Promise<void>;
+  /** Rescued: its sockets do not listen until a child spawned for it (or a cover) listens again. */
+  disarmed?: boolean;
 }
 
 export interface LifecycleEvents {
@@ -260,6 +276,13 @@ export interface LifecycleOptions {
   stopDelay?: number;
   /** For the stop's log line: each worker is killed this long after it was told to drain. */
   stopTimeout?: number;
+  /**
+   * A slot no healthy child can cover (they all predate its sockets) and no
+   * child of its own serves: start accepting from its sockets and handing
+   * what is queued to `by`. Without it such a slot's queue waits for its own
+   * next worker.
+   */
+  rescue?: (slot: number, by: Child) => RescuedSockets;
   /** The listening sockets; without them (unit tests) a stop only drains. */
   sockets?: StopSockets;
   clock?: Clock;
@@ -350,6 +373,7 @@ export class Lifecycle {
 
   private spawn(slot: number, generation: number): Child {
     const child = this.options.spawn(slot, generation);
+    this.slots[slot].disarmed = false; // its listen() arms the slot's sockets again
     this.knownSlots.set(child, this.slots.length);
     this.children.add(child);
     void child.exited.then(() => this.onExit(child));
@@ -373,6 +397,7 @@ export class Lifecycle {
   }
 
   private async nextGeneration(): Promise<void> {
+    await this.rescues();
     if (this.stopping) throw new ReloadCancelled('stopping; no reload');
     const first = this.generation === 0;
     const number = ++this.lastSpawned;
@@ -523,14 +548,16 @@ export class Lifecycle {
     if (this.clock.now() - lost.startedAt > RESPAWN_RESET_MS) slot.crashes = 0;
     const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** slot.crashes++);
     this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot.index} in ${delay} ms`);
-    slot.backoff = this.clock.setTimeout(() => {
+    const respawn = () => {
       slot.backoff = undefined;
       if (this.stopping || slot.serving || slot.replacing || slot.index >= this.active) return;
       slot.restarts++;
       const child = this.spawn(slot.index, this.generation);
       slot.replacing = child;
       child.ready.then(() => this.promote(child, lost.pid), () => {}); // its exit schedules the next try
-    }, delay);
+    };
+    // a worker's listen must not race a rescue's shutdown of the slot's sockets
+    slot.backoff = this.clock.setTimeout(() => (slot.rescue ? void slot.rescue.then(respawn) : respawn()), delay);
   }
 
   /** A respawned child became ready: it serves its slot now. */
@@ -615,15 +642,49 @@ export class Lifecycle {
     const servers = this.slots.map((s) => s.serving).filter(healthy);
     const load = (c: Child) => this.slots.filter((s) => s.cover === c).length;
     for (const slot of this.slots) {
-      if (healthy(slot.serving) || slot.cover) continue;
+      if (healthy(slot.serving) || slot.cover || slot.rescue) continue;
       const able = (c: Child) => (this.knownSlots.get(c) ?? 0) > slot.index; // it has that slot's sockets
       const by = servers.filter(able).sort((a, b) => load(a) - load(b))[0];
-      if (!by) continue;
+      if (!by) {
+        this.rescueStranded(slot, servers.sort((a, b) => load(a) - load(b))[0]);
+        continue;
+      }
       by.cover(slot.index);
       slot.cover = by;
+      slot.disarmed = false; // the cover's listen arms it
       const why = slot.index >= this.active ? 'is retired' : 'has no ready worker';
       this.options.log.info(`slot ${slot.index} ${why}; ${by.describe()} accepts its connections meanwhile`);
     }
+  }
+
+  /**
+   * A vacant slot nobody can cover: unless a child of its own is starting or
+   * serving there (it accepts, or is about to), its queued connections go to
+   * `by` and its sockets stop listening, so no connection waits where nobody
+   * accepts. A scale-up's slot is like that while only workers older than it
+   * serve: its worker died before it was ready, or right after.
+   */
+  private rescueStranded(slot: Slot, by: Child | undefined): void {
+    const rescue = this.options.rescue;
+    if (!rescue || !by || slot.disarmed) return;
+    const own = this.all.some((c) => c.slot === slot.index && c.alive && (c.state === 'starting' || c.state === 'ready'));
+    if (own) return;
+    const what = `slot ${slot.index}`;
+    this.options.log.warn(`${what} has no worker and no sibling holds its sockets; ${by.describe()} takes its queued connections, and it stops listening until a worker of its own starts`);
+    const sockets = rescue(slot.index, by);
+    slot.rescue = this.acceptQueued(sockets, what)
+      .catch((error: unknown) => this.options.log.warn(`${what}: rescue failed: ${error instanceof Error ? error.message : String(error)}`))
+      .finally(() => {
+        sockets.close();
+        slot.rescue = undefined;
+        slot.disarmed = true;
+        this.rebalance();
+      });
+  }
+
+  /** Resolves once no slot is being rescued. */
+  private async rescues(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.rescue));
   }
 
   /** The truth about each slot, for status. */
@@ -738,6 +799,7 @@ export class Lifecycle {
     }
     if (workers > from) {
       for (let slot = from; slot < workers; slot++) {
+        await this.rescues();
         const next = new Generation(this.generation, [slot], (s, g) => this.spawn(s, g));
         try {
           await next.ready();
@@ -925,7 +987,8 @@ export class Lifecycle {
         this.options.log.info(`stopping: still accepting for stopDelay (${stopDelay} ms)`);
         await this.sleep(stopDelay);
       }
-      if (sockets) await this.acceptQueued(sockets);
+      await this.rescues(); // a rescue's hand-offs land before anyone drains
+      if (sockets) await this.acceptQueued(sockets, 'stopping');
       const upTo = this.options.stopTimeout === undefined ? '' : `, up to ${this.options.stopTimeout} ms`;
       this.options.log.info(`stopping: draining ${this.children.size} worker(s)${upTo}`);
       for (const child of this.children) child.drain();
@@ -949,8 +1012,8 @@ export class Lifecycle {
     }
   }
 
-  /** Steps 2-4 of a stop: refuse new handshakes, let the queues empty, stop listening. */
-  private async acceptQueued(sockets: StopSockets): Promise<void> {
+  /** Steps 2-4 of a stop (and a rescue, for `what`'s sockets): refuse new handshakes, let the queues empty, stop listening. */
+  private async acceptQueued(sockets: StopSockets, what: string): Promise<void> {
     sockets.refuseNew();
     const started = this.clock.now();
     let emptySince: number | undefined;
@@ -961,7 +1024,7 @@ export class Lifecycle {
       if (emptySince !== undefined && now - emptySince >= STOP_QUIET_MS) break;
       if (now - started >= STOP_QUEUE_WAIT_MS) {
         if (queued > 0) {
-          this.options.log.warn(`stopping: ${queued} connection(s) still queued after ${STOP_QUEUE_WAIT_MS} ms with no worker accepting them; they are reset`);
+          this.options.log.warn(`${what}: ${queued} connection(s) still queued after ${STOP_QUEUE_WAIT_MS} ms with no worker accepting them; they are reset`);
         }
         break;
       }

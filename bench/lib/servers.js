@@ -15,9 +15,10 @@ const STARTED = /reload: starting generation (\d+)/;
 
 /** A master process (handover or the cluster peer) that logs `ready:` and `reload:` lines on stderr. */
 class MasterServer {
-  constructor(label, script, { env = {}, fdLimit = false, verbose = false } = {}) {
+  constructor(label, script, { args = [], env = {}, fdLimit = false, verbose = false } = {}) {
     this.label = label;
     this.script = script;
+    this.args = args;
     this.env = env;
     this.fdLimit = fdLimit;
     this.verbose = verbose;
@@ -31,7 +32,7 @@ class MasterServer {
 
   async start() {
     P.checkAborted();
-    const nodeArgs = [this.script];
+    const nodeArgs = [this.script, ...this.args];
     const [command, args] = this.fdLimit ? P.withFdLimit(nodeArgs) : [process.execPath, nodeArgs];
     this.child = P.spawnGroup(command, args, {
       cwd: ROOT,
@@ -138,6 +139,32 @@ class ClusterServer extends MasterServer {
   async start() {
     this.env.PORT = String(await P.freePort());
     return super.start();
+  }
+}
+
+/**
+ * `handover start` (the CLI of the handover package in `dir`, built; default
+ * this repository) running the unmodified hello app (apps/plain.js) on a free
+ * port, with its own registry and name so that it meets no other master.
+ */
+class StartServer extends MasterServer {
+  constructor({ workers = 1, dir = ROOT, label = `handover start (workers ${workers})`, env = {}, ...rest } = {}) {
+    const name = `bench-start-${process.pid}`;
+    super(label, path.join(dir, 'dist', 'cli', 'cli.js'), {
+      args: ['start', '--name', name, '--workers', String(workers), path.join(APPS, 'plain.js')], env, ...rest,
+    });
+  }
+
+  async start() {
+    this.env.PORT = String(await P.freePort());
+    this.runtime ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bench-start-'));
+    this.env.XDG_RUNTIME_DIR = this.runtime;
+    return super.start();
+  }
+
+  async stop() {
+    await super.stop();
+    if (this.runtime) fs.rmSync(this.runtime, { recursive: true, force: true });
   }
 }
 
@@ -316,4 +343,4 @@ function get(port, pathname = '/') {
   });
 }
 
-module.exports = { HandoverServer, ClusterServer, PlainServer, Pm2Server, installPm2, get, ROOT };
+module.exports = { HandoverServer, ClusterServer, StartServer, PlainServer, Pm2Server, installPm2, get, ROOT };

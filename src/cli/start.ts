@@ -39,9 +39,11 @@ export const START_USAGE = `usage: handover start [options] [-- NODE_FLAGS...] <
 Runs <script> (an unmodified server: Express, Fastify, Koa, http, net...) as a
 master with workers. Every listen() in a worker gets the master's socket for
 that address, so \`handover reload\` (or SIGHUP) swaps in new code without
-dropping a connection. A worker is ready once its program has listened and
-made no further listen() call for 200 ms, or, with --wait-ready, when the
-program calls require('handover').ready().
+dropping a connection. A worker is ready once its program's entry has finished
+(top-level await included) having listened, and the event loop has turned
+with no new listen(); if it had not listened by then, once it has listened and
+made no further listen() call for 200 ms; with --wait-ready, when the program
+calls require('handover').ready().
 
 ${optionFlagsUsage()}
   -n, --name NAME        the name for handover status|reload|stop NAME (default: the script's name)

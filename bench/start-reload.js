@@ -3,7 +3,9 @@
 // and `handover start apps/plain.js` (the unmodified program), workers 1,
 // interleaved A B (A B ...) for --pairs pairs; each run is a fresh master and
 // --reloads sequential reloads 100 ms apart. A reload's time is what the
-// master logs (signal handled to every new worker ready). With --before DIR
+// master logs (signal handled to every new worker ready); a boot's CPU is the
+// new worker's user + system time (/proc, 10 ms ticks) read as soon as that
+// line is seen: what it cost to start Node, load the code and get ready. With --before DIR
 // each round also runs `handover start` from another checkout (built), e.g.
 // the code before a change, as a third column in the same rounds.
 // Writes the `start-reload` section of bench/RESULTS.md.
@@ -30,16 +32,20 @@ function parseArgs(argv) {
   return o;
 }
 
-/** One fresh master: `reloads` sequential reloads; the master-logged ms of each. */
+/** One fresh master: `reloads` sequential reloads; the master-logged ms of each, and each new worker's CPU ms by then. */
 async function reloadTimes(server, reloads) {
   await server.start();
   try {
     const times = [];
+    const cpu = [];
     for (let i = 0; i < reloads; i++) {
+      const before = new Set(server.workerPids());
       times.push((await server.reload()).ms);
+      const fresh = server.workerPids().filter((pid) => !before.has(pid));
+      if (fresh.length === 1) cpu.push(P.cpuMs(fresh[0]));
       await P.sleep(100);
     }
-    return times;
+    return { times, cpu };
   } finally {
     await server.stop();
   }
@@ -59,9 +65,10 @@ async function main() {
     const round = {};
     // A B, then B A: drift in the machine's other load falls on both sides
     for (const side of pair % 2 === 0 ? sides : sides.slice().reverse()) {
-      const times = await reloadTimes(side.make(), o.reloads);
+      const { times, cpu } = await reloadTimes(side.make(), o.reloads);
       round[side.key] = times;
-      process.stderr.write(`[start-reload] pair ${pair + 1} ${side.key}: median ${S.median(times)} ms (${times.join(' ')})\n`);
+      round[`${side.key}Cpu`] = cpu;
+      process.stderr.write(`[start-reload] pair ${pair + 1} ${side.key}: median ${S.median(times)} ms (${times.join(' ')}); worker CPU median ${S.median(cpu)} ms\n`);
     }
     rounds.push(round);
   }
@@ -81,6 +88,11 @@ async function main() {
     S.table(['pair', ...sides.map((s) => `${s.label}: median ms (min-max)`), 'start / API'], rounds.map((r, i) => [
       i + 1, ...sides.map((s) => `${S.median(r[s.key])} (${spread(r[s.key])})`), S.fixed(ratios[i], 2),
     ])),
+    '',
+    S.table(['worker boot, CPU ms (user + system) when its generation is ready', 'n', 'median', 'p25-p75'], sides.map((s) => {
+      const cpu = all(`${s.key}Cpu`);
+      return [s.label, cpu.length, S.median(cpu), `${S.pct(cpu, 25)}-${S.pct(cpu, 75)}`];
+    })),
     '',
     `Median of the per-pair ratios \`handover start\` / library API: **${S.fixed(S.median(ratios), 2)}x** (range ${S.fixed(Math.min(...ratios), 2)}-${S.fixed(Math.max(...ratios), 2)}); ` +
       sides.map((s) => `${s.label}: median of run medians ${S.median(medians(s.key))} ms, p95 of all ${S.pct(all(s.key), 95)} ms`).join('; ') + '.',

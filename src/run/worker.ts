@@ -119,11 +119,13 @@ function refuseOwnCluster(script: string): void {
 
 /**
  * Where Node's ES module loader keeps `script` when it is the entry: the URL
- * of its real path, as `node script` resolves it.
+ * of its file as `node script` resolves it (the real path, unless
+ * --preserve-symlinks-main). Another URL would evaluate the program twice.
  */
 function entryUrl(script: string): string {
-  const found = (Module as unknown as { _findPath(request: string, paths: null, isMain: boolean): string | false })._findPath(script, null, true);
-  return pathToFileURL(fs.realpathSync(found || script)).href;
+  const found = (Module as unknown as { _findPath(request: string, paths: null, isMain: boolean): string | false })._findPath(script, null, true) || script;
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  return pathToFileURL(flags.includes('--preserve-symlinks-main') ? found : fs.realpathSync(found)).href;
 }
 
 /**

@@ -28,7 +28,10 @@
 //     (not at its top-level await): the top-level await test serves only the
 //     first port (the second listen() is refused and the worker crashes);
 //   - worker.ts without the quiet-window fallback: the timer and awaited-listen
-//     programs never become ready.
+//     programs never become ready;
+//   - worker.ts importing the entry also under `--import` (entryStartsLater
+//     false): the main-module test with that flag sees require.main false, and
+//     the program never listens.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -216,6 +219,14 @@ describe('handover start: readiness without a fixed wait', () => {
       expect(metrics).toMatchObject({ status: 200, body: `metrics from ${pid}\n` });
     }
     expect(app.master.stderr).not.toContain('LateListenError');
+  });
+
+  it.each([[[]], [['--', '--import', 'node:os']]])('require.main is the program\'s module (Node flags %j), so a server started only as the entry point serves', async (flags) => {
+    const app = await start(path.join(FIXTURES, 'main-module.js'), flags);
+    const status = await app.serving(1, 1);
+    const [pid] = app.pids(status, 1);
+    expect(await get(portOf(status.addresses[0]))).toMatchObject({ status: 200, pid, body: 'hello from the main module\n' });
+    expect(app.stdout).toContain(`[g1 ${pid}] require.main is this module: true\n`);
   });
 
   it.each([

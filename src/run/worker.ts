@@ -11,8 +11,9 @@
 //   app.listen()` in an async main, is caught by that turn), and it had
 //   listened by then: the common case, with no fixed wait;
 // - otherwise (no listen() yet when the entry finished, or an entry still
-//   running, e.g. an ES module awaiting its own listen() at top level): it has
-//   listened at least once and then made no listen() call for SETTLE_MS;
+//   running, e.g. an ES module awaiting its own listen() at top level, or one
+//   whose end this worker cannot see: see entryStartsLater): it has listened
+//   at least once and then made no listen() call for SETTLE_MS;
 // - or it called `require('handover').ready()` after listening.
 // With --wait-ready the worker also waits for ready() before it accepts
 // anything, for a program that warms up after listen(): its listen callbacks
@@ -124,8 +125,23 @@ function refuseOwnCluster(script: string): void {
  */
 function entryUrl(script: string): string {
   const found = (Module as unknown as { _findPath(request: string, paths: null, isMain: boolean): string | false })._findPath(script, null, true) || script;
-  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-  return pathToFileURL(flags.includes('--preserve-symlinks-main') ? found : fs.realpathSync(found)).href;
+  return pathToFileURL(nodeFlags().some((f) => f === '--preserve-symlinks-main') ? found : fs.realpathSync(found)).href;
+}
+
+/** This process's Node flags: its command line's and NODE_OPTIONS'. */
+function nodeFlags(): string[] {
+  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+}
+
+/**
+ * Whether Node's flags load something before the entry (--import, --loader):
+ * the ES module loader then starts the entry only some turns after runMain,
+ * so an import() of ours could reach it first, and Node would take the module
+ * for one imported by us (require.main would not be a CommonJS entry). Such a
+ * worker does without the entry's end and is ready by the quiet window.
+ */
+function entryStartsLater(): boolean {
+  return nodeFlags().some((f) => /^--(import|(experimental-)?loader)(=|$)/.test(f));
 }
 
 /**
@@ -149,13 +165,14 @@ export function runProgram(options: ProgramOptions): void {
   // As `node script`: require.main is the program's module, ESM or CommonJS.
   const before = process.mainModule;
   (Module as unknown as { runMain(main?: string): void }).runMain(script);
-  // A CommonJS main has run by now. An ES module (or a CommonJS one that
-  // Node's flags route through the ES module loader) is still loading there:
-  // importing the same URL waits for that same evaluation, top-level await
-  // included. If it throws, Node reports it as for `node script` and exits;
-  // a top-level await that never settles leaves readiness to the quiet window.
+  // A CommonJS main has run by now. An ES module is still loading there (its
+  // module job already made): importing the same URL waits for that same
+  // evaluation, top-level await included. If it throws, Node reports it as
+  // for `node script` and exits; a top-level await that never settles leaves
+  // readiness to the quiet window.
+  const never = new Promise<void>(() => {});
   const ranAsCommonJS = process.mainModule !== undefined && process.mainModule !== before && process.mainModule.loaded;
-  const entry = ranAsCommonJS ? Promise.resolve() : importEsm(entryUrl(script)).then(() => {}, () => new Promise<void>(() => {}));
+  const entry = ranAsCommonJS ? Promise.resolve() : entryStartsLater() ? never : importEsm(entryUrl(script)).then(() => {}, () => never);
   const state = readyState();
   const readyCalled = new Promise<void>((resolve) => (state.called ? resolve() : (state.onReady = resolve)));
   void (async () => {

@@ -1,13 +1,14 @@
 // `handover start` reload latency against the library API's, for the same
 // hello app (issue 24): the library API (apps/handover.js: listenAndServe)
-// and `handover start apps/plain.js` (the unmodified program), workers 1,
-// interleaved A B (A B ...) for --pairs pairs; each run is a fresh master and
-// --reloads sequential reloads 100 ms apart. A reload's time is what the
-// master logs (signal handled to every new worker ready); a boot's CPU is the
-// new worker's user + system time (/proc, 10 ms ticks) read as soon as that
-// line is seen: what it cost to start Node, load the code and get ready. With --before DIR
-// each round also runs `handover start` from another checkout (built), e.g.
-// the code before a change, as a third column in the same rounds.
+// and `handover start apps/plain.js` (the unmodified program), workers 1.
+// Each of --pairs pairs starts a fresh master per side and reloads them in
+// turn (A B A B ..., B A B A ... in the next pair), --reloads each, 100 ms
+// apart. A reload's time is what the master logs (signal handled to every
+// new worker ready); a boot's CPU is the new worker's user + system time
+// (/proc, 10 ms ticks) read as soon as that line is seen: what it cost to
+// start Node, load the code and get ready. With --before DIR each round also
+// reloads `handover start` from another checkout (built), e.g. the code
+// before a change, as a third column.
 // Writes the `start-reload` section of bench/RESULTS.md.
 //
 //   node bench/start-reload.js [--pairs 3] [--reloads 10] [--before DIR] [--out FILE]
@@ -32,22 +33,36 @@ function parseArgs(argv) {
   return o;
 }
 
-/** One fresh master: `reloads` sequential reloads; the master-logged ms of each, and each new worker's CPU ms by then. */
-async function reloadTimes(server, reloads) {
-  await server.start();
+/** One reload of `server`: the master-logged ms, and the new worker's CPU ms by then. */
+async function reloadOnce(server) {
+  const before = new Set(server.workerPids());
+  const { ms } = await server.reload();
+  const fresh = server.workerPids().filter((pid) => !before.has(pid));
+  return { ms, cpu: fresh.length === 1 ? P.cpuMs(fresh[0]) : undefined };
+}
+
+/**
+ * One pair: a fresh master for each side, all idle but the one reloading;
+ * `reloads` rounds, each reloading every side once in turn (A B A B ...,
+ * `order` reversed every other pair), 100 ms apart, so that the machine's
+ * drift falls on every side alike.
+ */
+async function pairOf(sides, reloads) {
+  const servers = sides.map((side) => side.make());
   try {
-    const times = [];
-    const cpu = [];
+    for (const server of servers) await server.start();
+    const out = sides.map(() => ({ times: [], cpu: [] }));
     for (let i = 0; i < reloads; i++) {
-      const before = new Set(server.workerPids());
-      times.push((await server.reload()).ms);
-      const fresh = server.workerPids().filter((pid) => !before.has(pid));
-      if (fresh.length === 1) cpu.push(P.cpuMs(fresh[0]));
-      await P.sleep(100);
+      for (let k = 0; k < servers.length; k++) {
+        const r = await reloadOnce(servers[k]);
+        out[k].times.push(r.ms);
+        if (r.cpu !== undefined) out[k].cpu.push(r.cpu);
+        await P.sleep(100);
+      }
     }
-    return { times, cpu };
+    return out;
   } finally {
-    await server.stop();
+    await Promise.all(servers.map((server) => server.stop()));
   }
 }
 
@@ -62,14 +77,15 @@ async function main() {
   if (o.before) sides.push({ key: 'before', label: `\`handover start\` (${path.basename(o.before)})`, make: () => new StartServer({ workers: 1, dir: o.before }) });
   const rounds = [];
   for (let pair = 0; pair < o.pairs; pair++) {
+    const order = pair % 2 === 0 ? sides : sides.slice().reverse();
+    const results = await pairOf(order, o.reloads);
     const round = {};
-    // A B, then B A: drift in the machine's other load falls on both sides
-    for (const side of pair % 2 === 0 ? sides : sides.slice().reverse()) {
-      const { times, cpu } = await reloadTimes(side.make(), o.reloads);
+    order.forEach((side, k) => {
+      const { times, cpu } = results[k];
       round[side.key] = times;
       round[`${side.key}Cpu`] = cpu;
       process.stderr.write(`[start-reload] pair ${pair + 1} ${side.key}: median ${S.median(times)} ms (${times.join(' ')}); worker CPU median ${S.median(cpu)} ms\n`);
-    }
+    });
     rounds.push(round);
   }
   const medians = (key) => rounds.map((r) => S.median(r[key]));
@@ -79,8 +95,9 @@ async function main() {
   const md = [
     '## `handover start` reload latency against the library API (hello app, workers 1)',
     '',
-    `Command: \`${command}\`. Each run: a fresh master, ${o.reloads} sequential reloads 100 ms apart, each timed as the master logs it ` +
-      '("generation N ready in X ms": from the reload signal handled to every new worker ready). Runs interleaved, the order reversed every other pair. ' +
+    `Command: \`${command}\`. Each pair: a fresh master per column, then ${o.reloads} rounds, each reloading every master once in turn ` +
+      '(A B A B ..., the order reversed every other pair; 100 ms between reloads; the masters not reloading stay idle), each reload timed as the master logs it ' +
+      '("generation N ready in X ms": from the reload signal handled to every new worker ready). ' +
       'The machine was shared with other engineers\' work while measuring.',
     '',
     ...hostLines,

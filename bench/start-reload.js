@@ -13,6 +13,7 @@
 //
 //   node bench/start-reload.js [--pairs 3] [--reloads 10] [--before DIR] [--out FILE]
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const P = require('./lib/procs');
 const R = require('./lib/report');
@@ -101,6 +102,7 @@ async function main() {
       'The machine was shared with other engineers\' work while measuring.',
     '',
     ...hostLines,
+    `- load average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
     '',
     S.table(['pair', ...sides.map((s) => `${s.label}: median ms (min-max)`), 'start / API'], rounds.map((r, i) => [
       i + 1, ...sides.map((s) => `${S.median(r[s.key])} (${spread(r[s.key])})`), S.fixed(ratios[i], 2),

@@ -852,7 +852,10 @@ export class Lifecycle {
   /**
    * Stops; resolves when every child has exited. Called again, it returns the
    * same stop (kill() is what forces one). Top to bottom:
-   *   1. stopDelay (if set): keep accepting, each response says Connection: close
+   *   1. every worker hears a stop has begun (each response now says
+   *      Connection: close; a stop signal a worker got too waits for step 5),
+   *      and every ready worker accepts from every slot's sockets (a frozen
+   *      worker's queue is served too); stopDelay (if set): keep accepting
    *   2. new SYNs are dropped, so no connection joins a queue about to close
    *      (its client retries in a second and is refused)
    *   3. the workers accept what is queued, until the queues are empty
@@ -876,9 +879,10 @@ export class Lifecycle {
     if (force) {
       this.kill();
     } else {
+      for (const child of this.children) child.closing();
+      this.coverEverySlot();
       if (stopDelay > 0) {
         this.options.log.info(`stopping: still accepting for stopDelay (${stopDelay} ms)`);
-        for (const child of this.children) child.closing();
         await this.sleep(stopDelay);
       }
       if (sockets) await this.acceptQueued(sockets);
@@ -888,6 +892,21 @@ export class Lifecycle {
     }
     sockets?.close();
     await Promise.all([...this.children].map((c) => c.exited));
+  }
+
+  /**
+   * Step 1 of a stop: every ready child accepts from every slot's sockets it
+   * has, so each queue empties even when its own worker is frozen or slow
+   * (its missed heartbeats are not judged yet; the stop cannot wait for them).
+   */
+  private coverEverySlot(): void {
+    for (const child of this.children) {
+      if (!child.alive || child.state !== 'ready') continue;
+      for (const slot of this.slots) {
+        if (slot.index === child.slot || slot.cover === child || (this.knownSlots.get(child) ?? 0) <= slot.index) continue;
+        child.cover(slot.index);
+      }
+    }
   }
 
   /** Steps 2-4 of a stop: refuse new handshakes, let the queues empty, stop listening. */

@@ -4,9 +4,10 @@
 // KillMode=control-group) that code runs in each worker next to handover's
 // drain, and stock close() closes idle keep-alive connections at once (Node
 // >= 19: the reload race of invariant 4). So on a server the program
-// listened with, close() is the worker's drain: the program's callback runs
-// once every connection has finished, and a process.exit() it calls meanwhile
-// waits for the drain (Worker.holdExits).
+// listened with, close() is the worker's drain (during a stop signal, the
+// one the master's stop sequence starts: Worker.stopSignal): the program's
+// callback runs once every connection has finished, and a process.exit() it
+// calls meanwhile waits for the drain (Worker.holdExits).
 import type * as http from 'node:http';
 import type * as net from 'node:net';
 import { currentWorker } from '../worker/worker';
@@ -17,7 +18,7 @@ export function drainOnClose(server: net.Server): void {
   server.close = function close(this: net.Server, callback?: (error?: Error) => void): net.Server {
     const worker = currentWorker();
     if (!worker?.started) return stockClose.call(this, callback);
-    worker.drain('the program closed its server');
+    worker.stopServing('the program closed its server');
     if (callback) void worker.done.then(() => callback());
     return this;
   };

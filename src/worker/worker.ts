@@ -9,7 +9,7 @@ import { ControlClient } from './control-client';
 import { type Logger, createLogger } from '../log';
 import * as native from '../platform/native';
 import type { ResolvedOptions } from '../options';
-import { masterOnlySignals } from '../signals';
+import { DUPLICATE_STOP_MS, masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
 import { HandoffListener } from './handoff';
 import { codeVersion } from '../master/version';
@@ -57,6 +57,14 @@ export class Worker {
   /** Where the worker that this one replaces hands over its connections. */
   private handoff?: HandoffListener;
   private draining = false;
+  /**
+   * A stop signal reached this worker while its master is connected: the
+   * master's stop delivered to every process of the service. Until the
+   * master's drain arrives the worker serves on, and the program's exit waits.
+   */
+  private stopSignalled = false;
+  /** The master said a stop has begun (its `closing` frame): its drain follows, however long that takes. */
+  private masterStopping = false;
   /** The master said it is about to exec a fresh image of itself (an upgrade in place). */
   private masterUpgrading = false;
   private finished!: () => void;
@@ -86,9 +94,9 @@ export class Worker {
     return this.serving.started;
   }
 
-  /** A drain has begun. */
+  /** A drain has begun, or a stop signal waits for the master's. */
   get stopping(): boolean {
-    return this.draining;
+    return this.draining || this.stopSignalled;
   }
 
   /** Serves until drained; then the process exits. Rejects if start-up fails. */
@@ -111,7 +119,10 @@ export class Worker {
     client.on('message', (message) => {
       if (message.type === 'ticket-keys') this.serving.ticketKeys.set(message.keys);
       if (message.type === 'drain') this.drain('the master asked', message.handoff);
-      if (message.type === 'closing') this.serving.closeEachResponse();
+      if (message.type === 'closing') {
+        this.masterStopping = true;
+        this.serving.closeEachResponse();
+      }
       if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
@@ -205,25 +216,58 @@ export class Worker {
   }
 
   /**
-   * Reload, upgrade and scale signals are the master's business; stop signals drain (invariant
-   * 9). Ours run before any the application installed (most programs have
-   * `process.on('SIGTERM', () => server.close(() => process.exit(0)))`), so
-   * the drain has begun when theirs run, and their exit waits for it.
+   * Reload, upgrade and scale signals are the master's business; stop signals
+   * stop (invariant 9). Ours run before any the application installed (most
+   * programs have `process.on('SIGTERM', () => server.close(() =>
+   * process.exit(0)))`), so the stop has begun when theirs run, and their
+   * exit waits for the drain.
    */
   private installSignalHandlers(): void {
     for (const signal of masterOnlySignals(this.options)) process.prependListener(signal, () => {});
-    for (const signal of this.options.stopSignals) process.prependListener(signal, () => this.drain(signal));
+    for (const signal of this.options.stopSignals) process.prependListener(signal, () => this.stopSignal(signal));
   }
 
   /**
-   * An application's process.exit() during a drain would cut every request
-   * in flight and reset every keep-alive connection: it waits for the drain
-   * instead (bounded by stopTimeout, as the drain is), and its code becomes
-   * the worker's exit code.
+   * A stop signal. Without a master (before the handshake, after it is
+   * gone) the worker drains now. With one, the signal is almost always the
+   * master's stop reaching every process of the service (systemd's
+   * KillMode=control-group): draining here at once would stop accepting from
+   * this slot's socket while connections still wait in its queue, which the
+   * master's stop sequence accepts before the sockets close (invariant 12).
+   * So the master drives: its `closing` frame says its stop has begun, its
+   * `drain` frame follows. If no `closing` comes within DUPLICATE_STOP_MS,
+   * the signal was this worker's alone, and it drains as before.
+   */
+  private stopSignal(signal: NodeJS.Signals): void {
+    // (the master's death raises a stop signal here, maybe before the control socket's EOF is read: orphan.ts)
+    if (!this.control || process.ppid !== this.masterPid) return this.drain(signal);
+    if (this.stopSignalled || this.draining) return;
+    this.stopSignalled = true;
+    if (this.masterStopping) return this.log.info(`${signal}: the master is stopping; serving until it says drain`);
+    this.log.info(`${signal}: serving until the master's stop drains this worker (draining in ${DUPLICATE_STOP_MS} ms if no stop begins)`);
+    setTimeout(() => {
+      if (!this.masterStopping) this.drain(`${signal}, and the master is not stopping`);
+    }, DUPLICATE_STOP_MS).unref();
+  }
+
+  /**
+   * The program asked to stop serving (a `close()` on its server, under
+   * `handover start`): during a stop signal that is the master's stop, which
+   * drains this worker when its sequence gets there; otherwise drain now.
+   */
+  stopServing(reason: string): void {
+    if (!this.stopSignalled) this.drain(reason);
+  }
+
+  /**
+   * An application's process.exit() during a drain (or while a stop signal
+   * waits for the master's drain) would cut every request in flight and reset
+   * every keep-alive connection: it waits for the drain instead (bounded by
+   * stopTimeout, as the drain is), and its code becomes the worker's exit code.
    */
   private holdExits(): void {
     process.exit = ((code?: number | string | null) => {
-      if (!this.draining) return exitNow(code as number);
+      if (!this.draining && !this.stopSignalled) return exitNow(code as number);
       this.exitCode = code ?? process.exitCode;
       return undefined as never;
     }) as typeof process.exit;

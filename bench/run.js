@@ -26,7 +26,9 @@ const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
                      results file; --duration (default 30) is each load's length, --workers R1's worker count
   --label TEXT       faults: names the section and says what was measured (default: the last
                      commit touching src/master of the handover package run)
-  --handover DIR     faults: the handover package to run (another checkout, built); default this repository
+  --handover DIR     faults: the handover package to run (another checkout, built); default this repository.
+                     memory: a second handover package whose worker is measured too, interleaved (before/after)
+  --memory-rounds N  memory: rounds of every case (default 3)
   --fault-connections N  faults: closed loops of Connection: close requests (default 32)
   --fault-timeout MS     faults: a request not answered within MS fails (default 3000)
   --only LIST        a subset, comma-separated: R1,R2,R3,R4,throughput,latency,memory,connections
@@ -50,7 +52,7 @@ const ALL = ['R1', 'R2', 'R3', 'R4', 'throughput', 'latency', 'memory', 'connect
 function parseArgs(argv) {
   const o = {
     only: ALL, quick: false, duration: 30, interval: 1000, reloads: 100, latencyReloads: 30, runs: 3,
-    connections: 10_000, workers: 2, peers: true, pm2: true, pm2Dir: undefined, memoryReloads: 10,
+    connections: 10_000, workers: 2, peers: true, pm2: true, pm2Dir: undefined, memoryReloads: 10, memoryRounds: 3,
     out: path.join(__dirname, 'RESULTS.md'), verbose: false, command: 'all', label: undefined, handover: undefined,
     faultConnections: 32, faultTimeout: 3000,
   };
@@ -92,12 +94,13 @@ function parseArgs(argv) {
     else if (a === '--out') o.out = path.resolve(value());
     else if (a === '--verbose') o.verbose = true;
     else if (a === '--label' && o.command === 'faults') o.label = value();
-    else if (a === '--handover' && o.command === 'faults') o.handover = path.resolve(value());
+    else if (a === '--handover') o.handover = path.resolve(value());
+    else if (a === '--memory-rounds') set.memoryRounds = number();
     else if (a === '--fault-connections' && o.command === 'faults') set.faultConnections = number();
     else if (a === '--fault-timeout' && o.command === 'faults') set.faultTimeout = number();
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
-  if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3 });
+  if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3, memoryRounds: 1 });
   return Object.assign(o, set);
 }
 
@@ -129,6 +132,7 @@ function summary(r, o) {
   add('reload p50 <= bare node start-up p50 + 50 ms', l ? `${S.fixed(l.reloadP50)} ms vs ${S.fixed(l.nodeP50)} + 50 ms` : '–', l && l.reloadP50 <= l.nodeP50 + 50);
   const m = r.memory && !r.memory.error ? r.memory : undefined;
   add('master RSS <= plain node RSS', m ? `${S.mb(m.master)} vs ${S.mb(m.plain)}` : '–', m && m.master <= m.plain);
+  add('heavy app: API master with a module path within 10 MB of the `handover start` master', m ? `${S.mb(m.lazyVsStart)} more (median)` : '–', m && m.lazyVsStart <= 10 * 1024);
   const c = r.connections && !r.connections.error ? r.connections : undefined;
   add(`${S.int(o.connections)} idle connections across a reload: none errors`, c ? (c.ok ? `all checks met (${S.int(c.count)} connections)` : 'see below') : '–', c && c.ok);
   return S.table(['target', 'measured', 'met'], rows);

@@ -7,7 +7,7 @@ export { ready } from './run/ready';
 export { migrate, type MigratableWebSocket } from './worker/migrate';
 export { adoptWebSocket, type AdoptingWebSocketServer } from './worker/adopt';
 export * from './errors';
-export type { Handler, ServerEvents } from './server';
+export type { Handler, HandlerOrModule, ServerEvents } from './server';
 export type { ServerOptions } from './options';
 export type { Logger } from './log';
 export type { ConnectionTally, MasterStatus } from './protocol';

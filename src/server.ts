@@ -1,24 +1,39 @@
 // The public API: a Server that is the master in the process you start and a
-// worker in every process the master spawns, plus the one-line helpers.
+// worker in every process the master spawns, plus the one-line helpers. The
+// master's code, single mode's and the worker's runtime load at run(), only
+// in the process that runs them: a worker never holds the master's code.
 import * as crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { type Address, parseAddress } from './platform/address';
 import type { ConnectionTally, MasterStatus } from './protocol';
 import { AddressOverlapError, SecondServerError, TLSFileError } from './errors';
 import { createLogger } from './log';
-import { Master, reported } from './master/master';
+import type { Master } from './master/master';
 import { type ResolvedOptions, type ServerOptions, resolveOptions } from './options';
 import type { Registration } from './worker/serving';
-import { SingleProcess } from './single';
-import { isProbe, reportProbe } from './master/upgrade';
-import { Worker, isWorkerProcess } from './worker/worker';
+import type { SingleProcess } from './single';
+import type { Worker } from './worker/worker';
+import { isWorkerProcess } from './worker/spawned';
 
 /** A request listener (`(req, res) => void`, so an Express or Koa app works as is) or any net.Server. */
 export type Handler = http.RequestListener | net.Server;
+
+/**
+ * What register() takes: a Handler, or the absolute path of a module that
+ * exports one (`module.exports = app`, or a default export). A path keeps the
+ * application out of the master: only the processes that serve (workers, a
+ * single process) load it, when they start serving.
+ *
+ * ```ts
+ * server.register(':8080', require.resolve('./app'));
+ * ```
+ */
+export type HandlerOrModule = Handler | string;
 
 /** The events a Server emits and their payloads: `server.on('reloaded', (e) => e.durationMs)`. */
 export interface ServerEvents {
@@ -98,7 +113,7 @@ function describe(value: unknown): string {
  * with the fix rather than failing in each worker. Fastify and Koa instances
  * are the usual mistakes: they are objects, not request listeners.
  */
-function checkHandler(address: string, handler: unknown, tlsOnly = false): void {
+function checkHandler(address: string, handler: unknown, tlsOnly = false, module?: string): void {
   if (typeof handler === 'function' || (!tlsOnly && handler instanceof net.Server)) return;
   const wanted = tlsOnly ? 'a request listener (req, res) => void' : 'a request listener (req, res) => void or a net.Server';
   let hint = 'Express: pass `app`; Koa: `app.callback()`; Fastify: `app.server` (or `app.routing`) with the option `ready: () => app.ready()`';
@@ -112,7 +127,37 @@ function checkHandler(address: string, handler: unknown, tlsOnly = false): void 
       hint = 'this is a Koa app: pass `app.callback()`';
     }
   }
-  throw new TypeError(`handler for ${address} must be ${wanted}, got ${describe(handler)}; ${hint}`);
+  const got = module ? `module ${module} exports ${describe(handler)}` : `got ${describe(handler)}`;
+  throw new TypeError(`handler for ${address} must be ${wanted}, ${got}; ${hint}`);
+}
+
+/**
+ * How a serving process gets the handler for `address`. A module path is
+ * resolved in the master (a missing file stops the start, naming it) but
+ * required only where it serves, so the master never holds the application.
+ */
+function handlerFor(address: string, handler: HandlerOrModule, tlsOnly = false): () => Handler {
+  if (typeof handler !== 'string') {
+    checkHandler(address, handler, tlsOnly);
+    return () => handler;
+  }
+  if (!path.isAbsolute(handler)) {
+    throw new TypeError(`handler module for ${address} must be an absolute path, got ${JSON.stringify(handler)}; pass \`require.resolve('${handler}')\` (or path.join(__dirname, ...)) from your program`);
+  }
+  let file: string;
+  try {
+    file = require.resolve(handler);
+  } catch (error) {
+    throw Object.assign(new Error(`cannot find the handler module ${handler} for ${address} (${(error as NodeJS.ErrnoException).code}); check the path`), { code: 'MODULE_NOT_FOUND' });
+  }
+  return () => {
+    const exported: unknown = require(file);
+    const value = typeof exported === 'object' && exported !== null && !(exported instanceof net.Server) && 'default' in exported
+      ? (exported as { default: unknown }).default
+      : exported;
+    checkHandler(address, value, tlsOnly, file);
+    return value as Handler;
+  };
 }
 
 function toServer(handler: Handler): net.Server {
@@ -199,6 +244,8 @@ export class Server extends EventEmitter {
   private readonly options: ResolvedOptions;
   private readonly registrations: Registration[] = [];
   private runtime?: Master | Worker | SingleProcess;
+  /** The runtime when this process is the master. */
+  private master?: Master;
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -206,11 +253,16 @@ export class Server extends EventEmitter {
     if (this.options.mode === 'single') singleMode = true;
   }
 
-  /** Serves `handler` on `address` (':9222', '127.0.0.1:0', '[::1]:443', 'unix:/path'). */
-  register(address: string | number, handler: Handler): this {
+  /**
+   * Serves `handler` on `address` (':9222', '127.0.0.1:0', '[::1]:443',
+   * 'unix:/path'). `handler` may be a module's absolute path instead
+   * (`require.resolve('./app')`): only workers load it, so the master stays
+   * small however large the application.
+   */
+  register(address: string | number, handler: HandlerOrModule): this {
     const key = this.key(address);
-    checkHandler(key, handler);
-    this.registrations.push({ address: key, create: () => toServer(handler) });
+    const load = handlerFor(key, handler);
+    this.registrations.push({ address: key, create: () => toServer(load()) });
     return this;
   }
 
@@ -238,19 +290,20 @@ export class Server extends EventEmitter {
   }
 
   /** Same as `register('unix:' + path, handler)`. */
-  registerUnix(path: string, handler: Handler): this {
-    return this.register(`unix:${path}`, handler);
+  registerUnix(socketPath: string, handler: HandlerOrModule): this {
+    return this.register(`unix:${socketPath}`, handler);
   }
 
   /**
    * Serves HTTPS. Each worker reads the files when it starts, so a reload
-   * picks up a renewed certificate.
+   * picks up a renewed certificate. `handler`: a request listener, or the
+   * absolute path of a module that exports one (see register()).
    */
-  registerTLS(address: string | number, certFile: string, keyFile: string, handler: http.RequestListener): this {
+  registerTLS(address: string | number, certFile: string, keyFile: string, handler: http.RequestListener | string): this {
     const text = this.key(address);
-    checkHandler(text, handler, true);
+    const load = handlerFor(text, handler, true) as () => http.RequestListener;
     if (isMaster()) readTLS(text, certFile, keyFile);
-    this.registrations.push({ address: text, create: () => https.createServer(readTLS(text, certFile, keyFile), handler) });
+    this.registrations.push({ address: text, create: () => https.createServer(readTLS(text, certFile, keyFile), load()) });
     return this;
   }
 
@@ -267,13 +320,19 @@ export class Server extends EventEmitter {
       ));
     }
     running = this;
-    if (isProbe()) return reportProbe(this.registrations.map((r) => r.address)); // an upgrade checks the new image
     if (isWorkerProcess()) {
+      const { Worker } = require('./worker/worker') as typeof import('./worker/worker');
       this.runtime = new Worker(this.options, this.registrations, this);
-    } else if (this.options.mode === 'single') {
+      return this.runtime.run();
+    }
+    const { isProbe, reportProbe } = require('./master/upgrade') as typeof import('./master/upgrade');
+    if (isProbe()) return reportProbe(this.registrations.map((r) => r.address)); // an upgrade checks the new image
+    if (this.options.mode === 'single') {
+      const { SingleProcess } = require('./single') as typeof import('./single');
       this.runtime = new SingleProcess(this.options, this.registrations, this);
     } else {
-      this.runtime = new Master(this.options, this.registrations.map((r) => r.address), this);
+      const { Master } = require('./master/master') as typeof import('./master/master');
+      this.runtime = this.master = new Master(this.options, this.registrations.map((r) => r.address), this);
     }
     return this.runtime.run();
   }
@@ -294,8 +353,8 @@ export class Server extends EventEmitter {
    * ```
    */
   scale(workers: number): Promise<void> {
-    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('scale() is for the master (mode: \'master\'), after run()'));
-    return this.runtime.scale(workers);
+    if (!this.master) return Promise.reject(new Error('scale() is for the master (mode: \'master\'), after run()'));
+    return this.master.scale(workers);
   }
 
   /**
@@ -304,8 +363,8 @@ export class Server extends EventEmitter {
    * process. Rejects when no previous generation is kept.
    */
   rollback(): Promise<void> {
-    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('rollback() is for the master (mode: \'master\'), after run()'));
-    return this.runtime.rollback();
+    if (!this.master) return Promise.reject(new Error('rollback() is for the master (mode: \'master\'), after run()'));
+    return this.master.rollback();
   }
 
   /**
@@ -321,20 +380,22 @@ export class Server extends EventEmitter {
    * ```
    */
   upgrade(node?: string): Promise<void> {
-    if (!(this.runtime instanceof Master)) return Promise.reject(new Error('upgrade() is for the master (mode: \'master\'), after run()'));
-    return this.runtime.upgrade(node);
+    if (!this.master) return Promise.reject(new Error('upgrade() is for the master (mode: \'master\'), after run()'));
+    return this.master.upgrade(node);
   }
 
   /** Master only: a graceful stop, as a stop signal does. */
   stop(): Promise<void> {
-    if (!this.runtime || this.runtime instanceof Worker) return Promise.reject(new Error('stop() is for the master; workers drain on their own'));
-    return this.runtime.stop();
+    const runtime = this.runtime;
+    if (!runtime || isWorkerProcess()) return Promise.reject(new Error('stop() is for the master; workers drain on their own'));
+    return (runtime as Master | SingleProcess).stop();
   }
 
   /** Master only: generation, workers with pids and states, addresses, uptime. */
   status(): MasterStatus {
-    if (!this.runtime || this.runtime instanceof Worker) throw new Error('status() is for the master, after run()');
-    return this.runtime.status();
+    const runtime = this.runtime;
+    if (!runtime || isWorkerProcess()) throw new Error('status() is for the master, after run()');
+    return (runtime as Master | SingleProcess).status();
   }
 
   /** The bound addresses with real ports, e.g. ['127.0.0.1:41234'] (after `ready`). */
@@ -368,6 +429,7 @@ async function serveOrExit(options: ServerOptions | undefined, build: (server: S
     await server.run();
   } catch (error) {
     if (!isMaster()) throw error;
+    const { reported } = require('./master/master') as typeof import('./master/master');
     if (!reported(error)) createLogger(options?.logger, 'master').error(error instanceof Error ? error.message : String(error));
     process.exit(1);
   }
@@ -384,7 +446,7 @@ async function serveOrExit(options: ServerOptions | undefined, build: (server: S
  * One call per program: for several addresses, use one Server with a
  * register() call each.
  */
-export function listenAndServe(address: string | number, handler: Handler, options?: ServerOptions): Promise<void> {
+export function listenAndServe(address: string | number, handler: HandlerOrModule, options?: ServerOptions): Promise<void> {
   return serveOrExit(options, (server) => server.register(address, handler));
 }
 
@@ -399,7 +461,7 @@ export function listenAndServeTLS(
   address: string | number,
   certFile: string,
   keyFile: string,
-  handler: http.RequestListener,
+  handler: http.RequestListener | string,
   options?: ServerOptions,
 ): Promise<void> {
   return serveOrExit(options, (server) => server.registerTLS(address, certFile, keyFile, handler));

@@ -192,6 +192,18 @@ describe('HTTP/1.1 keep-alive connections move on a reload', () => {
     conn.socket.destroy();
   });
 
+  it('a request answered before its body has all arrived: the connection stays with the old worker, which reads the rest', async () => {
+    const { master, http } = await start({ workers: 1 });
+    const conn = await Conn.open(http);
+    const before = await conn.get('/before');
+    conn.socket.write('POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc'); // the app answers at once
+    expect(await conn.response()).toMatchObject({ pid: before.pid, body: '/early' });
+    const event = await reload(master);
+    expect(event.connections).toMatchObject({ moved: 0, open: 1 }); // it may move once a response ends it
+    conn.socket.write('defghij'); // the rest of the body: moved, it would reach the new worker as a request line
+    expect(await conn.get('/after')).toMatchObject({ status: 200, pid: before.pid, body: '/after' });
+  });
+
   it('migrate: false keeps today\'s drain: the next request is answered by the old worker with Connection: close', async () => {
     const { master, http } = await start({ workers: 1, migrate: false });
     const conn = await Conn.open(http);

@@ -57,8 +57,8 @@ describe('register()', () => {
   });
 
   it('anything else: names what it got and the usual fixes', () => {
-    const error = thrown(() => new Server().register(':8080', 'app' as never));
-    expect(error.message).toBe('handler for :8080 must be a request listener (req, res) => void or a net.Server, got "app"; ' +
+    const error = thrown(() => new Server().register(':8080', 42 as never)); // (a string is a module path: handler-module.test.ts)
+    expect(error.message).toBe('handler for :8080 must be a request listener (req, res) => void or a net.Server, got 42; ' +
       'Express: pass `app`; Koa: `app.callback()`; Fastify: `app.server` (or `app.routing`) with the option `ready: () => app.ready()`');
   });
 });

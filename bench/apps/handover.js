@@ -6,10 +6,14 @@
 // BENCH_HANDOVER: the handover package to load (a directory; default the one
 // this repository builds), so a run can measure another checkout's code.
 // FAULT_DIR: fault injection (apps/fault.js). MEMORY_FILE: memory probe (apps/memory.js).
+// APP_MODULE: the handler's module instead of ./handler (the memory scenario's
+// heavy app); with APP_LAZY=1 it is registered as a module path, so only the
+// workers load it (README, "Keeping the application out of the master").
 require('./fault')(process.env.HANDOVER_SLOT); // before handover takes HANDOVER_* out of process.env
 const http = require('node:http');
 const { listenAndServe, isMaster } = require(process.env.BENCH_HANDOVER || 'handover');
-const hello = require('./handler');
+const appModule = process.env.APP_MODULE || require.resolve('./handler');
+const hello = process.env.APP_LAZY === '1' ? appModule : require(appModule);
 
 if (process.env.MEMORY_FILE && isMaster()) require('./memory')(process.env.MEMORY_FILE);
 let handler = hello;

@@ -2,11 +2,12 @@
 // worker of the cluster and pm2 peers. A stop signal closes the server the
 // usual way (server.close(), then exit), as a typical app does. FAULT_DIR:
 // fault injection (apps/fault.js), by slot: SLOT under the cluster peer,
-// NODE_APP_INSTANCE under pm2.
+// NODE_APP_INSTANCE under pm2. APP_MODULE: the handler's module instead of
+// ./handler (the memory scenario's heavy app, bench/lib/heavy.js).
 require('./fault')(process.env.SLOT ?? process.env.NODE_APP_INSTANCE);
 const cluster = require('node:cluster');
 const http = require('node:http');
-const hello = require('./handler');
+const hello = require(process.env.APP_MODULE || './handler');
 
 const server = http.createServer(hello);
 if (process.env.KEEPALIVE_MS) server.keepAliveTimeout = Number(process.env.KEEPALIVE_MS);

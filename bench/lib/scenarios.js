@@ -1,10 +1,12 @@
 // The scenarios. Each takes the run context and returns {md, ...numbers the
 // summary checks}. Every server is started and stopped inside its scenario.
+const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const P = require('./procs');
 const S = require('./stats');
-const { HandoverServer, ClusterServer, PlainServer, Pm2Server, ROOT } = require('./servers');
+const { HandoverServer, ClusterServer, PlainServer, Pm2Server, StartServer, ROOT } = require('./servers');
+const { writeHeavyApp } = require('./heavy');
 const { runLoad, commandLine, errorColumns } = require('./wrk');
 const { startLoad } = require('./load');
 
@@ -236,36 +238,102 @@ async function reloadLatency(ctx) {
   return { md, reloadP50: S.pct(logged, 50), reloadP95: S.pct(logged, 95), nodeP50: S.pct(bare, 50) };
 }
 
-// Memory: VmRSS of the master and a worker after a warm-up, next to plain Node.
+// Memory: VmRSS of masters and workers after a warm-up, next to plain Node, in
+// rounds (each round starts the cases in another order): the hello app under
+// the library API (and, with --handover DIR, under that checkout's), and a
+// heavy app (bench/lib/heavy.js, about 45 MB of modules) under the library API
+// with its handler as a module path and required, under `handover start`, and
+// as plain Node. Differences are taken within a round, then the median.
 async function memory(ctx) {
   const o = ctx.o;
+  const v = o.verbose;
   const warm = { threads: 1, connections: 16, seconds: Math.min(3, o.duration) };
-  ctx.log(`memory: handover (workers 1) and plain node, ${warm.seconds} s warm-up each`);
+  const heavy = writeHeavyApp();
+  const app = { APP_MODULE: heavy.module };
+  const cases = [
+    { key: 'hello', label: 'hello app, library API', make: () => new HandoverServer({ workers: 1, verbose: v }) },
+    { key: 'helloPlain', label: 'hello app, plain node', make: () => new PlainServer({ verbose: v }) },
+    ...(o.handover ? [{ key: 'helloOther', label: `hello app, library API of ${o.handover}`, make: () => new HandoverServer({ workers: 1, env: { BENCH_HANDOVER: o.handover }, verbose: v }) }] : []),
+    { key: 'lazy', label: 'heavy app, library API, handler as a module path', make: () => new HandoverServer({ workers: 1, env: { ...app, APP_LAZY: '1' }, verbose: v }) },
+    { key: 'start', label: 'heavy app, `handover start`', make: () => new StartServer({ workers: 1, env: app, verbose: v }) },
+    { key: 'eager', label: 'heavy app, library API, handler required', make: () => new HandoverServer({ workers: 1, env: app, verbose: v }) },
+    { key: 'plain', label: 'heavy app, plain node', make: () => new PlainServer({ env: app, verbose: v }) },
+  ];
+  ctx.log(`memory: ${cases.length} cases x ${o.memoryRounds} rounds (workers 1), ${warm.seconds} s warm-up each`);
+  const rss = Object.fromEntries(cases.map((c) => [c.key, { master: [], worker: [] }]));
+  const parts = Object.fromEntries(cases.map((c) => [c.key, { master: [], worker: [] }])); // {anon, file} kB
+  const sample = (key, side, pid) => {
+    rss[key][side].push(P.rssKb(pid));
+    parts[key][side].push(P.rssPartsKb(pid));
+  };
   const m = {};
-  await using(new HandoverServer({ workers: 1, verbose: o.verbose }), async (server) => {
-    m.masterStart = P.rssKb(server.pid);
-    await runLoad({ port: server.port, ...warm });
-    await P.sleep(1000);
-    m.master = P.rssKb(server.pid);
-    m.worker = P.rssKb(server.workerPids()[0]);
-    for (let i = 0; i < o.memoryReloads; i++) await server.reload();
-    await P.sleep(1000);
-    m.masterAfter = P.rssKb(server.pid);
+  try {
+    for (let round = 0; round < o.memoryRounds; round++) {
+      for (let i = 0; i < cases.length; i++) {
+        const c = cases[(i + round) % cases.length];
+        await using(c.make(), async (server) => {
+          const plain = server instanceof PlainServer;
+          if (c.key === 'hello' && round === 0) m.masterStart = P.rssKb(server.pid);
+          await runLoad({ port: server.port, ...warm });
+          await P.sleep(1000);
+          if (!plain) sample(c.key, 'master', server.pid);
+          sample(c.key, 'worker', plain ? server.pid : server.workerPids()[0]);
+          if (c.key !== 'hello' || round > 0) return;
+          for (let n = 0; n < o.memoryReloads; n++) await server.reload();
+          await P.sleep(1000);
+          m.masterAfter = P.rssKb(server.pid);
+        });
+      }
+    }
+  } finally {
+    fs.rmSync(heavy.dir, { recursive: true, force: true });
+  }
+  const spread = (values) => `${S.mb(Math.min(...values))} – ${S.mb(Math.max(...values))}`;
+  const rows = [];
+  for (const c of cases) {
+    for (const side of ['master', 'worker']) {
+      const values = rss[c.key][side];
+      if (!values.length) continue;
+      const what = side === 'master' ? 'master' : c.key === 'plain' || c.key === 'helloPlain' ? 'the process' : 'worker';
+      const part = (name) => S.mb(S.median(parts[c.key][side].map((p) => p[name])));
+      rows.push([`${c.label}: ${what}`, values.length, S.mb(S.median(values)), spread(values), part('anon'), part('file')]);
+    }
+  }
+  /** Per round a - b (kB), as [median, min, max]. */
+  const diff = (a, b) => {
+    const d = a.map((x, i) => x - b[i]);
+    return [S.median(d), Math.min(...d), Math.max(...d)];
+  };
+  const diffs = [
+    ['API master (module path) − `handover start` master, heavy app', rss.lazy.master, rss.start.master],
+    ['API master (handler required) − `handover start` master, heavy app', rss.eager.master, rss.start.master],
+    ['API master (handler required) − API master (module path), heavy app', rss.eager.master, rss.lazy.master],
+    ['API worker − plain node, hello app', rss.hello.worker, rss.helloPlain.worker],
+    ...(o.handover ? [[`API worker of ${o.handover} − plain node, hello app`, rss.helloOther.worker, rss.helloPlain.worker]] : []),
+    ...(o.handover ? [[`API worker − API worker of ${o.handover}, hello app`, rss.hello.worker, rss.helloOther.worker]] : []),
+    ['API worker (module path) − plain node, heavy app', rss.lazy.worker, rss.plain.worker],
+    ['`handover start` worker − plain node, heavy app', rss.start.worker, rss.plain.worker],
+    ['plain node, heavy app − plain node, hello app (the heavy modules)', rss.plain.worker, rss.helloPlain.worker],
+  ].map(([what, a, b]) => {
+    const [med, lo, hi] = diff(a, b);
+    return [what, S.mb(med), `${S.mb(lo)} – ${S.mb(hi)}`];
   });
-  await using(new PlainServer({ verbose: o.verbose }), async (server) => {
-    await runLoad({ port: server.port, ...warm });
-    await P.sleep(1000);
-    m.plain = P.rssKb(server.pid);
-  });
+  m.master = S.median(rss.hello.master);
+  m.plain = S.median(rss.helloPlain.worker);
+  m.lazyVsStart = diff(rss.lazy.master, rss.start.master)[0];
   const md = [
-    `VmRSS from /proc/<pid>/status, after a warm-up (\`${commandLine(warm)}\`) and 1 s of rest. The master serves no traffic itself.`,
+    `VmRSS from /proc/<pid>/status, after a warm-up (\`${commandLine(warm)}\`) and 1 s of rest, workers 1. The master serves no traffic itself. ` +
+      `${o.memoryRounds} round(s); each round starts every case once, in an order shifted by one each round; a difference is taken within each round, then the median and the spread over rounds. ` +
+      'RssAnon: anonymous memory (V8 heap, malloc); RssFile: mapped files (the node binary\'s code, the addon), shared through the page cache. ' +
+      'The heavy app is bench/lib/heavy.js: generated modules (code, strings, tables) behind the hello handler.',
     '',
-    S.table(['process', 'VmRSS'], [
-      ['handover master, just ready', S.mb(m.masterStart)],
-      ['handover master, after the warm-up', S.mb(m.master)],
-      [`handover master, after ${o.memoryReloads} more reloads`, S.mb(m.masterAfter)],
-      ['handover worker, after the warm-up', S.mb(m.worker)],
-      ['plain node serving the same app, after the warm-up', S.mb(m.plain)],
+    S.table(['process', 'n', 'median VmRSS', 'min – max', 'median RssAnon', 'median RssFile'], rows),
+    '',
+    S.table(['difference', 'median', 'min – max'], diffs),
+    '',
+    S.table(['hello app, library API master (first round)', 'VmRSS'], [
+      ['just ready', S.mb(m.masterStart)],
+      [`after the warm-up and ${o.memoryReloads} more reloads`, S.mb(m.masterAfter)],
     ]),
   ].join('\n');
   return { md, ...m };

@@ -13,12 +13,17 @@ const APPS = path.join(ROOT, 'bench', 'apps');
 const ENDED = /reload(?:: generation (\d+) ready in (\d+) ms| to generation (\d+) failed|: generation (\d+) failed)/;
 const STARTED = /reload: starting generation (\d+)/;
 
-/** A master process (handover or the cluster peer) that logs `ready:` and `reload:` lines on stderr. */
+/**
+ * A master process (handover or the cluster peer) that logs `ready:` and
+ * `reload:` lines on stderr. `args`: after the script. `fixedPort`: the
+ * program listens on $PORT, a free port picked at each start.
+ */
 class MasterServer {
-  constructor(label, script, { args = [], env = {}, fdLimit = false, verbose = false } = {}) {
+  constructor(label, script, { env = {}, args = [], fixedPort = false, fdLimit = false, verbose = false } = {}) {
     this.label = label;
     this.script = script;
     this.args = args;
+    this.fixedPort = fixedPort;
     this.env = env;
     this.fdLimit = fdLimit;
     this.verbose = verbose;
@@ -32,6 +37,7 @@ class MasterServer {
 
   async start() {
     P.checkAborted();
+    if (this.fixedPort) this.env.PORT = String(await P.freePort());
     const nodeArgs = [this.script, ...this.args];
     const [command, args] = this.fdLimit ? P.withFdLimit(nodeArgs) : [process.execPath, nodeArgs];
     this.child = P.spawnGroup(command, args, {
@@ -132,39 +138,25 @@ class HandoverServer extends MasterServer {
 class ClusterServer extends MasterServer {
   constructor({ workers = 2, env = {}, ...rest } = {}) {
     super(`node cluster (${workers} workers, rolling restart)`, path.join(ROOT, 'bench', 'peers', 'cluster-rolling.js'), {
-      env: { WORKERS: String(workers), ...env }, ...rest,
+      env: { WORKERS: String(workers), ...env }, fixedPort: true, ...rest,
     });
-  }
-
-  async start() {
-    this.env.PORT = String(await P.freePort());
-    return super.start();
   }
 }
 
+let starts = 0;
+
 /**
- * `handover start` (the CLI of the handover package in `dir`, built; default
- * this repository) running the unmodified hello app (apps/plain.js) on a free
- * port, with its own registry and name so that it meets no other master.
+ * `handover start` running apps/plain.js, the unmodified program (env
+ * APP_MODULE: its handler's module), named for this run and instance (a
+ * master named `plain` from another checkout may be running, and a run may
+ * hold several). `dir`: the handover package whose CLI runs it (built;
+ * default this repository).
  */
 class StartServer extends MasterServer {
   constructor({ workers = 1, dir = ROOT, label = `handover start (workers ${workers})`, env = {}, ...rest } = {}) {
-    const name = `bench-start-${process.pid}`;
     super(label, path.join(dir, 'dist', 'cli', 'cli.js'), {
-      args: ['start', '--name', name, '--workers', String(workers), path.join(APPS, 'plain.js')], env, ...rest,
+      args: ['start', '--name', `bench-${process.pid}-${++starts}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
     });
-  }
-
-  async start() {
-    this.env.PORT = String(await P.freePort());
-    this.runtime ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bench-start-'));
-    this.env.XDG_RUNTIME_DIR = this.runtime;
-    return super.start();
-  }
-
-  async stop() {
-    await super.stop();
-    if (this.runtime) fs.rmSync(this.runtime, { recursive: true, force: true });
   }
 }
 
@@ -343,4 +335,4 @@ function get(port, pathname = '/') {
   });
 }
 
-module.exports = { HandoverServer, ClusterServer, StartServer, PlainServer, Pm2Server, installPm2, get, ROOT };
+module.exports = { HandoverServer, ClusterServer, PlainServer, Pm2Server, StartServer, installPm2, get, ROOT };

@@ -13,20 +13,10 @@ import { DUPLICATE_STOP_MS, masterOnlySignals } from '../signals';
 import { type Registration, Serving } from './serving';
 import { HandoffListener } from './handoff';
 import { codeVersion } from '../master/version';
+import { spawnedWith } from './spawned';
 
 /** How long the worker waits for the master's answer to its hello. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-
-/**
- * What the master put in this worker's environment, taken out of process.env
- * at load so a child the application spawns does not mistake itself for a
- * worker (and never sees the token).
- */
-const spawnedWith = Object.fromEntries(Object.values(ENV).map((name) => {
-  const value = process.env[name];
-  delete process.env[name];
-  return [name, value];
-})) as Record<(typeof ENV)[keyof typeof ENV], string | undefined>;
 
 /**
  * Node's own process.exit. While a worker drains, the application's calls go
@@ -40,11 +30,6 @@ let current: Worker | undefined;
 /** This process's worker (undefined before its run(), or outside a master's workers). */
 export function currentWorker(): Worker | undefined {
   return current;
-}
-
-/** True in a process the master spawned as a worker. */
-export function isWorkerProcess(): boolean {
-  return spawnedWith[ENV.socket] !== undefined && spawnedWith[ENV.token] !== undefined;
 }
 
 export class Worker {

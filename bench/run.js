@@ -3,6 +3,7 @@
 // plain Node, a Node cluster rolling restart and pm2 reload, on 127.0.0.1 only.
 // Prints a markdown report and writes it to bench/RESULTS.md. See --help.
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const P = require('./lib/procs');
 const S = require('./lib/stats');
@@ -10,12 +11,14 @@ const R = require('./lib/report');
 const scenarios = require('./lib/scenarios');
 const { faults } = require('./lib/faults');
 const { rollouts } = require('./lib/rollouts');
-const { installPm2 } = require('./lib/servers');
+const { cpuPerReload } = require('./lib/cpu');
+const { installPm2, HandoverServer, ClusterServer, Pm2Server } = require('./lib/servers');
 const { wrkVersion, haveWrk, disableWrk } = require('./lib/wrk');
 
 const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
        node bench/run.js faults [flags] (npm run bench -- faults [flags])
        node bench/run.js rollouts [flags]
+       node bench/run.js cost [flags]
   faults             only the faults scenario (issue 9: a worker SIGKILLed every 2 s, one slot
                      crash-looping; handover, cluster and pm2 with 2 workers, 20 s each by default);
                      its report goes into its own section of the results file (faults-LABEL),
@@ -24,6 +27,12 @@ const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
                      parallel vs phased; R1 for handover parallel and phased, cluster and pm2; a leaking worker
                      under handover's maxMemory vs pm2's max_memory_restart. Its own section (rollouts) of the
                      results file; --duration (default 30) is each load's length, --workers R1's worker count
+  cost               only the cost scenario (issue 24): R1 for pm2, handover parallel and phased and cluster,
+                     interleaved over --pairs rounds (default 3); then the CPU one reload costs, handover
+                     parallel and phased against cluster's rolling restart, --cpu-reloads reloads a run (default 30),
+                     --pairs rounds. Its own section (cost) of the results file
+  --pairs N          cost: interleaved rounds (default 3)
+  --cpu-reloads N    cost: reloads per CPU run (default 30)
   --label TEXT       faults: names the section and says what was measured (default: the last
                      commit touching src/master of the handover package run)
   --handover DIR     faults: the handover package to run (another checkout, built); default this repository.
@@ -54,10 +63,10 @@ function parseArgs(argv) {
     only: ALL, quick: false, duration: 30, interval: 1000, reloads: 100, latencyReloads: 30, runs: 3,
     connections: 10_000, workers: 2, peers: true, pm2: true, pm2Dir: undefined, memoryReloads: 10, memoryRounds: 3,
     out: path.join(__dirname, 'RESULTS.md'), verbose: false, command: 'all', label: undefined, handover: undefined,
-    faultConnections: 32, faultTimeout: 3000,
+    faultConnections: 32, faultTimeout: 3000, pairs: 3, cpuReloads: 30,
   };
   const set = {};
-  if (argv[0] === 'faults' || argv[0] === 'rollouts') {
+  if (argv[0] === 'faults' || argv[0] === 'rollouts' || argv[0] === 'cost') {
     o.command = argv[0];
     o.only = [];
     if (o.command === 'faults') o.duration = 20;
@@ -98,6 +107,8 @@ function parseArgs(argv) {
     else if (a === '--memory-rounds') set.memoryRounds = number();
     else if (a === '--fault-connections' && o.command === 'faults') set.faultConnections = number();
     else if (a === '--fault-timeout' && o.command === 'faults') set.faultTimeout = number();
+    else if (a === '--pairs' && o.command === 'cost') set.pairs = number();
+    else if (a === '--cpu-reloads' && o.command === 'cost') set.cpuReloads = number();
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
   if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3, memoryRounds: 1 });
@@ -170,6 +181,7 @@ async function main() {
   }
   if (o.command === 'faults') return runFaults(ctx, command, wrk);
   if (o.command === 'rollouts') return runRollouts(ctx, command, wrk);
+  if (o.command === 'cost') return runCost(ctx, command, wrk);
   const results = {};
   const sections = [];
   const runners = {
@@ -277,6 +289,48 @@ async function runRollouts(ctx, command, wrk) {
   fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'rollouts', md));
   process.stdout.write(`${md}\n`);
   log(`wrote section rollouts of ${path.relative(process.cwd(), o.out)}`);
+  return 0;
+}
+
+/** `node bench/run.js cost`: R1 p99 and CPU per reload (issue 24), into the `cost` section of the results file. */
+async function runCost(ctx, command, wrk) {
+  const { o } = ctx;
+  const commit = await masterCommit(path.resolve(__dirname, '..'));
+  const started = Date.now();
+  const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  const w = o.workers;
+  const r1Load = load();
+  const r1 = await scenarios.underReloads(ctx, false, [
+    ...(ctx.pm2 ? [() => new Pm2Server({ bin: ctx.pm2.bin, workers: w, verbose: o.verbose })] : []),
+    () => new HandoverServer({ workers: w, env: { ROLLOUT: 'parallel' }, verbose: o.verbose }),
+    () => new HandoverServer({ workers: w, env: { ROLLOUT: 'phased' }, verbose: o.verbose }),
+    () => new ClusterServer({ workers: w, verbose: o.verbose }),
+  ], o.pairs);
+  await P.stopAll();
+  const cpuLoad = load();
+  const cpu = await cpuPerReload(ctx, [{ ROLLOUT: 'parallel' }, { ROLLOUT: 'phased' }]);
+  await P.stopAll();
+  const md = [
+    '## The cost of a reload: R1 p99 and CPU per reload (issue 24)',
+    '',
+    `Command: \`${command}\`, ${((Date.now() - started) / 60000).toFixed(1)} min, all traffic on 127.0.0.1. ` +
+      'The machine was shared with other work while this ran (see the load averages): compare within a round only.',
+    '',
+    ...R.hostLines(),
+    `- handover: src/master at ${commit}`,
+    `- load: ${wrk}; peers: Node cluster (bench/peers/cluster-rolling.js)${ctx.pm2 ? `, pm2 ${ctx.pm2.version}` : ', pm2 not run'}`,
+    '',
+    `### R1, ${w} workers each, ${o.pairs} interleaved rounds`,
+    '',
+    `Load average before: ${r1Load}. ${r1.md}`,
+    '',
+    '### CPU per reload',
+    '',
+    `Load average before: ${cpuLoad}. ${cpu.md}`,
+  ].join('\n');
+  fs.writeFileSync(o.out, R.putMarkedSection(R.readIfExists(o.out), 'cost', md));
+  process.stdout.write(`${md}\n`);
+  log(`wrote section cost of ${path.relative(process.cwd(), o.out)}`);
   return 0;
 }
 

@@ -7,8 +7,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { type Master, ROOT, cleanUp, isAlive, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
-import { freePort } from './helpers/ports';
+import { type Master, cleanUp, isAlive, pollUntil, scratch, startMaster, workerProcessesOf } from './helpers/processes';
+import { FIXTURES, start as startApp } from './helpers/start';
 
 afterEach(cleanUp);
 
@@ -321,13 +321,7 @@ describe('raw TCP and WebSockets move with migrate()', () => {
 
 describe('handover start', () => {
   it('an unmodified Express app: a keep-alive connection answers from the new generation after a reload', async () => {
-    const runtime = scratch('handover-start-');
-    const master = await startMaster({
-      script: 'dist/cli/cli.js',
-      args: ['start', '--workers', '1', path.join(ROOT, 'test/fixtures/unmodified/express.js')],
-      env: { XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()) }, // listen(0) stays private under handover start
-      waitReady: false,
-    });
+    const { master } = await startApp(path.join(FIXTURES, 'express.js'), ['--workers', '1']);
     const port = await pollUntil(() => Number(/serving on \S*:(\d+)/.exec(master.stderr)?.[1]), 'the port', 120_000);
     const conn = await Conn.open(port);
     const before = await conn.get('/');

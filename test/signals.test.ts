@@ -2,22 +2,12 @@
 // send ends a master, a worker or a single process by its default action.
 // Each one either does its job or is logged and ignored.
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanUp, isAlive, pollUntil, scratch, startMaster } from './helpers/processes';
+import { get } from './helpers/start';
 
 afterEach(cleanUp);
-
-/** One request on its own connection: the x-pid of the process that answered. */
-function answeredBy(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 30_000 }, (res) => {
-      res.resume();
-      res.on('end', () => (res.statusCode === 200 ? resolve(Number(res.headers['x-pid'])) : reject(new Error(`status ${res.statusCode}`))));
-    }).on('error', reject);
-  });
-}
 
 /** R (running) or S (sleeping): not stopped (T) by SIGTTIN/SIGTTOU's default action, not a zombie. */
 function running(pid: number): boolean {
@@ -30,7 +20,7 @@ describe('signals', () => {
     const [worker] = master.workerPids;
     for (const signal of ['SIGQUIT', 'SIGWINCH', 'SIGPIPE'] as const) {
       master.proc.kill(signal);
-      expect(await answeredBy(master.port)).toBe(worker);
+      expect((await get(master.port)).pid).toBe(worker);
       expect(running(master.pid), `the master after ${signal}`).toBe(true);
     }
     await pollUntil(() => /master warn: SIGQUIT: ignored/.test(master.stderr), 'the SIGQUIT warning');
@@ -43,7 +33,7 @@ describe('signals', () => {
     const [worker] = master.workerPids;
     for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGTTIN', 'SIGTTOU', 'SIGQUIT'] as const) {
       process.kill(worker, signal);
-      expect(await answeredBy(master.port)).toBe(worker);
+      expect((await get(master.port)).pid).toBe(worker);
       expect(running(worker), `the worker after ${signal}`).toBe(true);
     }
     expect((await master.stop()).code).toBe(0);
@@ -54,7 +44,7 @@ describe('signals', () => {
     const first = await startMaster({ script: 'test/fixtures/single-app.js', fixture: { pidFile } });
     for (const signal of ['SIGQUIT', 'SIGTTIN', 'SIGTTOU'] as const) {
       first.proc.kill(signal);
-      expect(await answeredBy(first.port)).toBe(first.pid);
+      expect((await get(first.port)).pid).toBe(first.pid);
       expect(running(first.pid), `the process after ${signal}`).toBe(true);
     }
     await pollUntil(() => /SIGTTOU: ignored/.test(first.stderr), 'the SIGTTOU warning');
@@ -63,7 +53,7 @@ describe('signals', () => {
       const pid = Number(fs.readFileSync(pidFile, 'utf8'));
       return pid !== first.pid ? pid : undefined;
     }, 'the successor to take over');
-    expect(await answeredBy(first.port)).toBe(successor);
+    expect((await get(first.port)).pid).toBe(successor);
     process.kill(successor, 'SIGTERM');
     await pollUntil(() => !isAlive(successor), 'the successor to stop');
   });

@@ -15,9 +15,9 @@
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adminReload, adminStatus, controlSocketOf } from './helpers/control';
-import { freePort } from './helpers/ports';
-import { type Master, ROOT, cleanUp, pollUntil, scratch, startMaster } from './helpers/processes';
+import { adminReload, controlSocketOf } from './helpers/control';
+import { type Master, cleanUp, pollUntil, startMaster } from './helpers/processes';
+import { FIXTURES, portOf, start } from './helpers/start';
 
 afterEach(cleanUp);
 
@@ -109,37 +109,18 @@ describe('TLS session resumption', () => {
   });
 
   it('`handover start`: an unmodified https program with --workers 2 resumes 20 of 20 before and after a reload', async () => {
-    const runtime = scratch('handover-start-');
-    const master = await startMaster({
-      script: 'dist/cli/cli.js',
-      args: ['start', '--workers', '2', path.join(ROOT, 'test/fixtures/unmodified/https.js')],
-      env: { XDG_RUNTIME_DIR: runtime, PORT: String(await freePort()) }, // listen(0) stays private under handover start
-      waitReady: false,
-    });
-    const status = async () => {
-      try {
-        return await adminStatus(controlSocketOf(master));
-      } catch {
-        return undefined; // no worker yet to name the control socket, or the master is busy
-      }
-    };
-    const serving = (generation: number) => pollUntil(async () => {
-      if (master.proc.exitCode !== null) throw new Error(`the master exited: ${master.stderr}`);
-      const current = await status();
-      const ready = current?.workers.filter((w) => w.generation === generation && w.state === 'ready') ?? [];
-      return current?.generation === generation && ready.length === 2 ? current : undefined;
-    }, `generation ${generation} serving; output:\n${master.stderr}`, 90_000);
-    const first = await serving(1);
-    const port = Number(first.addresses[0].slice(first.addresses[0].lastIndexOf(':') + 1));
+    const app = await start(path.join(FIXTURES, 'https.js'), ['--workers', '2']);
+    const first = await app.serving(1);
+    const port = portOf(first.addresses[0]);
     const session = await firstSession(port, 'TLSv1.3');
     const before = await resumptions(port, 'TLSv1.3', session);
     expect(before.resumed, 'resumed of 20 before the reload').toBe(20);
     expect(before.pids.size, 'both workers answered').toBe(2);
-    expect(await adminReload(controlSocketOf(master))).toMatchObject({ ok: true });
-    const second = await serving(2);
+    expect(await adminReload(controlSocketOf(app.master))).toMatchObject({ ok: true });
+    const second = await app.serving(2);
     const after = await resumptions(port, 'TLSv1.3', session);
     expect(after.resumed, 'resumed of 20 after the reload').toBe(20);
-    expect([...after.pids].sort()).toEqual(second.workers.filter((w) => w.generation === 2).map((w) => w.pid).sort());
+    expect([...after.pids].sort()).toEqual(app.pids(second, 2));
   });
 
   it('mode: single: a session resumes on the successor after a reload', async () => {

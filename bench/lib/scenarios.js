@@ -30,13 +30,19 @@ function reloadables(ctx) {
 }
 
 // R1 / R2: wrk under a reload every second. `factories`: the servers (default
-// handover, the peers and plain node; the rollouts scenario passes its own).
-async function underReloads(ctx, close, factories = [...reloadables(ctx), () => new PlainServer({ verbose: ctx.o.verbose })]) {
+// handover, the peers and plain node; the rollouts and cost scenarios pass
+// their own). `pairs` > 1 runs them all that many times, interleaved (A B C, A
+// B C, ...), and adds each server's median p99 and its ratio to the first
+// factory's server of the same round.
+async function underReloads(ctx, close, factories = [...reloadables(ctx), () => new PlainServer({ verbose: ctx.o.verbose })], pairs = 1) {
   const o = ctx.o;
   const wrkOptions = { threads: 2, connections: 128, seconds: o.duration, close };
   const rows = [];
+  const byServer = factories.map(() => []);
   let handoverFailed = 0;
-  for (const make of factories) {
+  const runs = [];
+  for (let round = 0; round < pairs; round++) factories.forEach((make, i) => runs.push({ make, i, round }));
+  for (const { make, i, round } of runs) {
     const server = make();
     const baseline = server instanceof PlainServer;
     ctx.log(`${close ? 'R2' : 'R1'} ${server.label}: ${commandLine(wrkOptions)}${baseline ? ', no reloads' : `, a reload every ${o.interval} ms`}`);
@@ -52,8 +58,9 @@ async function underReloads(ctx, close, factories = [...reloadables(ctx), () => 
       }
       const failed = r.socket.connect + r.socket.read + r.socket.write + r.socket.timeout + r.non2xx + S.sum(r.other);
       if (server instanceof HandoverServer) handoverFailed += failed;
+      byServer[i].push({ label: server.label, p99: r.p99, failed, reloads: reloads?.reloads });
       rows.push([
-        baseline ? `${server.label} — baseline, no reloads` : server.label,
+        `${baseline ? `${server.label} — baseline, no reloads` : server.label}${pairs > 1 ? ` (round ${round + 1})` : ''}`,
         baseline ? '–' : `${reloads.reloads}${reloads.failed ? ` (+${reloads.failed} failed)` : ''}`,
         S.int(r.requests), S.int(r.rps), r.socket.connect, r.socket.read, r.socket.write, r.socket.timeout,
         `${r.non2xx}${S.sum(r.other) ? ` (other: ${S.codes(r.other)})` : ''}`,
@@ -67,8 +74,19 @@ async function underReloads(ctx, close, factories = [...reloadables(ctx), () => 
       `at most one a second, since each takes longer). ${errorColumns()}`,
     '',
     S.table(['server', 'reloads', 'requests', 'req/s', 'connect', 'read', 'write', 'timeout', 'non-2xx', 'p50 ms', 'p99 ms', 'max ms'], rows),
-  ].join('\n');
-  return { md, handoverFailed };
+  ];
+  if (pairs > 1) {
+    const first = byServer[0];
+    md.push('', `Per server over the ${pairs} rounds: p99 median (range), and p99 ÷ the p99 of ${first[0].label} in the same round.`, '',
+      S.table(['server', 'p99 ms median (range)', 'p99 ÷ first, by round', 'failed, by round', 'reloads, by round'], byServer.map((xs) => {
+        const p99s = xs.map((x) => x.p99);
+        return [
+          xs[0].label, `**${S.fixed(S.median(p99s), 1)}** (${S.fixed(Math.min(...p99s), 1)}–${S.fixed(Math.max(...p99s), 1)})`,
+          xs.map((x, k) => S.ratio(x.p99, first[k].p99)).join(', '), xs.map((x) => x.failed).join(', '), xs.map((x) => x.reloads ?? '–').join(', '),
+        ];
+      })));
+  }
+  return { md: md.join('\n'), handoverFailed, byServer };
 }
 
 // R3: keep-alive clients POSTing after random idle gaps, across many reloads.

@@ -10,6 +10,7 @@ import { parseEnv } from 'node:util';
 import { boundedLines } from '../log';
 import { ENV } from '../protocol';
 import { markCloseOnExec } from '../platform/native';
+import { spawnLowered } from './boot-priority';
 import { readFileForWorkers } from './privilege';
 import { endGroupWith } from './process-group';
 
@@ -185,13 +186,14 @@ export function spawnSelf(env: Record<string, string>, identity?: { uid: number;
   // notify it, and it leads a process group of its own (process-group.ts).
   const worker = ENV.token in env;
   if (worker) delete childEnv.NOTIFY_SOCKET;
-  const child = spawn(process.execPath, [...inherited, ...settings.execArgv, ...withoutEnvFile(process.argv.slice(1), settings.envFile)], {
+  // It boots at a lower priority, raised when it is ready (boot-priority.ts).
+  const child = spawnLowered(() => spawn(process.execPath, [...inherited, ...settings.execArgv, ...withoutEnvFile(process.argv.slice(1), settings.envFile)], {
     env: { ...childEnv, ...env },
     stdio: settings.output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
     uid: identity?.uid,
     gid: identity?.gid,
     detached: worker,
-  });
+  }), worker);
   if (worker) endGroupWith(child);
   if (child.stdout && child.stderr) {
     const generation = env[ENV.generation] ?? '?';

@@ -7,11 +7,14 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type HandoffEndpoint, type Message, type WorkerSample, encode } from '../protocol';
+import { raiseAfter, workerReady } from './boot-priority';
 import type { Child, ChildState } from './lifecycle';
 import { stderrTail } from './spawn-self';
 
 /** Extra time past stopTimeout before a child that did not exit is killed. */
 const KILL_GRACE_MS = 2_000;
+/** A worker boots at a lower priority (boot-priority.ts) for at most startTimeout / this. */
+const BOOT_LOWERED_FRACTION = 10;
 
 /** One spawned child. `ready` resolves on its `ready` frame; rejects if it exits first or misses startTimeout. */
 export class WorkerProcess implements Child {
@@ -81,6 +84,7 @@ export class WorkerProcess implements Child {
       child.once('error', () => onExit(null, null));
     });
     this.ready.then(() => clearTimeout(timer), () => {});
+    raiseAfter(child, startTimeout / BOOT_LOWERED_FRACTION);
   }
 
   get pid(): number {
@@ -112,6 +116,7 @@ export class WorkerProcess implements Child {
     if (this.state !== 'starting') return;
     this.state = 'ready';
     this.lastSeen = performance.now();
+    workerReady(this.child); // it booted at a lower priority; it serves at the master's
     this.markReady();
   }
 

@@ -238,7 +238,7 @@ async function soak(o) {
     NODE_OPTIONS: '--expose-gc', ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}),
   };
   const server = o.start
-    ? new StartServer({ workers: o.workers, env, verbose: o.verbose, handover: o.handover })
+    ? new StartServer({ workers: o.workers, env, verbose: o.verbose, dir: o.handover })
     : new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
   const reloads = [];
   const checkpoints = [];

@@ -29,15 +29,6 @@ function parseArgs(argv) {
   return o;
 }
 
-const TICK_MS = 10; // USER_HZ is 100 on Linux
-
-/** The process's CPU time so far (user + system), ms. */
-function cpuMs(pid) {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-}
-
 function scrapeEvery(url, ms) {
   let scrapes = 0;
   let failed = 0;
@@ -69,9 +60,9 @@ async function measure(metrics, o) {
   await server.start();
   try {
     const scraper = metrics ? scrapeEvery(`http://127.0.0.1:${port}/metrics`, o.scrapeEvery * 1000) : undefined;
-    const before = cpuMs(server.pid);
+    const before = P.cpuMs(server.pid);
     const load = await runLoad({ port: server.port, connections: 64, seconds: o.duration });
-    const masterMs = cpuMs(server.pid) - before;
+    const masterMs = P.cpuMs(server.pid) - before;
     const scraped = await scraper?.stop();
     return { metrics, masterMs, rps: load.rps, requests: load.requests, scrapes: scraped?.scrapes ?? 0, scrapeFailures: scraped?.failed ?? 0 };
   } finally {

@@ -14,7 +14,7 @@ const path = require('node:path');
 const P = require('./lib/procs');
 const S = require('./lib/stats');
 const R = require('./lib/report');
-const { HandoverServer } = require('./lib/servers');
+const { HandoverServer, StartServer } = require('./lib/servers');
 const { startLoad } = require('./lib/load');
 
 const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
@@ -23,6 +23,8 @@ const HELP = `usage: node bench/soak.js [flags]      (npm run soak -- [flags])
   --connections N    keep-alive connections of the load client (default 32)
   --no-load          no load client (isolates what reloads alone cost the master)
   --workers N        handover workers (default 1)
+  --start            run the CLI master, \`handover start\` with the plain hello app (bench/apps/plain.js),
+                     instead of the library API's (bench/apps/handover.js)
   --memory           at each checkpoint also run a full GC in the master and read its
                      process.memoryUsage(), live handles and /proc/<pid>/smaps_rollup (apps/memory.js);
                      that GC flattens the heap later checkpoints see: compare runs with it only to runs with it
@@ -56,6 +58,7 @@ function parseArgs(argv) {
     else if (a === '--no-load') o.load = false;
     else if (a === '--workers') o.workers = count();
     else if (a === '--memory') o.memory = true;
+    else if (a === '--start') o.start = true;
     else if (a === '--env') {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(value());
       if (!m) throw new Error('--env needs NAME=VALUE');
@@ -164,7 +167,7 @@ function report(o, d) {
     '',
     ...d.host,
     `- load average at end: ${d.loadEnd}`,
-    `- server: bench/apps/handover.js (the hello app, examples/hello.js's handler) under handover${o.handover ? ` from ${o.handover}` : ''}, ` +
+    `- server: ${o.start ? '`handover start` running bench/apps/plain.js (the hello app as plain Node)' : "bench/apps/handover.js (the hello app, examples/hello.js's handler)"} under handover${o.handover ? ` from ${o.handover}` : ''}, ` +
       `workers ${o.workers}${env ? `; master environment: ${env}` : ''}`,
     o.load
       ? `- load: bench/lib/load.js, ${o.connections} keep-alive connections (http.Agent keepAlive, maxSockets 1), closed loop, GET /, ` +
@@ -228,12 +231,15 @@ async function soak(o) {
   const marks = new Set([1, o.reloads]);
   for (let n = o.every; n < o.reloads; n += o.every) marks.add(n);
   const memoryFile = o.memory ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'handover-soak-')), 'memory.jsonl') : undefined;
-  // --expose-gc: the master's collection after worker exits runs only where
-  // Node was started with it (src/master/memory.ts); the soak measures that.
+  // --expose-gc: the master's full collection after worker exits is then a
+  // plain gc(); `--env NODE_OPTIONS=` measures it without the flag, where it
+  // is v8.queryObjects() (src/master/memory.ts).
   const env = {
     NODE_OPTIONS: '--expose-gc', ...o.env, ...(o.handover ? { BENCH_HANDOVER: o.handover } : {}), ...(memoryFile ? { MEMORY_FILE: memoryFile } : {}),
   };
-  const server = new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
+  const server = o.start
+    ? new StartServer({ workers: o.workers, env, verbose: o.verbose, dir: o.handover })
+    : new HandoverServer({ workers: o.workers, env, verbose: o.verbose });
   const reloads = [];
   const checkpoints = [];
   const peak = { rss: 0, fds: 0, workers: 0 };

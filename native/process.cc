@@ -164,6 +164,19 @@ Napi::Value FixMallocThresholds(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// trimMalloc() -> true if glibc's malloc_trim(0) gave memory back. After a
+// full collection the freed blocks are spread through the arenas, below
+// their tops, where the trim threshold never reaches; malloc_trim returns
+// their whole pages too (madvise). false where the allocator is not glibc's.
+Napi::Value TrimMalloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(__GLIBC__)
+  return Napi::Boolean::New(env, malloc_trim(0) == 1);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 // setCloseOnExec(fd, on): sets or clears FD_CLOEXEC on one fd. An upgrade in
 // place clears it on exactly the listening sockets, so they, and nothing
 // else, survive the exec.
@@ -246,6 +259,7 @@ void RegisterProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("reapChild", Napi::Function::New(env, ReapChild, "reapChild"));
   exports.Set("markCloseOnExec", Napi::Function::New(env, MarkCloseOnExec, "markCloseOnExec"));
   exports.Set("fixMallocThresholds", Napi::Function::New(env, FixMallocThresholds, "fixMallocThresholds"));
+  exports.Set("trimMalloc", Napi::Function::New(env, TrimMalloc, "trimMalloc"));
   exports.Set("setParentDeathStop", Napi::Function::New(env, SetParentDeathStop, "setParentDeathStop"));
   exports.Set("setParentDeathSignal",
               Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));

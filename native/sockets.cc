@@ -355,6 +355,22 @@ Napi::Value RefuseNewConnections(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// allowNewConnections(fd): takes refuseNewConnections' filter off again
+// (SO_DETACH_FILTER), so the socket takes new handshakes once it listens
+// again. No filter attached is not an error.
+Napi::Value AllowNewConnections(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (fd < 0) return env.Undefined();
+#ifdef __linux__
+  int unused = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof(unused)) < 0 && errno != ENOENT) {
+    ThrowSystemError(env, errno, "setsockopt", "fd " + std::to_string(fd) + " SO_DETACH_FILTER");
+  }
+#endif
+  return env.Undefined();
+}
+
 // acceptQueueLength(fd) -> connections waiting to be accepted on a listening
 // TCP socket (TCP_INFO's tcpi_unacked, what `ss -lnt` shows as Recv-Q), or -1
 // where the platform cannot tell.
@@ -472,6 +488,7 @@ void RegisterSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("bindUnix", Napi::Function::New(env, BindUnixListener, "bindUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
   exports.Set("refuseNewConnections", Napi::Function::New(env, RefuseNewConnections, "refuseNewConnections"));
+  exports.Set("allowNewConnections", Napi::Function::New(env, AllowNewConnections, "allowNewConnections"));
   exports.Set("acceptQueueLength", Napi::Function::New(env, AcceptQueueLength, "acceptQueueLength"));
   exports.Set("shutdownListener", Napi::Function::New(env, ShutdownListener, "shutdownListener"));
   exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));

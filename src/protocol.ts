@@ -73,6 +73,13 @@ export type Message =
   /** master -> worker: stop accepting and finish in-flight work, but stay (keepPrevious) / accept again (rollback). */
   | { type: 'park' }
   | { type: 'resume' }
+  /**
+   * worker -> master, the answer to each `drain` and `park`: it accepts from
+   * none of its listening sockets any more (its own slot's and every slot it
+   * covered), so every new connection goes to another worker. A reload or
+   * rollback resolves only once the workers it replaced have said so.
+   */
+  | { type: 'stopped-accepting' }
   /** admin -> master: put the kept previous generation back; answered with reload-result of the same id. */
   | { type: 'rollback'; id: number }
   /** master -> worker: answer with `pong` (heartbeat; a worker that cannot is taken out of service). */
@@ -219,6 +226,8 @@ export interface MasterStatus {
   slots?: { slot: number; state: string; pid?: number; coveredBy?: number; restarts: number; recycles: number; held?: string }[];
   /** In-place upgrades (exec of a fresh image, same pid) since this pid started. */
   upgrades?: number;
+  /** The master's own full collections after worker exits (src/master/memory.ts), and the CPU they took in all (ms). */
+  memory?: { collections: number; collectCpuMs: number };
   /** The version each generation runs: the committed one and any other still alive. */
   versions?: Record<number, string>;
   /** Entries cut from `workers` and `slots` so that the reply fits one frame (MAX_FRAME_BYTES). */
@@ -299,6 +308,7 @@ export function validate(value: unknown): Message {
       case 'upgrading':
       case 'park':
       case 'resume':
+      case 'stopped-accepting':
       case 'count':
       case 'status':
       case 'stop':

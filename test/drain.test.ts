@@ -236,8 +236,8 @@ describe('drain', () => {
     const first = await conn.request('/');
     const oldPid = Number(first.headers['x-pid']);
     expect(master.workerPids).toEqual([oldPid]);
-    conn.send('/slow?ms=3000');
-    await inFlight(master, '/slow?ms=3000', oldPid);
+    conn.send('/slow?afterDrain=1000');
+    await inFlight(master, '/slow?afterDrain=1000', oldPid);
 
     const newPid = await reloadOk(master);
     expect(newPid).not.toBe(oldPid);
@@ -301,8 +301,8 @@ describe('drain', () => {
     const oldPid = Number(before.headers['x-pid']);
     expect(before.headers.connection).toBe('keep-alive');
     expect((await busy.request('/')).headers['x-pid']).toBe(String(oldPid));
-    busy.send('/slow?ms=3000');
-    await inFlight(master, '/slow?ms=3000', oldPid);
+    busy.send('/slow?afterDrain=1000');
+    await inFlight(master, '/slow?afterDrain=1000', oldPid);
 
     const newPid = await reloadOk(master);
     await drainOf(master, oldPid);
@@ -401,8 +401,8 @@ describe('drain', () => {
     const master = await startMaster({ script: FIXTURE, fixture: { stopTimeout: LONG_STOP } });
     const conn = await Conn.open(master.port);
     const pid = Number((await conn.request('/')).headers['x-pid']);
-    conn.send('/slow?ms=3000');
-    await inFlight(master, '/slow?ms=3000', pid);
+    conn.send('/slow?afterDrain=1000');
+    await inFlight(master, '/slow?afterDrain=1000', pid);
 
     let exited = false;
     void master.exited.then(() => (exited = true));

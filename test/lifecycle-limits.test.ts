@@ -1,5 +1,7 @@
 // The lifecycle's limits with real processes (invariants 11 and 18): a
-// scale-up whose worker never starts strands no connection, a scale request
+// scale-up whose worker never starts, or dies after its listen (before its
+// ready or right after), strands no connection; scaling down serves what the
+// removed slot had queued; a scale request
 // past MAX_WORKERS changes nothing, and SIGTTIN bursts count from the last
 // request, as reload requests queue.
 import * as http from 'node:http';
@@ -53,23 +55,58 @@ async function startFault(fixture: Record<string, unknown>): Promise<{ master: M
 const readySlots = (status: MasterStatus) => status.slots!.filter((s) => s.state === 'ready').length;
 
 describe('scale', () => {
-  it('a failed scale-up leaves no socket without an acceptor: 0 of 112 fresh connections hang', async () => {
+  const failures = [
+    ['cannot start (it throws before any listen)', { crashSlots: [1] }],
+    ['dies between its listen and its ready (its socket armed, then nobody accepts)', { dieAfterListenSlots: [1] }],
+  ] as const;
+  for (const [how, deploy] of failures) {
+    it(`a failed scale-up whose worker ${how} leaves no socket without an acceptor: 0 of 112 fresh connections hang`, async () => {
+      const { master, behaviour, control } = await startFault({ workers: 1 });
+      const [serving] = master.workerPids;
+      writeJson(behaviour, deploy); // the deploy on disk cannot serve slot 1
+      const outcome = await adminScale(control, 2);
+      expect(outcome.ok).toBe(false);
+      expect(outcome.message).toMatch(/scaling to 2 workers stopped at 1/);
+      const result = await fresh(master.port, 112);
+      expect(result.errors).toEqual([]);
+      expect(result.ok).toBe(112);
+      expect([...result.pids]).toEqual([serving]);
+      // and once the deploy is fixed, the slot serves (it listens again, with a worker of its own)
+      writeJson(behaviour, {});
+      expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
+      const grown = await fresh(master.port, 112);
+      expect(grown.errors).toEqual([]);
+      expect(grown.pids.size).toBe(2);
+      expect((await master.stop()).code).toBe(0);
+    });
+  }
+
+  it('a scale-up worker that is ready and then dies, with its respawns broken, strands none of 112 fresh connections', async () => {
     const { master, behaviour, control } = await startFault({ workers: 1 });
     const [serving] = master.workerPids;
-    writeJson(behaviour, { crashSlots: [1] }); // the deploy on disk cannot start slot 1
-    const outcome = await adminScale(control, 2);
-    expect(outcome.ok).toBe(false);
-    expect(outcome.message).toMatch(/scaling to 2 workers stopped at 1/);
+    expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
+    const added = (await adminStatus(control)).slots!.find((s) => s.slot === 1)!.pid!;
+    writeJson(behaviour, { crashSlots: [1] }); // every respawn of slot 1 throws at start-up
+    process.kill(added, 'SIGKILL');
+    await pollUntil(async () => (await adminStatus(control)).slots!.find((s) => s.slot === 1)!.state !== 'ready' || undefined, 'slot 1 to lose its worker');
     const result = await fresh(master.port, 112);
     expect(result.errors).toEqual([]);
     expect(result.ok).toBe(112);
     expect([...result.pids]).toEqual([serving]);
-    // and once the deploy is fixed, the slot serves
-    writeJson(behaviour, {});
+    expect((await master.stop()).code).toBe(0);
+  });
+
+  it('scaling down serves the connections queued on the removed slot (fresh connections during 1 -> 2 -> 1)', async () => {
+    const { master, control } = await startFault({ workers: 1 });
     expect(await adminScale(control, 2)).toEqual({ ok: true, message: undefined });
-    const grown = await fresh(master.port, 112);
-    expect(grown.errors).toEqual([]);
-    expect(grown.pids.size).toBe(2);
+    const load = fresh(master.port, 300);
+    expect(await adminScale(control, 1)).toEqual({ ok: true, message: undefined });
+    const result = await load;
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(300);
+    const after = await fresh(master.port, 40);
+    expect(after.errors).toEqual([]);
+    expect(after.pids.size).toBe(1);
     expect((await master.stop()).code).toBe(0);
   });
 

@@ -3,7 +3,7 @@
 // hit by chance, each pinned down in milliseconds.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   type Child, Lifecycle, type LifecycleOptions, RESPAWN_BASE_MS, RESPAWN_MAX_MS, Reloader, STOP_QUEUE_WAIT_MS, STOP_QUIET_MS, type StopSockets,
 } from '../src/master/lifecycle';
@@ -510,6 +510,68 @@ describe('scale', () => {
     await settle();
     expect(spawner.of(1)[0].covering).toEqual([]);
   });
+
+  /** Rescued sockets whose queue holds `queued` connections until the test empties it. */
+  function rescuedSockets() {
+    const calls: string[] = [];
+    const sockets = { queued: 3, rescues: [] as { slot: number; by: number }[], calls };
+    const rescue = (slot: number, by: Child): StopSockets => {
+      sockets.rescues.push({ slot, by: by.pid });
+      calls.push(`rescue ${slot}`);
+      return {
+        refuseNew: () => calls.push('refuseNew'),
+        queued: () => sockets.queued,
+        shutdown: () => calls.push('shutdown'),
+        close: () => calls.push('close'),
+      };
+    };
+    return { sockets, rescue };
+  }
+
+  it('a scale-up slot whose worker dies after its ready, which no sibling can cover, is rescued: its queue goes to the old worker, then it stops listening; its respawn waits for that', async () => {
+    const { sockets, rescue } = rescuedSockets();
+    const machine = setup(1, { addSlot: () => {}, rescue });
+    await machine.started();
+    const up = machine.lifecycle.scale(2);
+    await settle();
+    machine.spawner.latest(1).becomeReady();
+    await up;
+    const [old] = machine.spawner.of(1);
+    const count = machine.spawner.children.length;
+    machine.spawner.latest(1).exit();
+    await settle();
+    expect(sockets.rescues).toEqual([{ slot: 1, by: old.pid }]);
+    expect(sockets.calls).toEqual(['rescue 1', 'refuseNew']);
+    await machine.clock.advance(RESPAWN_BASE_MS * 2); // the respawn is due, but connections are still being handed over
+    expect(machine.spawner.children).toHaveLength(count);
+    sockets.queued = 0;
+    await machine.clock.advance(STOP_QUIET_MS + 20);
+    expect(sockets.calls).toEqual(['rescue 1', 'refuseNew', 'shutdown', 'close']);
+    expect(machine.spawner.children).toHaveLength(count + 1); // now the respawn starts; its listen arms the socket again
+    expect(machine.spawner.latest(1).slot).toBe(1);
+    machine.spawner.latest(1).exit(); // it dies before ready: rescued again, not covered
+    await settle();
+    expect(sockets.rescues).toHaveLength(2);
+  });
+
+  it('a scale-up worker that dies before its ready leaves its slot rescued; a slot that siblings can cover, or whose own worker is starting, is not', async () => {
+    const { sockets, rescue } = rescuedSockets();
+    sockets.queued = 0;
+    const machine = setup(1, { addSlot: () => {}, rescue });
+    await machine.started();
+    const up = machine.lifecycle.scale(2);
+    await machine.clock.advance(HEARTBEAT_MS); // heartbeats rebalance the slots meanwhile
+    expect(sockets.rescues).toEqual([]); // its own worker is starting
+    machine.spawner.latest(1).exit();
+    await expect(up).rejects.toThrow(/stopped at 1/);
+    expect(sockets.rescues).toEqual([{ slot: 1, by: machine.spawner.of(1)[0].pid }]);
+    const covered = setup(2, { rescue });
+    await covered.started();
+    covered.spawner.of(1)[1].exit();
+    await settle();
+    expect(covered.spawner.of(1)[0].covering).toEqual([1]);
+    expect(sockets.rescues).toHaveLength(1);
+  });
 });
 
 describe('keepPrevious and rollback', () => {
@@ -581,6 +643,93 @@ describe('keepPrevious and rollback', () => {
     expect(spawner.of(2)[0].calls).toContain('drain');
     expect([0, 1, 2].map((s) => lifecycle.slotState(s).pid)).toEqual(old.map((c) => c.pid));
     expect(states()).toEqual(['ready', 'ready', 'ready']);
+  });
+});
+
+describe('a reload or rollback resolves once the workers it replaced stopped accepting', () => {
+  /** Settles `promise`'s outcome into a flag the test can read without awaiting. */
+  function watch(promise: Promise<void>) {
+    const seen = { done: false };
+    promise.then(() => (seen.done = true), () => (seen.done = true));
+    return seen;
+  }
+
+  it('a reload resolves only after every old worker has said it stopped accepting (an exit counts too)', async () => {
+    const { lifecycle, spawner, started, outcomes } = setup(2);
+    await started();
+    const [a, b] = spawner.of(1);
+    a.holdsAck = b.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await settle();
+    expect(a.calls).toContain('drain');
+    expect(reload.done).toBe(false);
+    a.ack();
+    await settle();
+    expect(reload.done).toBe(false);
+    expect(outcomes).not.toContain('reloaded 2');
+    b.exit();
+    await settle();
+    expect(reload.done).toBe(true);
+    expect(outcomes).toContain('reloaded 2');
+  });
+
+  it('a frozen old worker that never says so holds the reload for heartbeatTimeout only, and the log names it', async () => {
+    const warnings: string[] = [];
+    const { lifecycle, spawner, started, clock } = setup(2, { log: { ...quietLog, warn: (line: string) => warnings.push(line) } });
+    await started();
+    const [frozen] = spawner.of(1);
+    frozen.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await clock.advance(HEARTBEAT_MS - 1);
+    expect(reload.done).toBe(false);
+    await clock.advance(1);
+    expect(reload.done).toBe(true);
+    expect(lifecycle.generation).toBe(2);
+    expect(warnings.filter((w) => w.includes('did not say it stopped accepting'))).toEqual([
+      expect.stringContaining(frozen.describe()),
+    ]);
+  });
+
+  it('a rollback resolves only after the generation it replaces has said it stopped accepting', async () => {
+    const { lifecycle, spawner, started } = setup(2, { keepPrevious: 60_000 });
+    await started();
+    const reload = lifecycle.reload();
+    await settle();
+    for (const c of spawner.of(2)) c.becomeReady();
+    await reload;
+    const fresh = spawner.of(2);
+    for (const c of fresh) c.holdsAck = true;
+    const rollback = watch(lifecycle.rollback());
+    await settle();
+    for (const c of fresh) expect(c.calls).toContain('drain');
+    expect(rollback.done).toBe(false);
+    fresh[0].ack();
+    await settle();
+    expect(rollback.done).toBe(false);
+    fresh[1].ack();
+    await settle();
+    expect(rollback.done).toBe(true);
+    expect(lifecycle.generation).toBe(1);
+  });
+
+  it('a reload with keepPrevious resolves only after the parked generation has said it stopped accepting', async () => {
+    const { lifecycle, spawner, started } = setup(1, { keepPrevious: 60_000 });
+    await started();
+    const [old] = spawner.of(1);
+    old.holdsAck = true;
+    const reload = watch(lifecycle.reload());
+    await settle();
+    spawner.of(2)[0].becomeReady();
+    await settle();
+    expect(old.state).toBe('parked');
+    expect(reload.done).toBe(false);
+    old.ack();
+    await settle();
+    expect(reload.done).toBe(true);
   });
 });
 
@@ -791,5 +940,37 @@ describe('WorkerProcess.alive', () => {
     expect(worker.exit).toBeUndefined();
     expect(worker.alive).toBe(false);
     worker.kill(); // no signal to a dead pid (which may be reused)
+  });
+});
+
+describe('WorkerProcess.stoppedAccepting', () => {
+  it('counts one stopped-accepting answer per drain or park frame: a late answer to an earlier park does not end the wait for the next', async () => {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    onTestFinished(() => void child.kill('SIGKILL'));
+    const worker = new WorkerProcess(child, 0, 1, 60_000, 60_000);
+    const sent: string[] = [];
+    worker.conn = { destroyed: false, write: (frame: Buffer) => sent.push(String(frame)), destroy: () => {} } as unknown as WorkerProcess['conn'];
+    worker.becameReady();
+    let done = false;
+    worker.park();
+    worker.resume(); // a rollback, before the park's answer came
+    worker.park();
+    void worker.stoppedAccepting.then(() => (done = true));
+    worker.saidStoppedAccepting(); // the first park's answer
+    await settle();
+    expect(done).toBe(false);
+    worker.saidStoppedAccepting();
+    await settle();
+    expect(done).toBe(true);
+    worker.drain();
+    let drained = false;
+    void worker.stoppedAccepting.then(() => (drained = true));
+    await settle();
+    expect(drained).toBe(false);
+    child.kill('SIGKILL');
+    await worker.exited; // an exit ends the wait too
+    await settle();
+    expect(drained).toBe(true);
+    expect(sent.filter((f) => /"(park|drain)"/.test(f))).toHaveLength(3);
   });
 });

@@ -354,36 +354,6 @@ describe('fds (invariants 5 and 7)', () => {
   });
 });
 
-describe('the master\'s memory', () => {
-  // Reload after reload, old-space garbage and malloc's free memory made the
-  // master's RSS creep while its live heap stayed the same (issue 10; the
-  // figures are bench/soak.js's). A full collection once a worker has exited
-  // brings its heap back to what is live, when Node was started with
-  // --expose-gc; the master never turns that flag on itself (src/master/memory.ts).
-  it('with --expose-gc, runs a full collection after the workers of each replaced generation exit', async () => {
-    const master = await startMaster({ fixture: { workers: 2, reportGc: true }, env: { NODE_OPTIONS: '--expose-gc' } });
-    const forced = () => master.events.filter((e) => e.event === 'full-gc' && e.forced).length;
-    expect(forced(), 'forced full collections before any worker exited').toBe(0);
-    for (let n = 1; n <= 3; n++) {
-      const outcome = await master.reload();
-      expect(outcome.event, outcome.error).toBe('reloaded');
-      await master.waitFor(() => master.count('worker-exit') === 2 * n, `generation ${n} to exit`);
-      await pollUntil(() => forced() >= n, `a full collection after generation ${n} exited`);
-    }
-    expect((await master.stop()).code).toBe(0);
-  });
-
-  it('without --expose-gc, forces no collection: it never turns the flag on inside the program', async () => {
-    const master = await startMaster({ fixture: { workers: 2, reportGc: true } });
-    for (let n = 1; n <= 2; n++) {
-      expect((await master.reload()).event).toBe('reloaded');
-      await master.waitFor(() => master.count('worker-exit') === 2 * n, `generation ${n} to exit`);
-    }
-    expect((await master.stop()).code).toBe(0);
-    expect(master.events.filter((e) => e.event === 'full-gc' && e.forced)).toEqual([]);
-  });
-});
-
 describe('signals to the whole process group (invariant 9)', () => {
   /** A master leading its own process group, started through the launcher (which stays outside the group). */
   async function groupLeader(fixture: Record<string, unknown>): Promise<{ master: Master; leader: number }> {

@@ -15,6 +15,23 @@
 //   - spawn-self.ts not reading the env file at each spawn: the env-file test
 //     fails on the greeting;
 //   - worker.ts ignoring --wait-ready (settle only): the wait-ready test sees 503s.
+//
+// Readiness without a fixed wait (issue 24), checked the same way:
+//   - worker.ts ready only by the quiet window (the code before issue 24): the
+//     late-listens tests record all 10 late sockets, none refused;
+//   - worker.ts not waiting for the passed-through listen()s to bind (its
+//     private helper on `localhost`): both late-listens tests record all 10;
+//   - worker.ts taking every entry as finished once runMain returns (no wait
+//     for an ES module's evaluation): late-listens.mjs records all 10 (the
+//     loop turned before the module ran, so the quiet window decided);
+//   - worker.ts taking an ES module's entry as finished at its first listen()
+//     (not at its top-level await): the top-level await test serves only the
+//     first port (the second listen() is refused and the worker crashes);
+//   - worker.ts without the quiet-window fallback: the timer and awaited-listen
+//     programs never become ready;
+//   - worker.ts importing the entry also under `--import` (entryStartsLater
+//     false): the main-module test with that flag sees require.main false, and
+//     the program never listens.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -168,5 +185,60 @@ describe('handover start: deploys, environment, watch, readiness', () => {
     for (const pid of app.pids(status, 1)) {
       await pollUntil(() => app.stdout.includes(`[g1 ${pid}] listening on ${portOf(status.addresses[0])}\n`), `worker ${pid}'s line`);
     }
+  });
+});
+
+describe('handover start: readiness without a fixed wait', () => {
+  it.each(['late-listens.js', 'late-listens.mjs'])('%s: a program that listened at start-up is ready at the next turn of the event loop: its listen() on a 50 ms timer comes too late, in every generation', async (name) => {
+    const sockets = scratch('handover-start-');
+    const app = await start(path.join(FIXTURES, name), [], { SOCKET_DIR: sockets });
+    for (let generation = 1; generation <= 2; generation++) {
+      if (generation > 1) expect((await app.cli('reload')).code).toBe(0);
+      const status = await app.serving(generation, 1);
+      const [pid] = app.pids(status, generation);
+      // A quiet window after the last listen() would take all 10 (they come
+      // 50 ms apart); the entry returned and the loop turned long before the
+      // first timer, unless this machine stalled the worker that long.
+      const late = status.addresses.length - 1;
+      expect(late, `late sockets served: ${status.addresses.join(', ')}`).toBeLessThan(10);
+      expect(status.addresses.slice(1)).toEqual(Array.from({ length: late }, (_, i) => `unix:${path.join(sockets, `late-${i}.sock`)}`));
+      await pollUntil(() => app.stdout.includes(`[g${generation} ${pid}] late listen ${late} refused: ERR_HANDOVER_LATE_LISTEN\n`), `late listen ${late} refused in generation ${generation}; stdout:\n${app.stdout}`);
+      expect((await get(portOf(status.addresses[0]))).pid).toBe(pid);
+    }
+  });
+
+  it('an ES module is ready once its top-level await has settled: a listen() after `await` in the module is served too', async () => {
+    const app = await start(path.join(FIXTURES, 'esm-top-level-await.mjs'));
+    for (let generation = 1; generation <= 2; generation++) {
+      if (generation > 1) expect((await app.cli('reload')).code).toBe(0);
+      const status = await app.serving(generation, 1);
+      expect(status.addresses).toHaveLength(2);
+      const [pid] = app.pids(status, generation);
+      const [api, metrics] = await Promise.all(status.addresses.map((address) => get(portOf(address))));
+      expect(api).toMatchObject({ status: 200, body: `api from ${pid}\n` });
+      expect(metrics).toMatchObject({ status: 200, body: `metrics from ${pid}\n` });
+    }
+    expect(app.master.stderr).not.toContain('LateListenError');
+  });
+
+  it.each([[[]], [['--', '--import', 'node:os']]])('require.main is the program\'s module (Node flags %j), so a server started only as the entry point serves', async (flags) => {
+    const app = await start(path.join(FIXTURES, 'main-module.js'), flags);
+    const status = await app.serving(1, 1);
+    const [pid] = app.pids(status, 1);
+    expect(await get(portOf(status.addresses[0]))).toMatchObject({ status: 200, pid, body: 'hello from the main module\n' });
+    expect(app.stdout).toContain(`[g1 ${pid}] require.main is this module: true\n`);
+  });
+
+  it.each([
+    ['timer-listen.js', 'no listen() when its entry returned (a listen after a timer)', 'hello after a timer\n'],
+    ['esm-await-listen.mjs', 'an ES module awaiting its own listen() at top level', 'hello from an awaited listen\n'],
+  ])('%s (%s): ready by the quiet window after its listen(), across a reload', async (name, _what, body) => {
+    const app = await start(path.join(FIXTURES, name));
+    const port = portOf((await app.serving(1, 1)).addresses[0]);
+    expect(await get(port)).toMatchObject({ status: 200, body });
+    expect((await app.cli('reload')).code).toBe(0);
+    const [pid] = app.pids(await app.serving(2, 1), 2);
+    expect(await get(port)).toMatchObject({ status: 200, body });
+    await pollUntil(async () => (await get(port)).pid === pid, 'generation 2 to answer');
   });
 });

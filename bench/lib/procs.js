@@ -195,6 +195,15 @@ function alive(pid) {
   }
 }
 
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** A pid's CPU time so far (user + system, from /proc/<pid>/stat), ms, in 10 ms ticks. */
+function cpuMs(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
 /** VmRSS of a pid in kB. */
 function rssKb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -273,5 +282,5 @@ function withFdLimit(nodeArgs) {
 
 module.exports = {
   sleep, abort, isAborted, checkAborted, adoptPid, releasePid, adoptGroup, releaseGroup, track, untrack, stopAll, spawnGroup, stopGroup, reapGroup, killGroup, Lines, freePort,
-  childrenOf, alive, rssKb, rssPartsKb, anonPartsKb, fdCount, fdLimit, run, withFdLimit,
+  childrenOf, alive, cpuMs, rssKb, rssPartsKb, anonPartsKb, fdCount, fdLimit, run, withFdLimit,
 };

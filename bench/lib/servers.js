@@ -144,15 +144,19 @@ class ClusterServer extends MasterServer {
   }
 }
 
+let starts = 0;
+
 /**
  * `handover start` running apps/plain.js, the unmodified program (env
- * APP_MODULE: its handler's module), named for this run (a master named
- * `plain` from another checkout may be running).
+ * APP_MODULE: its handler's module), named for this run and instance (a
+ * master named `plain` from another checkout may be running, and a run may
+ * hold several). `dir`: the handover package whose CLI runs it (built;
+ * default this repository).
  */
 class StartServer extends MasterServer {
-  constructor({ workers = 1, env = {}, ...rest } = {}) {
-    super(`handover start (workers ${workers})`, path.join(ROOT, 'dist', 'cli', 'cli.js'), {
-      args: ['start', '--name', `bench-${process.pid}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
+  constructor({ workers = 1, dir = ROOT, label = `handover start (workers ${workers})`, env = {}, ...rest } = {}) {
+    super(label, path.join(dir, 'dist', 'cli', 'cli.js'), {
+      args: ['start', '--name', `bench-${process.pid}-${++starts}`, '--workers', String(workers), path.join(APPS, 'plain.js')], env, fixedPort: true, ...rest,
     });
   }
 }

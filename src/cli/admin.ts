@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { administrators, mayAdminister } from '../master/privilege';
 import { type RegistryEntry, liveMasters } from '../master/registry';
-import { FrameDecoder, type MasterStatus, type Message, encode } from '../protocol';
+import { FrameDecoder, MAX_FRAME_BYTES, type MasterStatus, type Message, encode } from '../protocol';
 import { type Target, locate } from './locate';
 import { cpuPercent, rssBytes, startedAt } from './proc';
 
@@ -161,7 +161,8 @@ export function formatPercent(percent: number | undefined): string {
   return percent === undefined ? '?' : `${percent.toFixed(1)}%`;
 }
 
-function formatStatus(s: StatusReport): string {
+/** `status` as text: the master, each worker, each slot without its own ready worker, the last reload. */
+export function formatStatus(s: StatusReport): string {
   const last = s.lastReload;
   const lines = [
     `master pid ${s.pid}${s.name ? ` (${s.name})` : ''}, generation ${s.generation}${s.reloading ? ' (reloading)' : ''}, up ${formatDuration(s.uptimeMs)}`,
@@ -185,6 +186,12 @@ function formatStatus(s: StatusReport): string {
     const by = slot.coveredBy === undefined ? 'no worker accepts its connections' : `worker pid ${slot.coveredBy} accepts its connections`;
     const held = slot.held ? `  HELD: ${slot.held}` : '';
     lines.push(`  slot ${slot.slot}  ${slot.state}${slot.pid ? ` (pid ${slot.pid})` : ''}  ${by}  ${slot.restarts} restart(s)${held}`);
+  }
+  // the master cuts its reply to fit one frame: say what is missing, and where to see everything
+  const cut = [[s.omitted?.workers ?? 0, 'worker(s)'], [s.omitted?.slots ?? 0, 'slot(s)']].filter(([n]) => n !== 0);
+  if (cut.length > 0) {
+    lines.push(`  ... and ${cut.map(([n, what]) => `${n} more ${what}`).join(' and ')} not shown: the master's status reply is capped at ${MAX_FRAME_BYTES / 1024} KiB; ` +
+      'handover_workers on the metrics endpoint (--metrics) counts them all');
   }
   if (last) {
     const when = `${formatDuration(Date.now() - last.startedAt)} ago`;

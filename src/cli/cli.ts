@@ -4,16 +4,15 @@
 // `status`, `reload` and `stop` talk to running masters, found by name.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ReachError, list, rollback, scale, status } from './admin';
-import { reloadCommand, stopCommand } from './app-commands';
-import { startCommand } from './apps';
-import { logs } from './logs';
-import { monit } from './monit';
-import { startup } from './startup';
 import { type OptionSpec, UsageError, closest, parseArgs } from './args';
 import { isWorker } from '../server';
 import { START_OPTIONS, START_USAGE, startWorker } from './start';
-import { upgrade } from './upgrade';
+
+// Each command's module is loaded when it runs (tsc turns these import()s
+// into require()s): a worker of `handover start` runs this file too, at every
+// reload, and needs none of them.
+const admin = () => import('./admin');
+const appCommands = () => import('./app-commands');
 
 const USAGE = `usage: handover <command> [options]
 
@@ -106,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${START_USAGE}\n`);
       return 0;
     }
-    return startCommand(rest, parsed);
+    return (await import('./apps')).startCommand(rest, parsed);
   }
   const specs = command === 'list' ? [JSON_OPTION, TARGET_OPTIONS[3]] : [...TARGET_OPTIONS, ...(COMMAND_OPTIONS[command] ?? [])];
   const parsed = parseArgs(command, rest, specs);
@@ -116,33 +115,33 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'list') {
     if (parsed.positionals.length > 0) throw new UsageError(`handover list takes no NAME (got ${parsed.positionals[0]}); handover status NAME describes one`);
-    return list(parsed.options);
+    return (await admin()).list(parsed.options);
   }
   if (command === 'scale') {
     const count = parsed.positionals.at(-1);
     if (parsed.positionals.length > 2 || !count || !/^[1-9]\d*$/.test(count)) {
       throw new UsageError(`handover scale takes [NAME] and a number of workers >= 1 (got ${parsed.positionals.join(' ') || 'nothing'})`);
     }
-    return scale(parsed.positionals.length === 2 ? parsed.positionals[0] : undefined, Number(count), parsed.options);
+    return (await admin()).scale(parsed.positionals.length === 2 ? parsed.positionals[0] : undefined, Number(count), parsed.options);
   }
   if (parsed.positionals.length > 1) throw new UsageError(`handover ${command} takes one NAME (got ${parsed.positionals.join(' ')})`);
   const name = parsed.positionals[0];
-  if (command === 'status') return status(name, parsed.options);
-  if (command === 'reload' || command === 'restart') return reloadCommand(name, parsed.options, command);
-  if (command === 'rollback') return rollback(name, parsed.options);
-  if (command === 'upgrade') return upgrade(name, parsed.options);
-  if (command === 'logs') return logs(name, parsed.options);
-  if (command === 'monit') return monit(name, parsed.options);
-  if (command === 'startup') return startup(parsed);
-  return stopCommand(name, parsed.options);
+  if (command === 'status') return (await admin()).status(name, parsed.options);
+  if (command === 'reload' || command === 'restart') return (await appCommands()).reloadCommand(name, parsed.options, command);
+  if (command === 'rollback') return (await admin()).rollback(name, parsed.options);
+  if (command === 'upgrade') return (await import('./upgrade')).upgrade(name, parsed.options);
+  if (command === 'logs') return (await import('./logs')).logs(name, parsed.options);
+  if (command === 'monit') return (await import('./monit')).monit(name, parsed.options);
+  if (command === 'startup') return (await import('./startup')).startup(parsed);
+  return (await appCommands()).stopCommand(name, parsed.options);
 }
 
 const argv = process.argv.slice(2);
 if (argv[0] === 'start' && isWorker()) startWorker(argv.slice(1));
 else main(argv).then(
   (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof UsageError || error instanceof ReachError) {
+  async (error: unknown) => {
+    if (error instanceof UsageError || error instanceof (await admin()).ReachError) {
       process.stderr.write(`handover: ${error.message}\n`);
       process.exit(2);
     }

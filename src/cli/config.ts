@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { OPTIONS, type ServerOptions } from '../options';
 import { UsageError, closest } from './args';
+import { importEsm } from '../platform/import-esm';
 
 /** One app of a config file, ready to run. */
 export interface AppPlan {
@@ -109,8 +110,6 @@ async function read(file: string): Promise<unknown> {
       if ((error as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ESM') throw new UsageError(`cannot load ${file}: ${(error as Error).message}`);
     }
   }
-  // tsc turns import() into require() in CommonJS output; this one must stay an import.
-  const importEsm = new Function('url', 'return import(url)') as (url: string) => Promise<{ default?: unknown }>;
   try {
     const module = await importEsm(pathToFileURL(file).href);
     return module.default ?? module;

@@ -6,17 +6,34 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { type Logger, createLogger } from '../log';
-import { configureSpawn } from '../master/spawn-self';
-import { isProbe } from '../master/upgrade';
-import { liveMasters, register, unregister } from '../master/registry';
 import type { ServerOptions } from '../options';
-import { removePidFile, writePidFile } from '../platform/pidfile';
 import { runProgram } from '../run/worker';
 import { Server } from '../server';
 import { type OptionSpec, type ParsedArgs, UsageError, parseArgs } from './args';
 import { OPTION_FLAGS, optionFlagsUsage, optionsFromFlags } from './option-flags';
-import { watchPaths } from './watch';
-import { LAUNCH_OPTIONS, LAUNCH_USAGE, prepareMaster } from './launch';
+
+// The master's own modules load in start() (tsc turns these import()s into
+// require()s): a worker runs this file at every reload and needs none of them.
+const masterModules = () => Promise.all([
+  import('../master/spawn-self'), import('../master/upgrade'), import('../master/registry'), import('../platform/pidfile'), import('./watch'), import('./launch'),
+]);
+
+/** Flags about how the masters are started, not what they serve (launch.ts acts on them). */
+const LAUNCH_OPTIONS: OptionSpec[] = [
+  { name: 'daemon', alias: 'd', value: 'none' },
+  { name: 'env', value: 'required' },
+  { name: 'only', value: 'required' },
+  { name: 'log-size', value: 'required' },
+  { name: 'log-files', value: 'required' },
+];
+
+const LAUNCH_USAGE = `  -d, --daemon           run in the background; returns once every app serves (exit 0, names and
+                         pids) or one failed (exit 1, its error); output to rotated log files
+                         in $XDG_STATE_HOME/handover/logs (default ~/.local/state/handover/logs)
+  --log-size SIZE        with --daemon: rotate the log file at this size (default 10mb)
+  --log-files N          with --daemon: files kept per app, the current one included (default 5)
+  --env NAME             with a config file: lay each app's env_NAME over its env
+  --only NAME[,NAME]     with a config file: start only these apps`;
 
 export const START_OPTIONS: OptionSpec[] = [
   ...OPTION_FLAGS,
@@ -39,9 +56,11 @@ export const START_USAGE = `usage: handover start [options] [-- NODE_FLAGS...] <
 Runs <script> (an unmodified server: Express, Fastify, Koa, http, net...) as a
 master with workers. Every listen() in a worker gets the master's socket for
 that address, so \`handover reload\` (or SIGHUP) swaps in new code without
-dropping a connection. A worker is ready once its program has listened and
-made no further listen() call for 200 ms, or, with --wait-ready, when the
-program calls require('handover').ready().
+dropping a connection. A worker is ready once its program's entry has finished
+(top-level await included) having listened, and the event loop has turned
+with no new listen(); if it had not listened by then, once it has listened and
+made no further listen() call for 200 ms; with --wait-ready, when the program
+calls require('handover').ready().
 
 ${optionFlagsUsage()}
   -n, --name NAME        the name for handover status|reload|stop NAME (default: the script's name)
@@ -100,6 +119,7 @@ export async function start(parsed: ParsedArgs): Promise<number> {
   const [script] = parsed.positionals;
   if (!script) throw new UsageError(`name the program to run: handover start [options] <script> [args...]\n${START_USAGE}`);
   const o = parsed.options;
+  const [{ configureSpawn }, { isProbe }, { liveMasters, register, unregister }, { removePidFile, writePidFile }, { watchPaths }, { prepareMaster }] = await masterModules();
   prepareMaster(parsed);
   const envFile = o.get('env-file');
   const jsonLogs = o.has('json-logs');

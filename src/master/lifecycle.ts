@@ -15,6 +15,8 @@
 //                   have died while a sibling was finishing its ready hook)
 //                4. commit: each slot's serving child is replaced, the old
 //                   ones drain
+//                5. resolve once each old one has said it stopped accepting
+//                   (or exited; a frozen one is waited for heartbeatTimeout)
 //              a failure anywhere abandons the new generation; the old one
 //              serves on. Reloads are coalesced (Reloader): one runs; any
 //              number of requests during it make exactly one more.
@@ -25,7 +27,10 @@
 //              child is ready again (invariant 11). Heartbeats are judged on
 //              a monotonic clock, after pending I/O was read, in missed
 //              intervals, so a pause of the whole process group is not a
-//              failure (invariant 19).
+//              failure (invariant 19). A slot no process can cover (its
+//              sockets are newer than every healthy child: a scale-up's) is
+//              *rescued*: what is queued there goes to a healthy child and
+//              the socket stops listening until a worker listens on it again
 //   policies   recycle (maxMemory, maxRequests, maxLifetime), scale, rollback
 //   stop       new handshakes are refused, what is queued is accepted, the
 //              sockets stop listening everywhere, then everyone drains
@@ -75,6 +80,11 @@ export interface Child {
   park(): void;
   /** A parked child accepts again (a rollback). */
   resume(): void;
+  /**
+   * After the last drain() or park(): resolves once it accepts from none of
+   * its sockets (its slot's, the ones it covered), as it says, or has exited.
+   */
+  readonly stoppedAccepting: Promise<void>;
   /** Gives up on a new child: one that is ready already accepts, so it drains; any other is killed. */
   abandon(): void;
   /** Kills it at once (a forced stop). */
@@ -126,6 +136,15 @@ export interface StopSockets {
   /** Closes the master's copies. */
   close(): void;
 }
+
+/**
+ * A slot's listening sockets while they are rescued: `rescue()` has begun
+ * accepting from them and handing each connection to a healthy child. The
+ * steps are the stop's (refuse new handshakes, let the queues empty, stop
+ * listening); close() ends the accepting and lets the sockets take new
+ * handshakes again once a worker listens on them.
+ */
+export type RescuedSockets = StopSockets;
 
 /** Runs one job at a time; any number of requests during a run make exactly one more run. */
 export class Reloader<T> {
@@ -214,6 +233,10 @@ interface Slot {
   restarts: number;
   /** Recycles (maxMemory, maxRequests, maxLifetime). */
   recycles: number;
+  /** Its queued connections are being handed to a healthy child (no process could cover it). */
+  rescue?: Promise<void>;
+  /** Rescued: its sockets do not listen until a child spawned for it (or a cover) listens again. */
+  disarmed?: boolean;
 }
 
 export interface LifecycleEvents {
@@ -253,6 +276,13 @@ export interface LifecycleOptions {
   stopDelay?: number;
   /** For the stop's log line: each worker is killed this long after it was told to drain. */
   stopTimeout?: number;
+  /**
+   * A slot no healthy child can cover (they all predate its sockets) and no
+   * child of its own serves: start accepting from its sockets and handing
+   * what is queued to `by`. Without it such a slot's queue waits for its own
+   * next worker.
+   */
+  rescue?: (slot: number, by: Child) => RescuedSockets;
   /** The listening sockets; without them (unit tests) a stop only drains. */
   sockets?: StopSockets;
   clock?: Clock;
@@ -343,6 +373,7 @@ export class Lifecycle {
 
   private spawn(slot: number, generation: number): Child {
     const child = this.options.spawn(slot, generation);
+    this.slots[slot].disarmed = false; // its listen() arms the slot's sockets again
     this.knownSlots.set(child, this.slots.length);
     this.children.add(child);
     void child.exited.then(() => this.onExit(child));
@@ -366,6 +397,7 @@ export class Lifecycle {
   }
 
   private async nextGeneration(): Promise<void> {
+    await this.rescues();
     if (this.stopping) throw new ReloadCancelled('stopping; no reload');
     const first = this.generation === 0;
     const number = ++this.lastSpawned;
@@ -410,6 +442,7 @@ export class Lifecycle {
       }
     } catch (error) {
       const parked = old.filter((c) => c.state === 'parked' && c.alive);
+      let stopped: Child[] = [];
       if (first || error instanceof ReloadCancelled || this.stopping) {
         for (const c of parked) c.drain();
         throw error;
@@ -417,15 +450,16 @@ export class Lifecycle {
       const reason = error instanceof Error ? error.message : String(error);
       let serving = `generation ${before} keeps serving`;
       if (switched > 0 && parked.length === switched) {
-        this.restore(parked);
+        stopped = this.restore(parked);
         serving = `generation ${before} serves again (slots 0-${switched - 1} were switched back)`;
       } else if (error instanceof CanaryUnhealthy) {
         // a canary slot whose old worker was already gone: the canary must not serve on
-        this.restore(parked);
+        stopped = this.restore(parked);
         const lost = error.canary.filter((c) => this.slots[c.slot].serving === c);
         for (const c of lost) {
           this.slots[c.slot].serving = undefined;
           c.drain();
+          stopped.push(c);
           this.scheduleRespawn(c, 'was an unhealthy canary, and its slot had no old worker to put back');
         }
         this.rebalance();
@@ -435,6 +469,7 @@ export class Lifecycle {
         serving = `the rollout stopped at slot ${switched}: slots 0-${switched - 1} serve generation ${number}, ` +
           `slots ${switched}-${slots.length - 1} generation ${before}`;
       }
+      await this.stoppedAccepting(stopped, `reload to generation ${number} failed`);
       const failure = new Error(`reload to generation ${number} failed, ${serving}: ${reason}`);
       this.options.log.error(failure.message);
       this.options.events.reloadFailed({ generation: number, error: failure });
@@ -444,6 +479,7 @@ export class Lifecycle {
     if (keep) this.keep(before, old.filter((c) => c.state === 'parked'));
     this.rebalance();
     this.boundDraining();
+    await this.stoppedAccepting(old, `reload to generation ${number}`);
     if (!first) {
       const durationMs = Math.round(this.clock.now() - started);
       const drained = [...new Set(old.map((c) => c.generation))].join(', ') || '-';
@@ -512,14 +548,16 @@ export class Lifecycle {
     if (this.clock.now() - lost.startedAt > RESPAWN_RESET_MS) slot.crashes = 0;
     const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** slot.crashes++);
     this.options.log.warn(`${lost.describe()} ${how}; respawning slot ${slot.index} in ${delay} ms`);
-    slot.backoff = this.clock.setTimeout(() => {
+    const respawn = () => {
       slot.backoff = undefined;
       if (this.stopping || slot.serving || slot.replacing || slot.index >= this.active) return;
       slot.restarts++;
       const child = this.spawn(slot.index, this.generation);
       slot.replacing = child;
       child.ready.then(() => this.promote(child, lost.pid), () => {}); // its exit schedules the next try
-    }, delay);
+    };
+    // a worker's listen must not race a rescue's shutdown of the slot's sockets
+    slot.backoff = this.clock.setTimeout(() => (slot.rescue ? void slot.rescue.then(respawn) : respawn()), delay);
   }
 
   /** A respawned child became ready: it serves its slot now. */
@@ -604,15 +642,49 @@ export class Lifecycle {
     const servers = this.slots.map((s) => s.serving).filter(healthy);
     const load = (c: Child) => this.slots.filter((s) => s.cover === c).length;
     for (const slot of this.slots) {
-      if (healthy(slot.serving) || slot.cover) continue;
+      if (healthy(slot.serving) || slot.cover || slot.rescue) continue;
       const able = (c: Child) => (this.knownSlots.get(c) ?? 0) > slot.index; // it has that slot's sockets
       const by = servers.filter(able).sort((a, b) => load(a) - load(b))[0];
-      if (!by) continue;
+      if (!by) {
+        this.rescueStranded(slot, servers.sort((a, b) => load(a) - load(b))[0]);
+        continue;
+      }
       by.cover(slot.index);
       slot.cover = by;
+      slot.disarmed = false; // the cover's listen arms it
       const why = slot.index >= this.active ? 'is retired' : 'has no ready worker';
       this.options.log.info(`slot ${slot.index} ${why}; ${by.describe()} accepts its connections meanwhile`);
     }
+  }
+
+  /**
+   * A vacant slot nobody can cover: unless a child of its own is starting or
+   * serving there (it accepts, or is about to), its queued connections go to
+   * `by` and its sockets stop listening, so no connection waits where nobody
+   * accepts. A scale-up's slot is like that while only workers older than it
+   * serve: its worker died before it was ready, or right after.
+   */
+  private rescueStranded(slot: Slot, by: Child | undefined): void {
+    const rescue = this.options.rescue;
+    if (!rescue || !by || slot.disarmed) return;
+    const own = this.all.some((c) => c.slot === slot.index && c.alive && (c.state === 'starting' || c.state === 'ready'));
+    if (own) return;
+    const what = `slot ${slot.index}`;
+    this.options.log.warn(`${what} has no worker and no sibling holds its sockets; ${by.describe()} takes its queued connections, and it stops listening until a worker of its own starts`);
+    const sockets = rescue(slot.index, by);
+    slot.rescue = this.acceptQueued(sockets, what)
+      .catch((error: unknown) => this.options.log.warn(`${what}: rescue failed: ${error instanceof Error ? error.message : String(error)}`))
+      .finally(() => {
+        sockets.close();
+        slot.rescue = undefined;
+        slot.disarmed = true;
+        this.rebalance();
+      });
+  }
+
+  /** Resolves once no slot is being rescued. */
+  private async rescues(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.rescue));
   }
 
   /** The truth about each slot, for status. */
@@ -727,6 +799,7 @@ export class Lifecycle {
     }
     if (workers > from) {
       for (let slot = from; slot < workers; slot++) {
+        await this.rescues();
         const next = new Generation(this.generation, [slot], (s, g) => this.spawn(s, g));
         try {
           await next.ready();
@@ -790,8 +863,9 @@ export class Lifecycle {
       this.clock.clearTimeout(previous.timer);
       this.previous = undefined;
       const from = this.generation;
-      this.restore(previous.children);
+      const replaced = this.restore(previous.children);
       this.generation = previous.generation;
+      await this.stoppedAccepting(replaced, `rollback to generation ${previous.generation}`);
       this.options.log.info(`rollback: generation ${previous.generation} serves again; generation ${from} drains`);
       this.options.events.rolledBack({ generation: previous.generation, from });
     });
@@ -813,8 +887,9 @@ export class Lifecycle {
     this.options.log.info(`canary: generation ${generation} is healthy (${verdict.reason}); continuing slot by slot`);
   }
 
-  /** Puts parked children back in their slots; the ones serving there now drain. */
-  private restore(parked: Child[]): void {
+  /** Puts parked children back in their slots; the ones serving there now drain. Returns those. */
+  private restore(parked: Child[]): Child[] {
+    const replaced: Child[] = [];
     for (const c of parked) {
       const slot = this.slots[c.slot];
       // a canary that crashed scheduled its slot's respawn: the old worker serves it instead
@@ -823,9 +898,36 @@ export class Lifecycle {
       c.resume();
       const current = slot.serving;
       slot.serving = c;
-      current?.drain(c);
+      if (current) {
+        current.drain(c);
+        replaced.push(current);
+      }
     }
     this.rebalance();
+    return replaced;
+  }
+
+  /**
+   * Resolves once each of `children` (just drained or parked) accepts no more,
+   * so that when a reload or rollback resolves, every new connection reaches
+   * the generation that serves now. A frozen worker cannot say so: the wait
+   * ends at heartbeatTimeout on the monotonic clock, judged after pending I/O
+   * was read (invariant 19), and the log names it.
+   */
+  private async stoppedAccepting(children: Child[], what: string): Promise<void> {
+    const waiting = new Set(children);
+    if (waiting.size === 0) return;
+    const timeout = this.options.heartbeatTimeout;
+    let timer: unknown;
+    const bound = new Promise<void>((resolve) => {
+      timer = this.clock.setTimeout(() => setImmediate(resolve), timeout);
+    });
+    await Promise.race([Promise.all(children.map((c) => c.stoppedAccepting.then(() => waiting.delete(c)))), bound]);
+    this.clock.clearTimeout(timer);
+    for (const c of waiting) {
+      this.options.log.warn(`${what}: ${c.describe()} did not say it stopped accepting within heartbeatTimeout (${timeout} ms); ` +
+        'it may still take new connections until it exits');
+    }
   }
 
   /** Keeps a replaced generation parked for keepPrevious ms; an older kept one drains now. */
@@ -885,7 +987,8 @@ export class Lifecycle {
         this.options.log.info(`stopping: still accepting for stopDelay (${stopDelay} ms)`);
         await this.sleep(stopDelay);
       }
-      if (sockets) await this.acceptQueued(sockets);
+      await this.rescues(); // a rescue's hand-offs land before anyone drains
+      if (sockets) await this.acceptQueued(sockets, 'stopping');
       const upTo = this.options.stopTimeout === undefined ? '' : `, up to ${this.options.stopTimeout} ms`;
       this.options.log.info(`stopping: draining ${this.children.size} worker(s)${upTo}`);
       for (const child of this.children) child.drain();
@@ -909,8 +1012,8 @@ export class Lifecycle {
     }
   }
 
-  /** Steps 2-4 of a stop: refuse new handshakes, let the queues empty, stop listening. */
-  private async acceptQueued(sockets: StopSockets): Promise<void> {
+  /** Steps 2-4 of a stop (and a rescue, for `what`'s sockets): refuse new handshakes, let the queues empty, stop listening. */
+  private async acceptQueued(sockets: StopSockets, what: string): Promise<void> {
     sockets.refuseNew();
     const started = this.clock.now();
     let emptySince: number | undefined;
@@ -921,7 +1024,7 @@ export class Lifecycle {
       if (emptySince !== undefined && now - emptySince >= STOP_QUIET_MS) break;
       if (now - started >= STOP_QUEUE_WAIT_MS) {
         if (queued > 0) {
-          this.options.log.warn(`stopping: ${queued} connection(s) still queued after ${STOP_QUEUE_WAIT_MS} ms with no worker accepting them; they are reset`);
+          this.options.log.warn(`${what}: ${queued} connection(s) still queued after ${STOP_QUEUE_WAIT_MS} ms with no worker accepting them; they are reset`);
         }
         break;
       }

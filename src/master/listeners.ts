@@ -269,6 +269,15 @@ export class ListenerSet {
     }
   }
 
+  /** The sockets of `slot` alone (TCP on Linux; every other kind is shared by all slots), with their bound address. */
+  slotSockets(slot: number): { fd: number; bound: string }[] {
+    return this.all.filter((l) => !l.shared && l.fds.length > slot).map((l) => ({ fd: l.fds[slot], bound: l.bound }));
+  }
+
+  get backlog(): number {
+    return this.options.backlog;
+  }
+
   get all(): Listener[] {
     return [...this.listeners.values()];
   }

@@ -27,6 +27,7 @@ import { Metrics, MetricsServer } from './metrics';
 import { GenerationVersions } from './version';
 import { spawnSelf } from './spawn-self';
 import { execUpgrade, probe, reapInherited, takeUpgradeState } from './upgrade';
+import { rescueSlot } from './slot-rescue';
 import { stopSockets } from './stop-sockets';
 import { WorkerProcess } from './worker-process';
 
@@ -144,6 +145,7 @@ export class Master {
         },
       },
       addSlot: () => this.listeners.addSlot(),
+      rescue: (slot, by) => rescueSlot(this.listeners, slot, by as WorkerProcess, this.log),
       sockets: stopSockets(this.listeners, this.log),
       stopDelay: options.stopDelay,
       stopTimeout: options.stopTimeout,
@@ -380,6 +382,7 @@ export class Master {
       controlSocket: this.control?.path,
       lastReload: this.lastReload && { ...this.lastReload, ...(this.lastReload.ok ? { connections: this.moves.summary } : {}) },
       upgrades: this.upgrades,
+      memory: { collections: this.memory.collections, collectCpuMs: Math.round(this.memory.collectCpuMs) },
       workers: this.lifecycle.all.map((c) => {
         const w = c as WorkerProcess;
         return { pid: w.pid, slot: w.slot, generation: w.generation, state: w.state, startedAt: Math.round(performance.timeOrigin + w.startedAt), version: w.version };
@@ -523,6 +526,9 @@ export class Master {
         break;
       case 'moves':
         this.moves.report(worker.pid, message.tally);
+        break;
+      case 'stopped-accepting':
+        worker.saidStoppedAccepting();
         break;
       case 'reload':
         this.reload().then(

@@ -46,6 +46,13 @@ export class WorkerProcess implements Child {
   private markReady!: () => void;
   private markFailed!: (error: Error) => void;
   private killTimer?: NodeJS.Timeout;
+  /**
+   * `stopped-accepting` answers still to come, one per drain or park frame
+   * (the worker answers each, in order). A frame that could not be sent, or a
+   * drain by signal, owes one that never comes: only the exit ends that wait.
+   */
+  private acksOwed = 0;
+  private readonly ackWaiters: (() => void)[] = [];
 
   constructor(
     readonly child: ChildProcess,
@@ -71,6 +78,7 @@ export class WorkerProcess implements Child {
         clearTimeout(this.killTimer);
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         this.conn?.destroy();
+        this.settleAcks();
         resolve();
         // A start-up failure is reported with what the worker itself said: its
         // `failed` frame, and the last lines of its stderr when they pass
@@ -137,8 +145,30 @@ export class WorkerProcess implements Child {
 
   park(): void {
     if (this.state !== 'ready') return;
-    this.send({ type: 'park' });
+    this.sendStop({ type: 'park' });
     this.state = 'parked';
+  }
+
+  /** Resolves once it accepts from none of its sockets after the last drain() or park(): it said so, or exited. */
+  get stoppedAccepting(): Promise<void> {
+    if (this.acksOwed === 0 || this.exit) return Promise.resolve();
+    return new Promise((resolve) => this.ackWaiters.push(resolve));
+  }
+
+  /** Its `stopped-accepting` frame. */
+  saidStoppedAccepting(): void {
+    if (this.acksOwed > 0) this.acksOwed--;
+    if (this.acksOwed === 0) this.settleAcks();
+  }
+
+  private settleAcks(): void {
+    for (const resolve of this.ackWaiters.splice(0)) resolve();
+  }
+
+  /** A drain or park frame, which the worker answers with `stopped-accepting`. */
+  private sendStop(message: Message): void {
+    this.acksOwed++;
+    this.send(message);
   }
 
   resume(): void {
@@ -204,8 +234,12 @@ export class WorkerProcess implements Child {
     // control socket: a stop signal makes it drain just the same.
     const to = successor instanceof WorkerProcess && successor.state === 'ready' && successor.alive ? successor.handoff : undefined;
     this.handingOff = wasReady && to !== undefined;
-    if (wasReady && this.conn && !this.conn.destroyed) this.send({ type: 'drain', ...(to ? { handoff: to } : {}) });
-    else this.kill('SIGTERM');
+    if (wasReady && this.conn && !this.conn.destroyed) {
+      this.sendStop({ type: 'drain', ...(to ? { handoff: to } : {}) });
+    } else {
+      this.acksOwed++; // a stop signal: no answer comes, only its exit
+      this.kill('SIGTERM');
+    }
     this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.stopTimeout + KILL_GRACE_MS);
   }
 }

@@ -55,6 +55,7 @@ interface Binding {
   bindUnix(options: UnixBindOptions): number;
   connectUnix(path: string): number;
   refuseNewConnections(fd: number): boolean;
+  allowNewConnections(fd: number): void;
   acceptQueueLength(fd: number): number;
   shutdownListener(fd: number): void;
   localAddress(fd: number): BoundAddress;
@@ -70,6 +71,7 @@ interface Binding {
   lockFile(path: string): number;
   markCloseOnExec(minFd: number): number;
   fixMallocThresholds(bytes: number): boolean;
+  trimMalloc(): boolean;
   setCloseOnExec(fd: number, on: boolean): void;
   execve(file: string, argv: string[], env: string[]): never;
   reapChild(pid: number): { code: number | null; signal: number | null } | null;
@@ -142,6 +144,9 @@ export const connectUnix = (socketPath: string): number => binding.connectUnix(s
  */
 export const refuseNewConnections = (fd: number): boolean => binding.refuseNewConnections(fd);
 
+/** Takes refuseNewConnections' filter off again (none attached is not an error). */
+export const allowNewConnections = (fd: number): void => binding.allowNewConnections(fd);
+
 /** Connections waiting in a listening TCP socket's accept queue; -1 where the platform cannot tell. */
 export const acceptQueueLength = (fd: number): number => binding.acceptQueueLength(fd);
 
@@ -210,6 +215,9 @@ export const markCloseOnExec = (minFd: number): number => binding.markCloseOnExe
  * arena; false where the allocator is not glibc's.
  */
 export const fixMallocThresholds = (bytes: number): boolean => binding.fixMallocThresholds(bytes);
+
+/** glibc's malloc_trim(0): free pages anywhere in the arenas go back to the kernel. False elsewhere, or when none did. */
+export const trimMalloc = (): boolean => binding.trimMalloc();
 
 /** Sets (true) or clears (false) FD_CLOEXEC on one fd. */
 export const setCloseOnExec = (fd: number, on: boolean): void => binding.setCloseOnExec(fd, on);

@@ -84,6 +84,8 @@ export class ListenInterceptor {
   private lastListenAt = 0;
   private closed = false;
   private wake?: () => void;
+  /** What each listen() so far waits for: a passed-through one to bind, a recorded one its address. */
+  private readonly pending: Promise<unknown>[] = [];
   /** listen() calls left to Node (port 0, an fd): private to this process. */
   passedThrough = 0;
 
@@ -98,6 +100,9 @@ export class ListenInterceptor {
       const wanted = parseListenArgs([...args]);
       if (!wanted) {
         interceptor.passedThrough++;
+        // Not on 'error': a listener of ours would keep an unhandled one from
+        // being thrown. One that fails leaves the quiet window to decide.
+        interceptor.pending.push(new Promise((resolve) => this.once('listening', resolve)));
         return interceptor.original.apply(this, args);
       }
       interceptor.record(this, wanted);
@@ -120,7 +125,22 @@ export class ListenInterceptor {
     const capture = addressOf(wanted).then((address) => ({ server, address }));
     capture.catch(() => {}); // surfaced by captured()
     this.captures.push(capture);
+    this.pending.push(capture);
     this.wake?.();
+  }
+
+  /** Every listen() call so far, recorded or passed through. */
+  get calls(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Resolves once every listen() made so far is bound: a passed-through one
+   * has emitted 'listening' (so its callback has run), a recorded one knows
+   * its address (its callback waits for the master's socket).
+   */
+  async bound(): Promise<void> {
+    await Promise.allSettled(this.pending);
   }
 
   /** How many listen() calls have been recorded. */

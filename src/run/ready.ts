@@ -19,10 +19,14 @@ export function readyState(): ReadyState {
 
 /**
  * Tells `handover start` that this worker is ready: it has listened on every
- * address and finished warming up. Without `--wait-ready` a worker is ready
- * once its program has listened and then made no listen() call for 200 ms;
- * with it, only when the program calls ready(). Outside `handover start` it
- * does nothing, so the same program also runs under plain `node`.
+ * address and finished warming up. With `--wait-ready` a worker is ready only
+ * when its program calls ready(). Without it, a worker is ready once its
+ * program's entry has finished (a CommonJS main returned, an ES module's
+ * top-level await settled), every listen() it made is bound and the event
+ * loop has turned once with no new listen(), provided it had listened by
+ * then; otherwise once it has listened and made no listen() call for 200 ms
+ * (or at ready(), if that comes first). Outside `handover start` it does
+ * nothing, so the same program also runs under plain `node`.
  * Call it from start-up code, not from a listen() callback: with
  * `--wait-ready` those run only once the worker is ready.
  *

@@ -111,6 +111,10 @@ export class Worker {
       if (message.type === 'upgrading') this.masterUpgrading = true;
       if (message.type === 'park') this.park();
       if (message.type === 'resume') this.resume();
+      // drain() and park() close every listening handle (own slot, covered
+      // slots) before they return, and whatever libuv accepted before that was
+      // handed to the servers already: nothing is accepted here from now on.
+      if (message.type === 'drain' || message.type === 'park') client.send({ type: 'stopped-accepting' });
       if (message.type === 'ping') client.send({ type: 'pong', ...this.serving.stats.sample() });
       if (message.type === 'cover') this.cover(message.slot);
       if (message.type === 'uncover') this.serving.uncover(message.slot);

@@ -50,3 +50,10 @@ export async function adminScale(socketPath: string, workers: number): Promise<{
   if (answer.type !== 'scale-result') throw new Error(`scale was answered with ${answer.type}`);
   return { ok: answer.ok, message: answer.message };
 }
+
+/** Asks for a rollback as `handover rollback` does; resolves with its outcome. */
+export async function adminRollback(socketPath: string): Promise<{ ok: boolean; message?: string }> {
+  const answer = await ask(socketPath, { type: 'rollback', id: 1 });
+  if (answer.type !== 'reload-result') throw new Error(`rollback was answered with ${answer.type}`);
+  return { ok: answer.ok, message: answer.message };
+}

@@ -11,6 +11,7 @@ export interface Deploy {
   code: string;
   failEvery?: number;
   slowMs?: number;
+  busyMs?: number;
   promCounter?: boolean;
   throwAtStartup?: boolean;
 }

@@ -70,6 +70,10 @@ export class FakeChild implements Child {
   readonly calls: string[] = [];
   /** Answers pings by itself unless frozen. */
   frozen = false;
+  /** Says it stopped accepting right after drain() or park(), unless this is set: then at ack() or its exit. */
+  holdsAck = false;
+  stoppedAccepting: Promise<void> = Promise.resolve();
+  private resolveAck = () => {};
   private resolveReady!: () => void;
   private rejectReady!: (e: Error) => void;
   private resolveExit!: () => void;
@@ -101,6 +105,7 @@ export class FakeChild implements Child {
   exit(): void {
     if (!this.alive) return;
     this.alive = false;
+    this.resolveAck();
     this.rejectReady(new Error(`${this.describe()} exited before it was ready`));
     this.resolveExit();
   }
@@ -115,8 +120,18 @@ export class FakeChild implements Child {
     this.state = 'unresponsive';
   }
 
+  /** It says it stopped accepting (after a drain or park while holdsAck). */
+  ack(): void {
+    this.resolveAck();
+  }
+
+  private stopAccepting(): void {
+    this.stoppedAccepting = this.holdsAck && this.alive ? new Promise((resolve) => (this.resolveAck = resolve)) : Promise.resolve();
+  }
+
   drain(): void {
     this.calls.push('drain');
+    this.stopAccepting();
     if (this.state === 'starting') return this.kill();
     if (this.state !== 'unresponsive') this.state = 'draining';
   }
@@ -127,6 +142,7 @@ export class FakeChild implements Child {
 
   park(): void {
     this.calls.push('park');
+    this.stopAccepting();
     if (this.state === 'ready') this.state = 'parked';
   }
 

@@ -223,7 +223,9 @@ describe('single-process mode', () => {
       const pidFile = path.join(dir, 'app.pid');
       const behaviourFile = path.join(dir, 'behaviour.json');
       fs.writeFileSync(behaviourFile, JSON.stringify({ version: 1 }));
-      const first = await startMaster({ script: APP, fixture: { pidFile, behaviourFile, startTimeout: 3000 } });
+      // startTimeout is also what the fixed deploy below must boot within: 10 s, not
+      // less, so a busy machine (a CI run beside the whole suite) cannot fail it
+      const first = await startMaster({ script: APP, fixture: { pidFile, behaviourFile, startTimeout: 10_000 } });
       const load = new Load({ port: first.port, connections: 16 });
       await load.servedBy(first.pid, 50);
 

@@ -6,6 +6,7 @@
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { LateListenError } from '../errors';
 
 /** A server the program asked to listen, and the handover address for it. */
@@ -121,7 +122,7 @@ export class ListenInterceptor {
       process.nextTick(() => server.emit('error', error));
       return;
     }
-    this.lastListenAt = Date.now();
+    this.lastListenAt = performance.now();
     const capture = addressOf(wanted).then((address) => ({ server, address }));
     capture.catch(() => {}); // surfaced by captured()
     this.captures.push(capture);
@@ -150,7 +151,7 @@ export class ListenInterceptor {
 
   /** ms since the last recorded listen() (Infinity before the first). */
   get quietFor(): number {
-    return this.lastListenAt === 0 ? Infinity : Date.now() - this.lastListenAt;
+    return this.lastListenAt === 0 ? Infinity : performance.now() - this.lastListenAt;
   }
 
   /** Resolves at the next recorded listen(). */

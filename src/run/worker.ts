@@ -80,7 +80,16 @@ async function programReady(interceptor: ListenInterceptor, entry: Promise<void>
   }, READY_HINT_MS);
   try {
     for (;;) {
-      if (interceptor.count > 0 && (settled || state.called || interceptor.quietFor >= SETTLE_MS)) return;
+      if (interceptor.count > 0 && (settled || state.called)) return;
+      if (interceptor.count > 0 && interceptor.quietFor >= SETTLE_MS) {
+        // The window's timer is set from the loop's cached time, the quiet
+        // time is counted from the listen() itself: a worker starved for
+        // longer than the window can see it end before a timer the program
+        // set earlier (its next listen) has run. Let every due timer run first.
+        await new Promise((resolve) => setImmediate(resolve));
+        if (interceptor.quietFor >= SETTLE_MS) return;
+        continue;
+      }
       const waits: Promise<unknown>[] = [interceptor.nextListen()];
       if (settled === undefined) waits.push(entryDone);
       if (!state.called) waits.push(readyCalled);

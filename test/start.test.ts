@@ -207,8 +207,11 @@ describe('handover start: readiness without a fixed wait', () => {
     }
   });
 
-  it('an ES module is ready once its top-level await has settled: a listen() after `await` in the module is served too', async () => {
-    const app = await start(path.join(FIXTURES, 'esm-top-level-await.mjs'));
+  it.each([
+    ['', {}],
+    [', even when starved for longer than the quiet window after its first listen()', { STARVE_MS: '400' }],
+  ])('an ES module is ready once its top-level await has settled: a listen() after `await` in the module is served too%s', async (_, env: Record<string, string>) => {
+    const app = await start(path.join(FIXTURES, 'esm-top-level-await.mjs'), [], env);
     for (let generation = 1; generation <= 2; generation++) {
       if (generation > 1) expect((await app.cli('reload')).code).toBe(0);
       const status = await app.serving(generation, 1);

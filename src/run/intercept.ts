@@ -6,7 +6,6 @@
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { LateListenError } from '../errors';
 
 /** A server the program asked to listen, and the handover address for it. */
@@ -82,15 +81,20 @@ async function addressOf(wanted: Wanted): Promise<string> {
 export class ListenInterceptor {
   private readonly original: Listen;
   private readonly captures: Promise<Capture>[] = [];
-  private lastListenAt = 0;
   private closed = false;
+  /** The quiet window's timer (see restartQuietWindow); open from a recorded listen() until it ends. */
+  private quietTimer?: NodeJS.Timeout;
+  private quietWindow?: Promise<void>;
+  private quietOpen = false;
+  private endQuiet: () => void = () => {};
   private wake?: () => void;
   /** What each listen() so far waits for: a passed-through one to bind, a recorded one its address. */
   private readonly pending: Promise<unknown>[] = [];
   /** listen() calls left to Node (port 0, an fd): private to this process. */
   passedThrough = 0;
 
-  constructor() {
+  /** `settleMs`: the quiet window, how long after its last listen() a program is taken to have listened on everything. */
+  constructor(private readonly settleMs: number) {
     this.original = net.Server.prototype.listen as unknown as Listen;
   }
 
@@ -122,7 +126,7 @@ export class ListenInterceptor {
       process.nextTick(() => server.emit('error', error));
       return;
     }
-    this.lastListenAt = performance.now();
+    this.restartQuietWindow();
     const capture = addressOf(wanted).then((address) => ({ server, address }));
     capture.catch(() => {}); // surfaced by captured()
     this.captures.push(capture);
@@ -149,9 +153,42 @@ export class ListenInterceptor {
     return this.captures.length;
   }
 
-  /** ms since the last recorded listen() (Infinity before the first). */
-  get quietFor(): number {
-    return this.lastListenAt === 0 ? Infinity : performance.now() - this.lastListenAt;
+  /**
+   * The window is a timer, started once the code that called listen() has run
+   * to its end (a module's synchronous part, say), and then only after the
+   * rest of the timers phase in which it fires. Either way a worker starved
+   * of CPU (booting at low priority on a saturated machine) would otherwise
+   * see the window end before the program's own next step had had a chance
+   * to run: a timer it set right after listen(), leading to its next listen().
+   */
+  private restartQuietWindow(): void {
+    if (!this.quietOpen) {
+      this.quietOpen = true;
+      this.quietWindow = new Promise((resolve) => (this.endQuiet = resolve));
+    }
+    process.nextTick(() => {
+      if (this.closed) return;
+      if (this.quietTimer) return void this.quietTimer.refresh(); // re-arms it, even if it has just fired
+      this.quietTimer = setTimeout(() => {
+        const seen = this.captures.length;
+        setImmediate(() => {
+          if (this.captures.length !== seen) return; // a listen() since, which has re-armed the timer
+          this.quietTimer = undefined;
+          this.quietOpen = false;
+          this.endQuiet();
+        });
+      }, this.settleMs);
+    });
+  }
+
+  /** True once the quiet window has passed since the last recorded listen() (false before the first). */
+  get quiet(): boolean {
+    return this.quietWindow !== undefined && !this.quietOpen;
+  }
+
+  /** Resolves when the current quiet window ends (never before the first recorded listen()). */
+  quietEnds(): Promise<void> {
+    return this.quietWindow ?? new Promise(() => {});
   }
 
   /** Resolves at the next recorded listen(). */
@@ -165,6 +202,7 @@ export class ListenInterceptor {
    */
   async close(): Promise<Capture[]> {
     this.closed = true;
+    clearTimeout(this.quietTimer);
     return Promise.all(this.captures);
   }
 }

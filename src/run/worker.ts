@@ -81,15 +81,7 @@ async function programReady(interceptor: ListenInterceptor, entry: Promise<void>
   try {
     for (;;) {
       if (interceptor.count > 0 && (settled || state.called)) return;
-      if (interceptor.count > 0 && interceptor.quietFor >= SETTLE_MS) {
-        // The window's timer is set from the loop's cached time, the quiet
-        // time is counted from the listen() itself: a worker starved for
-        // longer than the window can see it end before a timer the program
-        // set earlier (its next listen) has run. Let every due timer run first.
-        await new Promise((resolve) => setImmediate(resolve));
-        if (interceptor.quietFor >= SETTLE_MS) return;
-        continue;
-      }
+      if (interceptor.quiet) return;
       const waits: Promise<unknown>[] = [interceptor.nextListen()];
       if (settled === undefined) waits.push(entryDone);
       if (!state.called) waits.push(readyCalled);
@@ -97,7 +89,7 @@ async function programReady(interceptor: ListenInterceptor, entry: Promise<void>
         warned = true;
         process.stderr.write('handover: ready() was called before the program listened on any port or Unix path; waiting for its listen()\n');
       }
-      if (interceptor.count > 0) waits.push(new Promise((resolve) => setTimeout(resolve, SETTLE_MS - interceptor.quietFor)));
+      if (interceptor.count > 0) waits.push(interceptor.quietEnds());
       await Promise.race(waits);
     }
   } finally {
@@ -164,7 +156,7 @@ export function runProgram(options: ProgramOptions): void {
   delete process.env[SPAWN_ERROR_ENV];
   if (spawnError) die(spawnError);
   refuseOwnCluster(options.script);
-  const interceptor = new ListenInterceptor();
+  const interceptor = new ListenInterceptor(SETTLE_MS);
   interceptor.install();
   const script = path.resolve(options.script);
   process.argv = [process.argv[0], script, ...options.args];

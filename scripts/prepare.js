@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm's `prepare` hook: compiles src/ into dist/ with TypeScript. npm runs it
+// npm's `prepare` hook: compiles src/ into dist/ with TypeScript, then the
+// workers' bundle (scripts/bundle.js). npm runs it
 // after `npm install` in a checkout, before `npm pack`, in the temporary clone
 // it makes for a git dependency (`npm install git+https://...`), and in the
 // directory of a local dependency (`npm install ../handover`). The last one
@@ -29,3 +30,4 @@ if (!tsc || !resolveFrom('node-gyp-build')) {
   process.exit(1);
 }
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+execFileSync(process.execPath, [path.join(__dirname, 'bundle.js')], { stdio: 'inherit' });

@@ -383,11 +383,4 @@ export function tokensEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Environment variables that make a process a worker; set by the master at spawn. */
-export const ENV = {
-  socket: 'HANDOVER_CONTROL_SOCKET',
-  token: 'HANDOVER_TOKEN',
-  slot: 'HANDOVER_SLOT',
-  generation: 'HANDOVER_GENERATION',
-  masterPid: 'HANDOVER_MASTER_PID',
-} as const;
+export { ENV } from './worker-env';

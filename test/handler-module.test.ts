@@ -35,7 +35,7 @@ describe('a handler module', () => {
     expect(first).toHaveLength(2);
     const answer = await get(master.port);
     expect(first).toContain(answer.pid);
-    expect(answer).toMatchObject({ masterCode: false, workerCode: true });
+    expect(answer).toMatchObject({ masterCode: false, workerCode: true, bundled: true });
 
     const reloaded = await master.reload();
     expect(reloaded.event).toBe('reloaded');

@@ -30,6 +30,33 @@ describe('npm pack', () => {
       expect(listing, file).toContain(file);
     }
     expect(listing.filter((f) => f.startsWith('package/test/') || f.startsWith('package/src/'))).toEqual([]);
+    expect(listing).toContain('package/dist/bundle/index.js');
+    expect(listing.filter((f) => f.endsWith('.cache'))).toEqual([]); // a worker writes its own (src/main.ts)
+  });
+
+  it("a worker loads the API from the bundle with a code cache: the first one writes it into the package, the next use it, one V8 rejects is replaced", () => {
+    const bundleDir = path.join(project, 'node_modules', 'handover', 'dist', 'bundle');
+    // A process with a worker's environment (it only loads the API), alive past the moment the cache is written.
+    const worker = () => execFileSync(process.execPath, ['-e', `const h = require('handover');
+      setTimeout(() => console.log(typeof h.Server, Object.keys(require.cache).some((f) => f.endsWith('bundle/index.js'))), 1500)`], {
+      cwd: project, encoding: 'utf8', env: { ...process.env, HANDOVER_CONTROL_SOCKET: '/nonexistent', HANDOVER_TOKEN: 'x' },
+    }).trim();
+    const caches = () => fs.readdirSync(bundleDir).filter((f) => f.endsWith('.cache'));
+    expect(caches()).toEqual([]);
+    expect(worker()).toBe('function true');
+    expect(caches()).toHaveLength(1);
+    const file = path.join(bundleDir, caches()[0]);
+    const written = fs.statSync(file).ino;
+    expect(worker()).toBe('function true');
+    expect(fs.statSync(file).ino).toBe(written); // accepted: not written again
+    fs.writeFileSync(file, 'not a code cache');
+    expect(worker()).toBe('function true');
+    expect(fs.statSync(file).size).toBeGreaterThan(1000); // rejected, then replaced
+    expect(caches()).toHaveLength(1);
+    // outside a worker the modules load one by one
+    expect(execFileSync(process.execPath, ['-p', "require('handover'); Object.keys(require.cache).some((f) => f.endsWith('bundle/index.js'))"], {
+      cwd: project, encoding: 'utf8',
+    }).trim()).toBe('false');
   });
 
   it('installs without compiling: the prebuild is what loads', () => {

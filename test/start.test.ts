@@ -163,6 +163,7 @@ describe('handover start: deploys, environment, watch, readiness', () => {
     }
     const stats = await load.stop();
     expect(stats.failed, `failures (a 503 is a request served before ready()): ${JSON.stringify(stats.errors)}`).toBe(0);
+    expect((await get(port)).body).toBe('warm, bundle loaded: false\n'); // one copy of handover in a start worker (src/main.ts)
   });
 
   it('a failed second start with the same --pid-file (its port taken by the running master) leaves that file to the running master', async () => {

@@ -1,0 +1,88 @@
+// The package's entry at run time (package.json "main"; the types are
+// index.ts's, which this file re-exports). In a worker that a library-API
+// master spawned, it loads the API from dist/bundle/index.js instead: all of
+// index.ts's modules in one file (scripts/bundle.js), compiled with a V8 code
+// cache. Every reload boots new workers, and in each of them loading ~30
+// modules one by one was most of the CPU a reload costs beyond Node cluster's
+// (issue 24; bench/RESULTS.md, "Where a reload's extra CPU goes"). Everywhere
+// else (the master, single mode, `handover start`, whose workers have loaded
+// handover before the program's own require('handover')) it loads the
+// modules as they are, so each process holds one copy of them.
+//
+// The code cache is written next to the bundle by the first worker that
+// finds none (or one V8 rejects: another Node version or flags), if that
+// directory is writable; it is named by the bundle's size and mtime and the
+// Node version, as V8 itself checks only the source's length. Without it
+// (a read-only install) the bundle loads as plain JavaScript.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vm from 'node:vm';
+import Module from 'node:module';
+import { ENV } from './worker-env';
+
+type Api = typeof import('./index');
+
+/** When a worker writes the cache: after its start-up, so the functions it ran are in it too. */
+const CACHE_AFTER_MS = 1_000;
+
+const BUNDLE = path.join(__dirname, 'bundle', 'index.js');
+
+/**
+ * The master's variables are still in process.env: no copy of handover's
+ * modules has loaded in this process yet (worker/spawned.ts takes them out
+ * as it loads, as `handover start`'s worker does before the program runs).
+ */
+function inWorkerOfApiMaster(): boolean {
+  return process.env[ENV.socket] !== undefined && process.env[ENV.token] !== undefined;
+}
+
+function cacheFile(stat: fs.Stats): string {
+  return `${BUNDLE}.${stat.size}-${Math.floor(stat.mtimeMs)}-${process.version}-${process.arch}.cache`;
+}
+
+function writeCache(script: vm.Script, file: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o644 });
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true }); // a read-only install: the bundle loads without a cache
+  }
+}
+
+function loadBundle(): Api | undefined {
+  let source: string;
+  let stat: fs.Stats;
+  try {
+    source = fs.readFileSync(BUNDLE, 'utf8');
+    stat = fs.statSync(BUNDLE);
+  } catch {
+    return undefined; // built without the bundle (tsc alone)
+  }
+  const cache = cacheFile(stat);
+  let cachedData: Buffer | undefined;
+  try {
+    cachedData = fs.readFileSync(cache);
+  } catch {
+    // none yet
+  }
+  const script = new vm.Script(Module.wrap(source), {
+    filename: BUNDLE,
+    cachedData,
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  // A module in require.cache as Node's own loader would make it, so the process shows what it runs.
+  const bundle = new Module(BUNDLE, module);
+  bundle.filename = BUNDLE;
+  require.cache[BUNDLE] = bundle;
+  (script.runInThisContext() as (...args: unknown[]) => void)
+    .call(bundle.exports, bundle.exports, Module.createRequire(BUNDLE), bundle, BUNDLE, path.dirname(BUNDLE));
+  bundle.loaded = true;
+  if (cachedData === undefined || script.cachedDataRejected) setTimeout(() => writeCache(script, cache), CACHE_AFTER_MS).unref();
+  return bundle.exports as Api;
+}
+
+const bundled = inWorkerOfApiMaster() ? loadBundle() : undefined;
+// In this form, so that Node finds the names for `import { Server } from 'handover'` (cjs-module-lexer follows the re-export).
+if (bundled) module.exports = bundled;
+else module.exports = require('./index');

@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import Module from 'node:module';
+import Module = require('node:module');
 import { ENV } from './worker-env';
 
 type Api = typeof import('./index');

@@ -19,8 +19,8 @@
 // anything, for a program that warms up after listen(): its listen callbacks
 // then run after ready(), so ready() belongs in its start-up code, not in a
 // listen callback.
-import cluster from 'node:cluster';
-import Module from 'node:module';
+import type { Cluster } from 'node:cluster';
+import Module = require('node:module');
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -31,6 +31,9 @@ import { Server } from '../server';
 import { ListenInterceptor } from './intercept';
 import { readyState } from './ready';
 import { drainOnClose } from './shutdown';
+
+// (the module is the cluster object itself; its types describe it as a default export)
+const cluster = require('node:cluster') as Cluster;
 
 /** Quiet time after the last listen() before the worker reports ready, when its entry did not settle having listened. */
 export const SETTLE_MS = 200;

@@ -51,6 +51,9 @@ function writeCache(script: vm.Script, file: string): void {
 }
 
 function loadBundle(): Api | undefined {
+  // Without it (Node before 20.12) the bundle's import() of an ES module handler could not load
+  const mainContextLoader = (vm.constants as Partial<typeof vm.constants> | undefined)?.USE_MAIN_CONTEXT_DEFAULT_LOADER;
+  if (mainContextLoader === undefined) return undefined;
   let source: string;
   let stat: fs.Stats;
   try {
@@ -69,14 +72,19 @@ function loadBundle(): Api | undefined {
   const script = new vm.Script(Module.wrap(source), {
     filename: BUNDLE,
     cachedData,
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    importModuleDynamically: mainContextLoader,
   });
-  // A module in require.cache as Node's own loader would make it, so the process shows what it runs.
+  // A module in require.cache as Node's own loader would make it (and take out again if it throws).
   const bundle = new Module(BUNDLE, module);
   bundle.filename = BUNDLE;
   require.cache[BUNDLE] = bundle;
-  (script.runInThisContext() as (...args: unknown[]) => void)
-    .call(bundle.exports, bundle.exports, Module.createRequire(BUNDLE), bundle, BUNDLE, path.dirname(BUNDLE));
+  try {
+    (script.runInThisContext() as (...args: unknown[]) => void)
+      .call(bundle.exports, bundle.exports, Module.createRequire(BUNDLE), bundle, BUNDLE, path.dirname(BUNDLE));
+  } catch (error) {
+    delete require.cache[BUNDLE];
+    throw error;
+  }
   bundle.loaded = true;
   if (cachedData === undefined || script.cachedDataRejected) setTimeout(() => writeCache(script, cache), CACHE_AFTER_MS).unref();
   return bundle.exports as Api;

@@ -27,6 +27,8 @@ describe('the master\'s memory', () => {
       for (let n = 1; n <= 3; n++) {
         await reloadAndExit(master, 2, n);
         await pollUntil(async () => (await collections(master)) >= n || undefined, `a full collection after generation ${n} exited`);
+        // what the master kept for the previous reload (generation n) is garbage now, and that collection freed it
+        if (n > 1) await master.waitFor((e) => e.event === 'garbage-freed' && e.generation === n, `the garbage of the reload to generation ${n} to be freed`);
       }
       expect((await master.stop()).code).toBe(0);
       expect(master.stderr).not.toMatch(/Warning/);

@@ -4,7 +4,7 @@
 // index.ts's modules in one file (scripts/bundle.js), compiled with a V8 code
 // cache. Every reload boots new workers, and in each of them loading ~30
 // modules one by one was most of the CPU a reload costs beyond Node cluster's
-// (issue 24; bench/RESULTS.md, "Where a reload's extra CPU goes"). Everywhere
+// (issue 24; bench/RESULTS.md, sections "cost-where" and "cost-boot"). Everywhere
 // else (the master, single mode, `handover start`, whose workers have loaded
 // handover before the program's own require('handover')) it loads the
 // modules as they are, so each process holds one copy of them.
@@ -56,11 +56,18 @@ function loadBundle(): Api | undefined {
   if (mainContextLoader === undefined) return undefined;
   let source: string;
   let stat: fs.Stats;
+  let fd: number;
   try {
-    source = fs.readFileSync(BUNDLE, 'utf8');
-    stat = fs.statSync(BUNDLE);
+    fd = fs.openSync(BUNDLE, 'r');
   } catch {
     return undefined; // built without the bundle (tsc alone)
+  }
+  try {
+    // one open file for both, so the cache's name always describes the source read (a rebuild makes a new file)
+    stat = fs.fstatSync(fd);
+    source = fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
   }
   const cache = cacheFile(stat);
   let cachedData: Buffer | undefined;

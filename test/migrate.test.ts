@@ -130,7 +130,8 @@ describe('HTTP/1.1 keep-alive connections move on a reload', () => {
     // Said in the reloaded event, the status (`handover status --json`) and the log line.
     expect(event.connections).toMatchObject({ moved: 200, closed: 0 });
     expect(event.status?.lastReload?.connections).toMatchObject({ moved: 200, closed: 0 });
-    expect(master.stderr).toMatch(/reload: generation 2: connections 200 moved, 0 closed/);
+    // (the log line comes on stderr, a pipe of its own: it may arrive after the event)
+    await pollUntil(() => /reload: generation 2: connections 200 moved, 0 closed/.test(master.stderr) || undefined, "the master's log line on the 200 moved connection(s)");
     const newPids = pidsOf(event, 2);
 
     const second = await Promise.all(conns.map((c, i) => c.get(`/second/${i}`)));
@@ -327,7 +328,8 @@ describe('handover start', () => {
     const before = await conn.get('/');
     master.proc.kill('SIGHUP');
     await pollUntil(() => /reload: generation 2: connections/.test(master.stderr), 'the reload to say what moved', 120_000);
-    expect(master.stderr).toMatch(/reload: generation 2: connections 1 moved, 0 closed/);
+    // (the log line comes on stderr, a pipe of its own: it may arrive after the event)
+    await pollUntil(() => /reload: generation 2: connections 1 moved, 0 closed/.test(master.stderr) || undefined, "the master's log line on the 1 moved connection(s)");
     const after = await conn.get('/');
     expect(after.status).toBe(200);
     expect(after.pid).not.toBe(before.pid);

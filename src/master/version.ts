@@ -38,6 +38,10 @@ export function codeVersion(option?: string, env: NodeJS.ProcessEnv = process.en
   if (env[VERSION_ENV]) return env[VERSION_ENV];
   if (!entry) return 'unknown';
   const file = path.resolve(entry);
+  return remembered.get(file) ?? fileVersion(file);
+}
+
+function fileVersion(file: string): string {
   let digest: string;
   try {
     digest = createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 12);
@@ -46,6 +50,21 @@ export function codeVersion(option?: string, env: NodeJS.ProcessEnv = process.en
   }
   const pkg = packageVersion(path.dirname(file));
   return pkg ? `${pkg}+${digest}` : digest;
+}
+
+/** Entry files' versions as read when the worker started them (rememberEntry), for codeVersion. */
+const remembered = new Map<string, string>();
+
+/**
+ * Reads `entry`'s version now, as the worker starts it, for codeVersion()
+ * later. The hello comes only after the program's start-up, and a deploy
+ * landing in between would otherwise label a worker with code it does not
+ * run (invariant 20).
+ */
+export function rememberEntry(entry: string | undefined): void {
+  if (!entry) return;
+  const file = path.resolve(entry);
+  remembered.set(file, fileVersion(file));
 }
 
 /** The version each generation runs, as its first worker reported it. */

@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SPAWN_ERROR_ENV } from '../master/spawn-self';
 import type { ServerOptions } from '../options';
+import { rememberEntry } from '../master/version';
 import { importEsm } from '../platform/import-esm';
 import { Server } from '../server';
 import { ListenInterceptor } from './intercept';
@@ -168,6 +169,7 @@ export function runProgram(options: ProgramOptions): void {
   });
   // As `node script`: require.main is the program's module, ESM or CommonJS.
   const before = process.mainModule;
+  rememberEntry(script); // its version, as it is on disk when it starts (master/version.ts)
   (Module as unknown as { runMain(main?: string): void }).runMain(script);
   // A CommonJS main has run by now. An ES module is still loading there (its
   // module job already made): importing the same URL waits for that same

@@ -2,6 +2,7 @@
 // environment. Loaded with the package in every process (it is small), so the
 // variables leave process.env at once, while the worker's own code loads only
 // in a worker, at run().
+import { rememberEntry } from '../master/version';
 import { ENV } from '../protocol';
 
 /**
@@ -19,3 +20,8 @@ export const spawnedWith = Object.fromEntries(Object.values(ENV).map((name) => {
 export function isWorkerProcess(): boolean {
   return spawnedWith[ENV.socket] !== undefined && spawnedWith[ENV.token] !== undefined;
 }
+
+// A worker's program has just been read from disk (handover loads as it
+// starts): its version is read now, not at the hello (`handover start`'s
+// worker reads its program's again just before running it: run/worker.ts).
+if (isWorkerProcess()) rememberEntry(process.argv[1]);

@@ -15,6 +15,8 @@ import { stderrTail } from './spawn-self';
 const KILL_GRACE_MS = 2_000;
 /** A worker boots at a lower priority (boot-priority.ts) for at most startTimeout / this. */
 const BOOT_LOWERED_FRACTION = 10;
+/** How long an exited worker's control connection may take to deliver what the worker wrote last. */
+const EXIT_READ_MS = 1_000;
 
 /** One spawned child. `ready` resolves on its `ready` frame; rejects if it exits first or misses startTimeout. */
 export class WorkerProcess implements Child {
@@ -71,7 +73,23 @@ export class WorkerProcess implements Child {
       this.kill('SIGKILL');
     }, startTimeout);
     this.exited = new Promise<void>((resolve) => {
+      let exited = false;
       const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (exited) return;
+        exited = true;
+        // What the worker wrote before it exited (its last counts, its moves)
+        // is read first (invariant 19): the exit counts once its control
+        // connection has ended, which a dead process's end always does.
+        const conn = this.conn;
+        if (!conn || conn.destroyed) return exit(code, signal);
+        const read = () => {
+          clearTimeout(bound);
+          exit(code, signal);
+        };
+        const bound = setTimeout(read, EXIT_READ_MS);
+        conn.once('end', read).once('close', read);
+      };
+      const exit = (code: number | null, signal: NodeJS.Signals | null) => {
         if (this.exit) return;
         this.exit = { code, signal };
         clearTimeout(timer);

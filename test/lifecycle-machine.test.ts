@@ -2,6 +2,7 @@
 // fake spawner and a fake clock: every race the process-level tests can only
 // hit by chance, each pinned down in milliseconds.
 import { spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import {
@@ -949,7 +950,10 @@ describe('WorkerProcess.stoppedAccepting', () => {
     onTestFinished(() => void child.kill('SIGKILL'));
     const worker = new WorkerProcess(child, 0, 1, 60_000, 60_000);
     const sent: string[] = [];
-    worker.conn = { destroyed: false, write: (frame: Buffer) => sent.push(String(frame)), destroy: () => {} } as unknown as WorkerProcess['conn'];
+    // a control connection that ends when the child is killed, as a real one would
+    const conn = Object.assign(new EventEmitter(), { destroyed: false, write: (frame: Buffer) => sent.push(String(frame)), destroy: () => {} });
+    child.once('exit', () => conn.emit('end'));
+    worker.conn = conn as unknown as WorkerProcess['conn'];
     worker.becameReady();
     let done = false;
     worker.park();

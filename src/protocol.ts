@@ -11,7 +11,6 @@
 // that has no ready worker (invariant 11). So no fd travels on this socket
 // after hello; connections that move between workers (invariant 15) go over
 // a channel of their own between the two workers (worker/handoff.ts).
-import { timingSafeEqual } from 'node:crypto';
 import { ProtocolError } from './errors';
 import { type WireTicketKeys, isWireTicketKeys } from './ticket-keys';
 
@@ -374,13 +373,6 @@ export class FrameDecoder<T = Message> {
   get pending(): number {
     return this.buffer.length;
   }
-}
-
-/** Constant-time comparison of two tokens (hex strings). */
-export function tokensEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a, 'utf8');
-  const y = Buffer.from(b, 'utf8');
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 export { ENV } from './worker-env';

@@ -2,7 +2,7 @@
 // worker in every process the master spawns, plus the one-line helpers. The
 // master's code, single mode's and the worker's runtime load at run(), only
 // in the process that runs them: a worker never holds the master's code.
-import * as crypto from 'node:crypto';
+import { crypto } from './platform/crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -196,9 +196,10 @@ function readTLS(address: string, certFile: string, keyFile: string): { cert: Bu
         `it must hold a "-----BEGIN ${pem}-----" block: check that the certificate and key files are not swapped`);
     }
   };
-  parse(certFile, 'certificate', 'CERTIFICATE', () => new crypto.X509Certificate(cert));
-  parse(keyFile, 'key', 'PRIVATE KEY', () => crypto.createPrivateKey(key));
-  if (!new crypto.X509Certificate(cert).checkPrivateKey(crypto.createPrivateKey(key))) {
+  const { X509Certificate, createPrivateKey } = crypto();
+  parse(certFile, 'certificate', 'CERTIFICATE', () => new X509Certificate(cert));
+  parse(keyFile, 'key', 'PRIVATE KEY', () => createPrivateKey(key));
+  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
     throw new TLSFileError(`TLS key file ${keyFile} does not belong to the certificate in ${certFile} (for ${address}); use the key the certificate was issued for`);
   }
   return { cert, key };

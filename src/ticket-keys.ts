@@ -24,7 +24,7 @@
 // its SecureContext's `enableTicketKeyCallback()` and `onticketkeycallback`
 // (not public API; pinned by test/tls-sessions.test.ts). Where that is
 // missing, each server falls back to setTicketKeys() with the current key.
-import { randomBytes } from 'node:crypto';
+import { crypto } from './platform/crypto';
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
 import { isTlsServer } from './tls-kind';
@@ -52,8 +52,8 @@ export class TicketKeyRing {
   /** A fresh ring, or the one a predecessor handed over (single mode). */
   constructor(from?: WireTicketKeys) {
     const [current, next, previous] = (from ?? []).map((k) => Buffer.from(k, 'base64'));
-    this.current = current ?? randomBytes(TICKET_KEY_BYTES);
-    this.next = next ?? randomBytes(TICKET_KEY_BYTES);
+    this.current = current ?? crypto().randomBytes(TICKET_KEY_BYTES);
+    this.next = next ?? crypto().randomBytes(TICKET_KEY_BYTES);
     this.previous = previous;
   }
 
@@ -67,7 +67,7 @@ export class TicketKeyRing {
     this.timer = setInterval(() => {
       this.previous = this.current;
       this.current = this.next;
-      this.next = randomBytes(TICKET_KEY_BYTES);
+      this.next = crypto().randomBytes(TICKET_KEY_BYTES);
       rotated(this.wire);
     }, intervalMs).unref();
   }
@@ -139,7 +139,7 @@ export class TicketKeys {
     context.onticketkeycallback = (name, _iv, encrypt) => {
       if (encrypt) {
         const key = this.keys[0];
-        return [FOUND, key.subarray(PART, 2 * PART), key.subarray(2 * PART), key.subarray(0, PART), randomBytes(PART)];
+        return [FOUND, key.subarray(PART, 2 * PART), key.subarray(2 * PART), key.subarray(0, PART), crypto().randomBytes(PART)];
       }
       const index = this.keys.findIndex((k) => k.subarray(0, PART).equals(name));
       if (index < 0) return [NOT_FOUND, UNUSED, UNUSED];

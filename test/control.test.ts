@@ -11,7 +11,8 @@
 // run as well as by the explicit cases); tokensEqual comparing only a common
 // prefix, or throwing on different lengths.
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, MAX_FRAME_BYTES, type Message, ProtocolError, encode, tokensEqual, validate } from '../src/protocol';
+import { FrameDecoder, MAX_FRAME_BYTES, type Message, ProtocolError, encode, validate } from '../src/protocol';
+import { randomHex, tokensEqual } from '../src/platform/crypto';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fuzz = require('./fixtures/auth-fuzz-frames.js');
 
@@ -223,6 +224,16 @@ describe('tokensEqual', () => {
     // same number of characters, different number of UTF-8 bytes
     expect(tokensEqual('é', 'e')).toBe(false);
     expect(tokensEqual('é', 'ab')).toBe(false);
+  });
+});
+
+describe('randomHex', () => {
+  it('gives the bytes asked for, as hex, different every time', () => {
+    const tokens = Array.from({ length: 64 }, () => randomHex(24));
+    for (const token of tokens) expect(token).toMatch(/^[0-9a-f]{48}$/);
+    expect(new Set(tokens).size).toBe(tokens.length);
+    // every nibble value turns up: the bytes are not mostly zero
+    expect(new Set(tokens.join('')).size).toBe(16);
   });
 });
 

@@ -7,7 +7,7 @@
 import * as child from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { codeVersion } from '../src/master/version';
+import { codeVersion, contentDigest } from '../src/master/version';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { Requests, app, get } from './helpers/deploys';
 import { cleanUp, pollUntil } from './helpers/processes';
@@ -24,6 +24,26 @@ describe('versions', () => {
     expect(codeVersion(undefined, { APP_VERSION: 'abc123' }, entry)).toBe('abc123');
     expect(codeVersion('v7', { APP_VERSION: 'abc123' }, entry)).toBe('v7');
     expect(codeVersion(undefined, {}, path.join(__dirname, 'no-such-file.js'))).toBe('unknown');
+  });
+
+  it('the entry digest is the same for the same contents and differs for any one byte changed, added or removed', () => {
+    const base = Buffer.from('module.exports = (req, res) => res.end("A");\n'.repeat(3)); // not a multiple of 4 bytes
+    const digest = contentDigest(base);
+    expect(digest).toMatch(/^[0-9a-f]{12}$/);
+    expect(contentDigest(Buffer.from(base))).toBe(digest);
+    const unaligned = Buffer.concat([Buffer.from('x'), base]).subarray(1); // byteOffset 1 in its ArrayBuffer
+    expect(contentDigest(unaligned)).toBe(digest);
+    const seen = new Set([digest]);
+    for (let i = 0; i < base.length; i++) {
+      const changed = Buffer.from(base);
+      changed[i] ^= 1;
+      seen.add(contentDigest(changed));
+    }
+    seen.add(contentDigest(base.subarray(0, base.length - 1)));
+    seen.add(contentDigest(Buffer.concat([base, Buffer.from([0])])));
+    seen.add(contentDigest(Buffer.alloc(0)));
+    seen.add(contentDigest(Buffer.alloc(4)));
+    expect(seen.size).toBe(base.length + 5);
   });
 
   it('after reload, rollback and a worker SIGKILL, every answer comes from the rolled-back code; status shows the slot held and covered', async () => {

@@ -12,7 +12,8 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { FrameDecoder, type Hello, type Message, encode, tokensEqual } from '../protocol';
+import { FrameDecoder, type Hello, type Message, encode } from '../protocol';
+import { tokensEqual } from '../platform/crypto';
 import type { ResolvedOptions } from '../options';
 import type { Logger } from '../log';
 import * as native from '../platform/native';

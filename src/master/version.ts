@@ -6,7 +6,6 @@
 // code of the deploy that was rolled back: the code on disk is the newer one,
 // so the slot stays vacant (covered by a sibling) and the log and status say
 // why, until the code on disk is that generation's again or a reload runs.
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -29,7 +28,7 @@ function packageVersion(dir: string): string | undefined {
 /**
  * This process's code version: `option` (the `version` option), else
  * $APP_VERSION, else the program's package.json version and a digest of the
- * entry file's contents (`1.4.0+3f9a0c1b2d4e`). The digest sees the entry file
+ * entry file's contents (`1.4.0+3f9a0c1b2d4e`, contentDigest()). The digest sees the entry file
  * only: a deploy that changes other modules alone needs APP_VERSION (a commit
  * id) or the option to be told apart.
  */
@@ -41,10 +40,47 @@ export function codeVersion(option?: string, env: NodeJS.ProcessEnv = process.en
   return remembered.get(file) ?? fileVersion(file);
 }
 
+/**
+ * 48 bits of a 64-bit hash of `bytes` (two murmur3-style lanes over 32-bit
+ * words), as 12 hex digits: a label that tells versions apart, not a
+ * cryptographic digest. Every worker computes it as it boots, and SHA-256
+ * meant loading node:crypto and OpenSSL's first digest, about 5 ms of CPU per
+ * worker per reload (issue 24); this takes microseconds for a usual entry file.
+ */
+export function contentDigest(bytes: Buffer): string {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : Buffer.from(bytes);
+  const words = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length >>> 2);
+  let h1 = 0x9747b28c ^ bytes.length;
+  let h2 = 0x85ebca6b ^ bytes.length;
+  const mix = (h: number, k: number, c1: number, c2: number): number => {
+    k = Math.imul(k, c1);
+    k = Math.imul((k << 15) | (k >>> 17), c2);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    return (Math.imul(h, 5) + 0xe6546b64) | 0;
+  };
+  for (let i = 0; i < words.length; i++) {
+    h1 = mix(h1, words[i]!, 0xcc9e2d51, 0x1b873593);
+    h2 = mix(h2, words[i]!, 0x1b873593, 0xcc9e2d51);
+  }
+  let tail = 0;
+  for (let i = words.length * 4; i < bytes.length; i++) tail = (tail << 8) | bytes[i]!;
+  h1 = mix(h1, tail, 0xcc9e2d51, 0x1b873593);
+  h2 = mix(h2, tail ^ 0x5bd1e995, 0x1b873593, 0xcc9e2d51);
+  const final = (h: number): number => {
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return (h ^ (h >>> 16)) >>> 0;
+  };
+  const a = final(h1 ^ h2);
+  const b = final(h2 + a);
+  return (b & 0xffff).toString(16).padStart(4, '0') + a.toString(16).padStart(8, '0');
+}
+
 function fileVersion(file: string): string {
   let digest: string;
   try {
-    digest = createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 12);
+    digest = contentDigest(fs.readFileSync(file));
   } catch {
     return 'unknown';
   }

@@ -27,8 +27,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { FrameDecoder, type HandoffEndpoint, MAX_FDS_PER_MESSAGE, ProtocolError, encodeFrame, tokensEqual } from '../protocol';
+import { FrameDecoder, type HandoffEndpoint, MAX_FDS_PER_MESSAGE, ProtocolError, encodeFrame } from '../protocol';
+import { randomHex, tokensEqual } from '../platform/crypto';
 import * as native from '../platform/native';
 
 /** How long the old worker waits for `taken` before it keeps the batch. */
@@ -497,8 +497,8 @@ export class HandoffListener {
 
   /** Listens in `parentDir` (darwin) or on an abstract address (Linux). */
   static async open(parentDir: string, adopt: Adopt): Promise<HandoffListener> {
-    const token = randomBytes(24).toString('hex');
-    const id = `handover-handoff-${process.pid}-${randomBytes(6).toString('hex')}`;
+    const token = randomHex(24);
+    const id = `handover-handoff-${process.pid}-${randomHex(6)}`;
     const dir = process.platform === 'linux' ? undefined : fs.mkdtempSync(path.join(parentDir || os.tmpdir(), `${id}-`));
     const socketPath = dir ? path.join(dir, 's') : `@${id}`;
     let listener: HandoffListener | undefined;

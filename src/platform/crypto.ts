@@ -1,7 +1,7 @@
 // node:crypto, loaded only where it is used. A worker boots at every reload,
 // and in one serving plain HTTP, loading node:crypto (about 3.5 ms of CPU) and
 // OpenSSL's first digest (about 1.5 ms more) were a sixth of what handover
-// itself cost it (issue 24; bench/RESULTS.md, "cost-lazy"). So the worker's
+// itself cost it (issue 24, measured per phase with process.cpuUsage()). So the worker's
 // modules take their randomness from the kernel and compare tokens in
 // JavaScript; node:crypto loads when TLS or the master needs it.
 import * as fs from 'node:fs';

@@ -28,16 +28,53 @@ function ignoreWriteErrors(stream: Writable): void {
   stream.on('error', () => {});
 }
 
+let stdioGuarded = false;
+
 /**
- * Writes lines to `stream` (each formatted only when it is written) without
+ * Swallows write errors on process.stdout and process.stderr, whoever
+ * writes to them (a logger here, the application's console), from the
+ * moment each exists. Node creates each stream when it is first read, which
+ * costs a process about 1 ms of CPU (a worker, at every reload); one that
+ * never writes to it never pays.
+ */
+function guardStdio(): void {
+  if (stdioGuarded) return;
+  stdioGuarded = true;
+  for (const name of ['stdout', 'stderr'] as const) {
+    const own = Object.getOwnPropertyDescriptor(process, name);
+    if (!own?.get || !own.configurable) {
+      ignoreWriteErrors(process[name]);
+      continue;
+    }
+    const create = own.get;
+    Object.defineProperty(process, name, {
+      configurable: true,
+      enumerable: own.enumerable,
+      get() {
+        const stream = create.call(process) as Writable;
+        ignoreWriteErrors(stream);
+        Object.defineProperty(process, name, own);
+        return stream;
+      },
+    });
+  }
+}
+
+/**
+ * Writes lines to `target` (a stream, or a function that gives it when the
+ * first line comes; each line formatted only when it is written) without
  * ever letting it hold more than MAX_PENDING_LOG_BYTES unwritten: past that,
  * lines are dropped and counted, and the next line written is preceded by
  * `dropped(count)`. A closed stream loses the lines, never the process.
  */
-export function boundedLines(stream: Writable, dropped: (count: number) => string): (line: () => string) => void {
-  ignoreWriteErrors(stream);
+export function boundedLines(target: Writable | (() => Writable), dropped: (count: number) => string): (line: () => string) => void {
+  let stream: Writable | undefined;
   let count = 0;
   return (line) => {
+    if (!stream) {
+      stream = typeof target === 'function' ? target() : target;
+      ignoreWriteErrors(stream);
+    }
     if (stream.destroyed || !stream.writable) return;
     if (stream.writableLength > MAX_PENDING_LOG_BYTES) {
       count++;
@@ -51,10 +88,10 @@ export function boundedLines(stream: Writable, dropped: (count: number) => strin
   };
 }
 
-/** One line per call to `stream`, bounded as boundedLines() says. */
-export function streamLogger(stream: Writable, role: string): Logger {
+/** One line per call to `target` (as boundedLines() takes it), bounded as boundedLines() says. */
+export function streamLogger(target: Writable | (() => Writable), role: string): Logger {
   const prefix = `handover[${process.pid}] ${role}`;
-  const write = boundedLines(stream, (count) => `${prefix} warn: ${count} log line(s) dropped: the log stream could not keep up\n`);
+  const write = boundedLines(target, (count) => `${prefix} warn: ${count} log line(s) dropped: the log stream could not keep up\n`);
   const line = (level: string) => (message: string) => write(() => `${prefix} ${level}: ${message}\n`);
   return { info: line('info'), warn: line('warn'), error: line('error') };
 }
@@ -62,8 +99,7 @@ export function streamLogger(stream: Writable, role: string): Logger {
 export function createLogger(option: Logger | false | undefined, role: 'master' | 'worker' | 'single'): Logger {
   // Whatever logs (this logger, the application's own console), a closed
   // stdout or stderr must not be fatal.
-  ignoreWriteErrors(process.stdout);
-  ignoreWriteErrors(process.stderr);
+  guardStdio();
   if (option === false) return silent;
-  return option ?? streamLogger(process.stderr, role);
+  return option ?? streamLogger(() => process.stderr, role);
 }

@@ -17,8 +17,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import Module = require('node:module');
 import { ENV } from './worker-env';
+
+/**
+ * CommonJS's Module class, as every module's `module` is one: node:module
+ * (the same class) would also load the ES module loader and the source-map
+ * support in every worker.
+ */
+const Module = module.constructor as typeof import('node:module');
 
 type Api = typeof import('./index');
 

@@ -4,7 +4,6 @@
 // KillMode deliver the same signal to the whole process group, often twice
 // within microseconds, so a stop signal within DUPLICATE_STOP_MS of the first
 // is the same stop. Only one that arrives later forces the stop.
-import { performance } from 'node:perf_hooks';
 import type { Logger } from './log';
 
 /**
@@ -45,7 +44,11 @@ export function masterOnlySignals(options: { reloadSignals: NodeJS.Signals[]; up
   return [...options.reloadSignals, ...options.upgradeSignals, 'SIGTTIN', 'SIGTTOU', 'SIGQUIT'];
 }
 
-/** Installs the handlers; returns a function that removes them. */
+/**
+ * Installs the handlers; returns a function that removes them. (The global
+ * `performance`, loaded when first read: workers load this module but never
+ * call this, and importing node:perf_hooks would cost each about 1 ms of CPU.)
+ */
 export function handleSignals(actions: SignalActions, now: () => number = () => performance.now()): () => void {
   const installed: [NodeJS.Signals, () => void][] = [];
   const on = (signal: NodeJS.Signals, handler: () => void) => {

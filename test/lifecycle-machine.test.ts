@@ -929,7 +929,7 @@ describe('stop (invariant 12)', () => {
 });
 
 describe('WorkerProcess.alive', () => {
-  it.skipIf(process.platform !== 'linux')('a child that died but is not reaped yet (a zombie) is not alive, before its exit event', () => {
+  it.skipIf(process.platform !== 'linux')('a child that died but is not reaped yet (a zombie) is not alive, before its exit event', async () => {
     const child = spawn('sleep', ['60'], { stdio: 'ignore' });
     const worker = new WorkerProcess(child, 0, 1, 60_000, 60_000);
     expect(worker.alive).toBe(true);
@@ -938,6 +938,9 @@ describe('WorkerProcess.alive', () => {
     const stat = () => fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8');
     const deadline = Date.now() + 10_000;
     while (!/^\d+ \(.*\) Z/.test(stat())) if (Date.now() > deadline) throw new Error('no zombie within 10 s');
+    expect(worker.exit).toBeUndefined();
+    expect(worker.alive).toBe(true); // what /proc said earlier in this turn of the loop
+    await Promise.resolve(); // the turn's work is done (microtasks only: the loop still cannot reap)
     expect(worker.exit).toBeUndefined();
     expect(worker.alive).toBe(false);
     worker.kill(); // no signal to a dead pid (which may be reused)

@@ -1,14 +1,14 @@
 // The `cpu` scenario (issue 24): the CPU time one reload costs, handover
 // against Node cluster's rolling restart, the same hello app and worker count.
-// Each run starts a fresh master, lets it settle, then does RELOADS reloads
-// one after the other (each waited for, and the old generation gone before
-// the next), no load. CPU is read from /proc/<master>/stat: the master's own
+// Each round starts a fresh master of each, lets them settle, then reloads
+// them in turn, RELOADS times each (each reload waited for, and the old
+// generation gone, before the next), no load. CPU is read from /proc/<master>/stat: the master's own
 // utime + stime, and cutime + cstime, which the kernel adds up for every
 // child the master has reaped (so every exited worker counts, whole), plus
 // the live workers' utime + stime. The rate of the same reading over IDLE_MS
 // afterwards, times the reloads' duration, is subtracted (heartbeats,
-// timers), so what is left is what the reloads cost. Runs are interleaved
-// A B A B.
+// timers), so what is left is what the reloads cost. The servers run side
+// by side and are reloaded in turn, one reload each (oneRound).
 const fs = require('node:fs');
 const P = require('./procs');
 const S = require('./stats');
@@ -49,30 +49,43 @@ async function onlyNew(server, n, old, timeoutMs = 60_000) {
   }
 }
 
-async function oneRun(ctx, make, reloads, workers) {
-  const server = make();
+/**
+ * One round: every server started side by side, then `reloads` turns, each
+ * reloading every server once in turn (the reload waited for, and the old
+ * generation gone, before the next server's). Reload by reload, so a change
+ * in what the machine gives this VM (other tenants, clock speed) falls on
+ * every server alike; the servers not reloading meanwhile are idle, which
+ * the idle rate takes off.
+ */
+async function oneRound(ctx, makers, reloads, workers) {
+  const servers = makers.map((make) => make());
   try {
-    await server.start();
-    let pids = await onlyNew(server, workers, new Set());
+    for (const server of servers) await server.start();
+    const pids = [];
+    for (const server of servers) pids.push(await onlyNew(server, workers, new Set()));
     await P.sleep(1000);
-    const t0 = treeCpu(server);
+    const t0 = servers.map(treeCpu);
     const started = Date.now();
-    const ms = [];
+    const ms = servers.map(() => []);
     for (let i = 0; i < reloads; i++) {
-      P.checkAborted();
-      ms.push((await server.reload()).ms);
-      pids = await onlyNew(server, workers, new Set(pids));
+      for (const [k, server] of servers.entries()) {
+        P.checkAborted();
+        ms[k].push((await server.reload()).ms);
+        pids[k] = await onlyNew(server, workers, new Set(pids[k]));
+      }
     }
-    await P.sleep(300); // the master's work after the last exit (reaping, a collection) counts too
-    const t1 = treeCpu(server);
+    await P.sleep(300); // the masters' work after the last exit (reaping, a collection) counts too
+    const t1 = servers.map(treeCpu);
     const wall = Date.now() - started;
     await P.sleep(IDLE_MS);
-    const idle = minus(treeCpu(server), t1);
-    const scale = wall / IDLE_MS;
-    const cost = minus(minus(t1, t0), { master: idle.master * scale, workers: idle.workers * scale });
-    return { label: server.label, master: cost.master / reloads, workers: cost.workers / reloads, idle: (idle.master + idle.workers) / IDLE_MS * 1000, reloadMs: S.median(ms) };
+    return servers.map((server, k) => {
+      const idle = minus(treeCpu(server), t1[k]);
+      const scale = wall / IDLE_MS;
+      const cost = minus(minus(t1[k], t0[k]), { master: idle.master * scale, workers: idle.workers * scale });
+      return { label: server.label, master: cost.master / reloads, workers: cost.workers / reloads, idle: (idle.master + idle.workers) / IDLE_MS * 1000, reloadMs: S.median(ms[k]) };
+    });
   } finally {
-    await server.stop();
+    await Promise.allSettled(servers.map((server) => server.stop()));
   }
 }
 
@@ -86,14 +99,13 @@ async function cpuPerReload(ctx, variants = [{}]) {
     () => new ClusterServer({ workers: w, verbose: o.verbose }),
   ];
   const runs = makers.map(() => []);
-  for (let pair = 0; pair < o.pairs; pair++) {
-    for (const [i, make] of makers.entries()) {
-      ctx.log(`cpu pair ${pair + 1}/${o.pairs}: ${make().label}, ${reloads} reloads`);
-      try {
-        runs[i].push(await oneRun(ctx, make, reloads, w));
-      } finally {
-        await P.stopAll();
-      }
+  for (let round = 0; round < o.pairs; round++) {
+    ctx.log(`cpu round ${round + 1}/${o.pairs}: ${makers.length} servers side by side, ${reloads} reloads each, in turn`);
+    try {
+      const results = await oneRound(ctx, makers, reloads, w);
+      results.forEach((r, i) => runs[i].push(r));
+    } finally {
+      await P.stopAll();
     }
   }
   const total = (r) => r.master + r.workers;
@@ -104,18 +116,19 @@ async function cpuPerReload(ctx, variants = [{}]) {
     return [
       rs[0].label, t.map((x) => S.fixed(x, 0)).join(', '), `**${S.fixed(S.median(t), 0)}** (${spread(t)})`,
       S.fixed(S.median(rs.map((r) => r.master)), 1), S.fixed(S.median(rs.map((r) => r.workers)), 1),
-      S.ratio(S.median(t), S.median(cluster)), rs.map((r, k) => S.ratio(total(r), cluster[k])).join(', '),
+      S.ratio(S.median(rs.map((r, k) => total(r) / cluster[k])), 1), rs.map((r, k) => S.ratio(total(r), cluster[k])).join(', '),
       S.fixed(S.median(rs.map((r) => r.idle)), 1), S.int(S.median(rs.map((r) => r.reloadMs))),
     ];
   });
   const md = [
-    `${o.pairs} pairs, interleaved (${makers.map((_, i) => String.fromCharCode(65 + i)).join(' ')} per pair), each run a fresh master with ${w} workers of the hello app, ` +
-      `${reloads} reloads one after the other (SIGHUP, the new generation ready and the old one exited before the next), no load. ` +
+    `${o.pairs} rounds; in each, the ${makers.length} servers below run side by side, each a fresh master with ${w} workers of the hello app, ` +
+      `and ${reloads} times in turn each is reloaded once (SIGHUP, the new generation ready and the old one exited before the next server's reload), no load. ` +
+      'Reload by reload, so what the machine gives this VM (other tenants, clock speed) changes alike for all of them. ' +
       'CPU = the master\'s utime + stime, plus cutime + cstime (every worker it reaped, whole) and the live workers\' utime + stime, from /proc in 10 ms ticks; ' +
-      `the rate of the same reading over ${IDLE_MS / 1000} s idle afterwards, times the reloads' duration, is subtracted. Per reload = that ÷ reloads. ` +
-      'The ratio per pair divides by the cluster run of the same pair.',
+      `the rate of the same reading over ${IDLE_MS / 1000} s idle afterwards, times the rounds' duration, is subtracted. Per reload = that ÷ reloads. ` +
+      'The ratio divides by the cluster figure of the same round; its median is over the rounds.',
     '',
-    S.table(['server', 'CPU ms per reload, by pair', 'median (range)', 'master ms', 'workers ms', 'median / cluster', 'per pair / cluster', 'idle CPU ms per s', 'reload ms (median)'], rows),
+    S.table(['server', 'CPU ms per reload, by round', 'median (range)', 'master ms', 'workers ms', 'median ratio to cluster', 'per round / cluster', 'idle CPU ms per s', 'reload ms (median)'], rows),
   ].join('\n');
   return { md, runs };
 }

@@ -126,6 +126,21 @@ export class WorkerProcess implements Child {
   get alive(): boolean {
     if (this.exit !== undefined) return false;
     if (process.platform !== 'linux' || this.pid <= 0) return true;
+    if (this.procReading === undefined) {
+      this.procReading = this.readProc();
+      queueMicrotask(() => (this.procReading = undefined));
+    }
+    return this.procReading;
+  }
+
+  /**
+   * What /proc said, for the rest of this turn of the event loop: one
+   * rebalance asks about every child several times, and a death the kernel
+   * records meanwhile is seen at the next turn, as one just after it would be.
+   */
+  private procReading?: boolean;
+
+  private readProc(): boolean {
     try {
       const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
       return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';

@@ -105,11 +105,13 @@ export class ControlClient extends EventEmitter {
     }
   }
 
+  /** Nothing after end(): a frame written then would only fail (and destroy the socket). */
   send(message: Message): void {
-    if (!this.socket.destroyed) this.socket.write(encode(message));
+    if (this.socket.writable) this.socket.write(encode(message));
   }
 
-  end(): void {
-    this.socket.end();
+  /** Ends the connection; `flushed` runs once everything sent is written and the socket is shut down (or it failed). */
+  end(flushed?: () => void): void {
+    this.socket.end(flushed);
   }
 }

@@ -7,15 +7,25 @@
 // costs B/2 on average), so a coarse timer measures the same thing, only with
 // fewer samples: 5 wakeups a second instead of the 50 a 20 ms timer cost every
 // idle worker.
-import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
+//
+// node:perf_hooks loads with the first heartbeat, not at boot, and a worker
+// that drains before any heartbeat never loads it (about 1 ms of CPU each
+// time, in every worker of every reload: bench/RESULTS.md, "cost").
+import type { IntervalHistogram } from 'node:perf_hooks';
 
 const RESOLUTION_MS = 200;
 
 let histogram: IntervalHistogram | undefined;
 
-/** Mean delay in ms since the previous call (0 on the first and when no sample was taken). */
-export function loopDelayMs(): number {
+/**
+ * Mean delay in ms since the previous call (0 on the first and when no
+ * sample was taken). The first call starts the timer, unless `start` is
+ * false (the worker's last report): then, without a timer, undefined.
+ */
+export function loopDelayMs(start = true): number | undefined {
   if (!histogram) {
+    if (!start) return undefined;
+    const { monitorEventLoopDelay } = require('node:perf_hooks') as typeof import('node:perf_hooks');
     histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
     histogram.enable();
     return 0;
@@ -24,3 +34,4 @@ export function loopDelayMs(): number {
   histogram.reset();
   return Math.round(mean * 10) / 10;
 }
+

@@ -34,7 +34,6 @@ export class RequestStats {
     });
   }
 
-  /** The heartbeat answer's numbers. */
   /**
    * Resident memory. Node reads it from /proc/self/stat, which needs a free
    * fd: with the fd table full (the application's own leak, or a flood of
@@ -51,11 +50,12 @@ export class RequestStats {
     return this.lastRss;
   }
 
-  sample(): WorkerSample {
+  /** The heartbeat answer's numbers. `last`: the worker's final report, which does not start the loop-delay timer. */
+  sample(last = false): WorkerSample {
     const { user, system } = process.cpuUsage();
     let running = 0;
     const latency = this.buckets.map((n) => (running += n));
     latency.push(Math.round(this.sumUs));
-    return { requests: this.requests, rss: this.rss(), cpu: user + system, loopDelayMs: loopDelayMs(), errors: this.errors, latency };
+    return { requests: this.requests, rss: this.rss(), cpu: user + system, loopDelayMs: loopDelayMs(!last), errors: this.errors, latency };
   }
 }

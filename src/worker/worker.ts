@@ -24,6 +24,12 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  */
 const exitNow = process.exit.bind(process) as (code?: number) => never;
 
+/** How long a drained worker waits for its last frames to reach a master that does not read. */
+const FLUSH_MS = 1_000;
+
+/** The reason a drain frame gives. */
+const MASTER_ASKED = 'the master asked';
+
 /** The worker running in this process, once run() is called. */
 let current: Worker | undefined;
 
@@ -103,7 +109,7 @@ export class Worker {
     if (ticketKeys) this.serving.ticketKeys.set(ticketKeys);
     client.on('message', (message) => {
       if (message.type === 'ticket-keys') this.serving.ticketKeys.set(message.keys);
-      if (message.type === 'drain') this.drain('the master asked', message.handoff);
+      if (message.type === 'drain') this.drain(MASTER_ASKED, message.handoff);
       if (message.type === 'closing') {
         this.masterStopping = true;
         this.serving.closeEachResponse();
@@ -286,7 +292,11 @@ export class Worker {
       this.log.info(`draining (${reason}) before serving anything; exiting`);
       exitNow(0);
     }
-    this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
+    // The master's own drain of an idle worker is in the master's log already
+    // ("draining generation N"); the worker tells what only it knows.
+    if (this.serving.connections > 0 || reason !== MASTER_ASKED) {
+      this.log.info(`draining (${reason}): ${this.serving.connections} open connection(s), up to ${this.options.stopTimeout} ms`);
+    }
     this.handoff?.close();
     const drained = this.serving.drain(to);
     this.events.emit('drain');
@@ -302,10 +312,19 @@ export class Worker {
       clearTimeout(deadline);
       report();
       // the last counts, so the master's totals include every request served here
-      this.control?.send({ type: 'pong', ...this.serving.stats.sample() });
-      this.control?.end();
+      this.control?.send({ type: 'pong', ...this.serving.stats.sample(true) });
       this.finished();
-      setImmediate(() => exitNow((this.exitCode ?? 0) as number));
+      // Once those frames are written and the connection shut down; not
+      // later, when the master's own end would come back: reading it destroys
+      // the socket, and Node's destroy creates process.stderr (about 1 ms).
+      // A master that does not read (stopped) holds the exit for at most FLUSH_MS.
+      const exit = () => exitNow((this.exitCode ?? 0) as number);
+      if (this.control) {
+        this.control.end(exit);
+        setTimeout(exit, FLUSH_MS);
+      } else {
+        setImmediate(exit);
+      }
     });
   }
 }

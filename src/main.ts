@@ -99,7 +99,11 @@ function loadBundle(): Api | undefined {
     throw error;
   }
   bundle.loaded = true;
-  if (cachedData === undefined || script.cachedDataRejected) setTimeout(() => writeCache(script, cache), CACHE_AFTER_MS).unref();
+  if (cachedData === undefined || script.cachedDataRejected) {
+    setTimeout(() => writeCache(script, cache), CACHE_AFTER_MS).unref();
+    // Again at its exit, with the functions its drain ran: every worker drains once, at a reload.
+    process.once('exit', () => writeCache(script, cache));
+  }
   return bundle.exports as Api;
 }
 

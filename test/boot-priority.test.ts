@@ -2,13 +2,16 @@
 // CPU from the workers that serve, and serves at the master's priority once
 // ready (or once a tenth of startTimeout has passed). What a user can check in /proc: every thread's nice value (field 19
 // of /proc/<pid>/task/<tid>/stat) and the worker's autogroup nice
-// (/proc/<pid>/autogroup), before and after ready.
+// (/proc/<pid>/autogroup), before and after ready. Only the knob that decides
+// is turned: the autogroup where the kernel uses autogroups, else the threads.
 //
 // Sensitivity, checked by hand: with workerReady() in dist/master/boot-priority.js
 // returning before it raises anything, "serves at the master's priority" fails
-// (threads still at nice 10); with the spawn no longer lowered (spawnLowered
-// calling spawn() at once) "boots lowered" fails (nice 0 while booting); with
-// only the main thread raised (the /proc/<pid>/task loop cut to the pid) the
+// (threads or autogroup still at nice 10); with the spawn no longer lowered
+// (spawnLowered calling spawn() at once) "boots lowered" fails (nice 0 while
+// booting); with the threads lowered where the autogroup decides, "boots
+// lowered" fails (threads at 10); where the threads are the knob, with only
+// the main thread raised (the /proc/<pid>/task loop cut to the pid) the
 // after-ready check fails on the V8 platform threads; with raiseAfter() a
 // no-op, "is raised while still booting" times out waiting for the raise.
 import * as fs from 'node:fs';
@@ -38,8 +41,24 @@ function autogroupNice(pid: number): number {
   return Number(/nice (-?\d+)/.exec(fs.readFileSync(`/proc/${pid}/autogroup`, 'utf8'))![1]);
 }
 
+/**
+ * The kernel weighs a session's autogroup only for tasks in the root CPU
+ * group: with cgroup v1 the `cpu` line of /proc/self/cgroup says `/`; with v2
+ * no cgroup on the way up has the CPU controller on (cpu.weight).
+ */
+function rootCpuGroup(): boolean {
+  const lines = fs.readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n');
+  const cpuV1 = lines.find((line) => line.split(':')[1]!.split(',').includes('cpu'));
+  if (cpuV1) return cpuV1.endsWith(':/');
+  const unified = lines.find((line) => line.startsWith('0::'));
+  if (!unified || !fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) return false;
+  const parts = unified.slice(3).split('/').filter(Boolean);
+  return parts.every((_, i) => !fs.existsSync(path.join('/sys/fs/cgroup', ...parts.slice(0, i + 1), 'cpu.weight')));
+}
+
+/** A worker (a session of its own) is lowered by its autogroup where the kernel uses autogroups, else by its threads. */
 const autogroups = fs.existsSync('/proc/sys/kernel/sched_autogroup_enabled') &&
-  fs.readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
+  fs.readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1' && rootCpuGroup();
 /**
  * Threads are lowered only where they can be raised again (boot-priority.ts):
  * with CAP_SYS_NICE (bit 23 of CapEff; root) or an RLIMIT_NICE reaching nice 0.
@@ -79,9 +98,10 @@ describe.runIf(process.platform === 'linux')('a booting worker runs at a lower p
     fs.writeFileSync(holdFile, '');
     const reloaded = master.reload();
     const booting = await bootingWorker(master, [first]);
-    const lowered = threadsLowered() ? Math.min(19, normal + BOOT_NICE_STEP) : normal;
+    const lowered = threadsLowered() && !autogroups ? Math.min(19, normal + BOOT_NICE_STEP) : normal;
     expect(threadNices(booting), 'nice of each thread while booting').toEqual(all(booting, lowered));
-    if (autogroups) expect(autogroupNice(booting), 'autogroup nice while booting').toBe(BOOT_NICE_STEP);
+    // the autogroup: lowered where it decides, and left at a new session's 0 where it does not
+    if (fs.existsSync(`/proc/${booting}/autogroup`)) expect(autogroupNice(booting), 'autogroup nice while booting').toBe(autogroups ? BOOT_NICE_STEP : 0);
     // meanwhile the old worker serves, at its own priority
     expect(await answer(master.port)).toBe(first);
     expect(threadNices(first)).toEqual(all(first, normal));

@@ -10,7 +10,8 @@
 // generation has nobody to protect and boots at full speed), and each knob
 // only where it can be undone: a worker must never serve for ever at the
 // lower priority. Two knobs, because the kernel weighs CPU per scheduling
-// group first and per thread within a group:
+// group first and per thread within a group; each worker gets the one that
+// decides its share against the others, not both:
 //
 // - Thread nice. setpriority() on Linux sets one thread, and Node starts its
 //   V8 platform threads before any JavaScript runs, so a worker cannot lower
@@ -30,12 +31,18 @@
 //   CAP_SYS_ADMIN may change one only every 100 ms machine-wide (EAGAIN,
 //   kernel/sched/autogroup.c): a refused lowering leaves the worker at the
 //   normal priority, a refused raise is retried until it is done or the
-//   worker has exited. In a
-//   cgroup with its own CPU share (systemd services, containers) autogroups
-//   are not used and the thread nice does the work.
+//   worker has exited. The kernel uses autogroups only for tasks of the
+//   root CPU group (task_wants_autogroup()): in a cgroup with its own CPU
+//   share (systemd's CPUWeight=, containers) they are not used, and the
+//   thread nice does the work. Where the autogroup decides, the threads are
+//   left alone: their nice values would weigh only against each other, and
+//   setting every thread's, twice, cost the master about 0.5 ms a worker.
+//   (cgroup v1 inside a cgroup namespace shows its own group as the root:
+//   there a worker would boot at the normal priority.)
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 
 /** The nice value a worker boots at, relative to the master's: 10 gives it about a tenth of a serving worker's weight. */
 export const BOOT_NICE_STEP = 10;
@@ -77,11 +84,31 @@ function planThreads(): ThreadPlan | undefined {
   }
 }
 
-function autogroupsInUse(): boolean {
+/** Autogroups are on and this process is in the root CPU group, so a session's autogroup nice sets its share. */
+function autogroupsDecide(): boolean {
   try {
-    return fs.readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
+    return fs.readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1' && inRootCpuGroup();
   } catch {
     return false;
+  }
+}
+
+/**
+ * cgroup v1: the `cpu` hierarchy's path is `/`. cgroup v2: no group from this
+ * process's up to the top has the CPU controller on (a `cpu.weight` file; the
+ * true root has none, a cgroup namespace's top does).
+ */
+function inRootCpuGroup(): boolean {
+  const lines = fs.readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((line) => line.split(':'));
+  const v1 = lines.find(([, controllers]) => controllers!.split(',').includes('cpu'));
+  if (v1) return v1.slice(2).join(':') === '/';
+  const v2 = lines.find(([id, controllers]) => id === '0' && controllers === '');
+  if (!v2) return false;
+  const top = '/sys/fs/cgroup';
+  if (!fs.existsSync(path.join(top, 'cgroup.controllers'))) return false; // not mounted here: cannot tell
+  for (let dir = path.join(top, v2.slice(2).join(':')); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'cpu.weight'))) return false;
+    if (dir === top || !dir.startsWith(top)) return true;
   }
 }
 
@@ -93,13 +120,14 @@ const serving = new Set<ChildProcess>();
  * child starts at the boot priority, when something serves next to it: a
  * ready worker of this master, or the process itself (a single-mode
  * successor, `ownSession` false). `ownSession`: the child is a session leader
- * (spawned detached), whose autogroup is lowered too. A first generation
+ * (spawned detached), whose autogroup is lowered instead of its threads where
+ * autogroups decide. A first generation
  * boots at full speed: there is nobody to protect. workerReady() raises it.
  */
 export function spawnLowered(spawn: () => ChildProcess, ownSession: boolean): ChildProcess {
   if (process.platform !== 'linux' || (ownSession && serving.size === 0)) return spawn();
-  plan ??= { threads: planThreads(), autogroups: autogroupsInUse() };
-  const threads = plan.threads;
+  plan ??= { threads: planThreads(), autogroups: autogroupsDecide() };
+  const threads = ownSession && plan.autogroups ? undefined : plan.threads;
   if (threads) os.setPriority(0, threads.boot);
   let child: ChildProcess;
   try {

@@ -34,6 +34,8 @@ const HELP = `usage: node bench/run.js [flags]      (npm run bench -- [flags])
                      results file; with --cpu-only, the section cost-cpu
   --pairs N          cost: interleaved rounds (default 3)
   --cpu-only         cost: only the CPU part, no R1
+  --by-path          cost: the CPU part loads this checkout by path too, as it does --handover DIR (a
+                     require('handover') also pays Node's exports resolution, about 2 ms a worker)
   --cpu-reloads N    cost: reloads per CPU run (default 30)
   --label TEXT       faults: names the section and says what was measured (default: the last
                      commit touching src/master of the handover package run)
@@ -113,6 +115,7 @@ function parseArgs(argv) {
     else if (a === '--pairs' && o.command === 'cost') set.pairs = number();
     else if (a === '--cpu-reloads' && o.command === 'cost') set.cpuReloads = number();
     else if (a === '--cpu-only' && o.command === 'cost') o.cpuOnly = true;
+    else if (a === '--by-path' && o.command === 'cost') o.byPath = true;
     else throw new Error(`unknown flag ${a}\n\n${HELP}`);
   }
   if (o.quick) Object.assign(o, { duration: 3, reloads: 10, latencyReloads: 5, runs: 1, connections: 1000, memoryReloads: 3, memoryRounds: 1 });
@@ -313,7 +316,8 @@ async function runCost(ctx, command, wrk) {
   await P.stopAll();
   const cpuLoad = load();
   const before = o.handover ? [{ ROLLOUT: 'parallel', BENCH_HANDOVER: o.handover }] : [];
-  const cpu = await cpuPerReload(ctx, [...before, { ROLLOUT: 'parallel' }, { ROLLOUT: 'phased' }]);
+  const own = o.byPath ? { BENCH_HANDOVER: path.resolve(__dirname, '..') } : {};
+  const cpu = await cpuPerReload(ctx, [...before, { ROLLOUT: 'parallel', ...own }, { ROLLOUT: 'phased', ...own }]);
   await P.stopAll();
   const md = [
     o.cpuOnly ? '## The CPU a reload costs (issue 24)' : '## The cost of a reload: R1 p99 and CPU per reload (issue 24)',

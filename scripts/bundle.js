@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds dist/bundle/index.js: dist/index.js and every module it loads in a
-// worker, in one file, which dist/main.js loads in the workers of a
+// worker, in one file (a CommonJS module already in its wrapper function), which dist/main.js loads in the workers of a
 // library-API master (see src/main.ts for why). The master's and single
 // mode's runtimes stay out: in a worker they are never loaded, and if they
 // were, they would load as the separate modules they are. Runs after tsc
@@ -33,6 +33,11 @@ async function main() {
     target: 'node20',
     logLevel: 'warning',
     external: ['*.node', '_http_common'],
+    // Already in CommonJS's wrapper, which src/main.ts compiles as it is:
+    // wrapping it there (Module.wrap) would copy the whole source a second
+    // time into the young generation of every worker.
+    banner: { js: '(function (exports, require, module, __filename, __dirname) {' },
+    footer: { js: '});' },
     plugins: [{
       name: 'outside-a-worker',
       setup(build) {

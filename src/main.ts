@@ -82,7 +82,8 @@ function loadBundle(): Api | undefined {
   } catch {
     // none yet
   }
-  const script = new vm.Script(Module.wrap(source), {
+  // The bundle is a function expression already (scripts/bundle.js): compiled as it is, one copy of the source.
+  const script = new vm.Script(source, {
     filename: BUNDLE,
     cachedData,
     importModuleDynamically: mainContextLoader,

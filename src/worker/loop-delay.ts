@@ -8,7 +8,7 @@
 //
 // What perf_hooks.monitorEventLoopDelay measures, without node:perf_hooks:
 // loading it cost every worker about 1 ms of CPU, that is every reload 1 ms
-// per worker (bench/RESULTS.md, "cost"). The probe starts with the first
+// per worker (bench/RESULTS.md, "cost-exit"). The probe starts with the first
 // heartbeat; a worker that drains before any never starts it.
 
 const PERIOD_MS = 200;

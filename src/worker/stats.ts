@@ -50,7 +50,7 @@ export class RequestStats {
     return this.lastRss;
   }
 
-  /** The heartbeat answer's numbers. `last`: the worker's final report, which does not start the loop-delay timer. */
+  /** The heartbeat answer's numbers. `last`: the worker's final report, which does not start the loop-delay probe. */
   sample(last = false): WorkerSample {
     const { user, system } = process.cpuUsage();
     let running = 0;

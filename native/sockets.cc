@@ -392,15 +392,23 @@ Napi::Value AcceptQueueLength(const Napi::CallbackInfo& info) {
 #endif
 }
 
-// shutdownListener(fd): shutdown(SHUT_RDWR) on a listening socket. It acts on
-// the socket, not the fd: every process holding a copy stops accepting, and
+// shutdownSocket(fd, direction): shutdown(2) on any socket; it acts on the
+// socket, not the fd, so on every copy in every process. 'both' (SHUT_RDWR)
+// on a listening socket: every process holding a copy stops accepting, and
 // new connections are refused at once (Linux: ECONNREFUSED for TCP and Unix).
-// ENOTCONN (darwin, or not listening) is not an error.
-Napi::Value ShutdownListener(const Napi::CallbackInfo& info) {
+// 'write' (SHUT_WR) on a connected one: the peer reads end of file after the
+// last byte sent, and this side can still read. ENOTCONN (darwin, or not
+// listening or connected) is not an error.
+Napi::Value ShutdownSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
   if (fd < 0) return env.Undefined();
-  if (shutdown(fd, SHUT_RDWR) < 0 && errno != ENOTCONN) {
+  std::string direction = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  if (direction != "both" && direction != "write") {
+    Napi::TypeError::New(env, "expected (fd: number, direction: 'both' | 'write')").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (shutdown(fd, direction == "write" ? SHUT_WR : SHUT_RDWR) < 0 && errno != ENOTCONN) {
     ThrowSystemError(env, errno, "shutdown", "fd " + std::to_string(fd));
   }
   return env.Undefined();
@@ -490,7 +498,7 @@ void RegisterSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("refuseNewConnections", Napi::Function::New(env, RefuseNewConnections, "refuseNewConnections"));
   exports.Set("allowNewConnections", Napi::Function::New(env, AllowNewConnections, "allowNewConnections"));
   exports.Set("acceptQueueLength", Napi::Function::New(env, AcceptQueueLength, "acceptQueueLength"));
-  exports.Set("shutdownListener", Napi::Function::New(env, ShutdownListener, "shutdownListener"));
+  exports.Set("shutdownSocket", Napi::Function::New(env, ShutdownSocket, "shutdownSocket"));
   exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));

@@ -90,27 +90,31 @@ describe.runIf(process.platform === 'linux')('a booting worker runs at a lower p
     const master = await startMaster({ script: 'test/fixtures/boot-priority-app.js', fixture: { holdFile, startTimeout: 600_000 } });
     const [first] = master.workerPids;
     const normal = os.getPriority(master.pid); // the master's nice (0 unless the tests run under `nice`)
-    const all = (pid: number, nice: number) => threadNices(pid).map(() => nice);
+    // every thread of `pid` at `nice`, from one reading (a thread Node starts between two readings would change the count)
+    const expectAllAt = (pid: number, nice: number, what?: string) => {
+      const nices = threadNices(pid);
+      expect(nices, what).toEqual(nices.map(() => nice));
+    };
     // generation 1 boots with nobody to protect: at the master's priority
-    expect(threadNices(first)).toEqual(all(first, normal));
+    expectAllAt(first, normal);
     if (autogroups) expect(autogroupNice(first)).toBe(0);
 
     fs.writeFileSync(holdFile, '');
     const reloaded = master.reload();
     const booting = await bootingWorker(master, [first]);
     const lowered = threadsLowered() && !autogroups ? Math.min(19, normal + BOOT_NICE_STEP) : normal;
-    expect(threadNices(booting), 'nice of each thread while booting').toEqual(all(booting, lowered));
+    expectAllAt(booting, lowered, 'nice of each thread while booting');
     // the autogroup: lowered where it decides, and left at a new session's 0 where it does not
     if (fs.existsSync(`/proc/${booting}/autogroup`)) expect(autogroupNice(booting), 'autogroup nice while booting').toBe(autogroups ? BOOT_NICE_STEP : 0);
     // meanwhile the old worker serves, at its own priority
     expect(await answer(master.port)).toBe(first);
-    expect(threadNices(first)).toEqual(all(first, normal));
+    expectAllAt(first, normal);
 
     fs.rmSync(holdFile);
     const outcome = await reloaded;
     expect(outcome.event, outcome.error).toBe('reloaded');
     await pollUntil(async () => (await answer(master.port)) === booting, 'the new worker to answer');
-    expect(threadNices(booting), 'nice of each thread once ready').toEqual(all(booting, normal));
+    expectAllAt(booting, normal, 'nice of each thread once ready');
     if (autogroups) await pollUntil(() => autogroupNice(booting) === 0, 'the autogroup to be raised');
     expect((await master.stop()).code).toBe(0);
   });

@@ -27,7 +27,7 @@ export function socketSteps(fds: () => number[], all: () => number[], log: Logge
       each(fds(), 'read the accept queue', (fd) => (queued += Math.max(0, native.acceptQueueLength(fd))));
       return queued;
     },
-    shutdown: () => each(all(), 'shut down the listening socket', (fd) => native.shutdownListener(fd)),
+    shutdown: () => each(all(), 'shut down the listening socket', (fd) => native.shutdownSocket(fd, 'both')),
   };
 }
 

@@ -57,7 +57,7 @@ interface Binding {
   refuseNewConnections(fd: number): boolean;
   allowNewConnections(fd: number): void;
   acceptQueueLength(fd: number): number;
-  shutdownListener(fd: number): void;
+  shutdownSocket(fd: number, direction: 'both' | 'write'): void;
   localAddress(fd: number): BoundAddress;
   dup(fd: number): number;
   close(fd: number): void;
@@ -150,8 +150,13 @@ export const allowNewConnections = (fd: number): void => binding.allowNewConnect
 /** Connections waiting in a listening TCP socket's accept queue; -1 where the platform cannot tell. */
 export const acceptQueueLength = (fd: number): number => binding.acceptQueueLength(fd);
 
-/** shutdown(2) on a listening socket: no process holding a copy accepts from it any more; connections are refused. */
-export const shutdownListener = (fd: number): void => binding.shutdownListener(fd);
+/**
+ * shutdown(2) on a socket, acting on every copy in every process. 'both' on a
+ * listening socket: no process holding a copy accepts from it any more, and
+ * connections are refused. 'write' on a connected one: the peer reads end of
+ * file after the last byte sent; this side can still read.
+ */
+export const shutdownSocket = (fd: number, direction: 'both' | 'write'): void => binding.shutdownSocket(fd, direction);
 
 /** The address an fd is bound to: ip/port, or the Unix path. */
 export const localAddress = (fd: number): BoundAddress => binding.localAddress(fd);

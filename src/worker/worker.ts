@@ -314,10 +314,9 @@ export class Worker {
       // the last counts, so the master's totals include every request served here
       this.control?.send({ type: 'pong', ...this.serving.stats.sample(true) });
       this.finished();
-      // Once those frames are written and the connection shut down; not
-      // later, when the master's own end would come back: reading it destroys
-      // the socket, and Node's destroy creates process.stderr (about 1 ms).
-      // A master that does not read (stopped) holds the exit for at most FLUSH_MS.
+      // Once the master has read those frames (its end of the connection
+      // came back). A master that does not read (stopped) holds the exit for
+      // at most FLUSH_MS.
       const exit = () => exitNow((this.exitCode ?? 0) as number);
       if (this.control) {
         this.control.end(exit);

@@ -17,7 +17,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import { ENV } from './worker-env';
 
 /**
  * CommonJS's Module class, as every module's `module` is one: node:module
@@ -34,12 +33,21 @@ const CACHE_AFTER_MS = 1_000;
 const BUNDLE = path.join(__dirname, 'bundle', 'index.js');
 
 /**
+ * Two of the variables that make a process a worker (protocol.ts: ENV.socket
+ * and ENV.token), by name here rather than imported, as this file is all a
+ * worker loads besides the bundle: a module of their own cost 0.4 ms of
+ * every worker's boot. test/worker-footprint.test.ts sets them from ENV and checks
+ * that a worker loads the bundle, so a rename there fails it.
+ */
+const WORKER_VARIABLES = ['HANDOVER_CONTROL_SOCKET', 'HANDOVER_TOKEN'];
+
+/**
  * The master's variables are still in process.env: no copy of handover's
  * modules has loaded in this process yet (worker/spawned.ts takes them out
  * as it loads, as `handover start`'s worker does before the program runs).
  */
 function inWorkerOfApiMaster(): boolean {
-  return process.env[ENV.socket] !== undefined && process.env[ENV.token] !== undefined;
+  return WORKER_VARIABLES.every((name) => process.env[name] !== undefined);
 }
 
 function cacheFile(stat: fs.Stats): string {

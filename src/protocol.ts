@@ -375,4 +375,11 @@ export class FrameDecoder<T = Message> {
   }
 }
 
-export { ENV } from './worker-env';
+/** Environment variables that make a process a worker; set by the master at spawn (main.ts names two of them again). */
+export const ENV = {
+  socket: 'HANDOVER_CONTROL_SOCKET',
+  token: 'HANDOVER_TOKEN',
+  slot: 'HANDOVER_SLOT',
+  generation: 'HANDOVER_GENERATION',
+  masterPid: 'HANDOVER_MASTER_PID',
+} as const;

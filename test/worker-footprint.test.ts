@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ENV } from '../src/worker-env';
+import { ENV } from '../src/protocol';
 import { adminStatus, controlSocketOf } from './helpers/control';
 import { cleanUp, pollUntil, startMaster } from './helpers/processes';
 
@@ -21,16 +21,16 @@ function inFreshNode(script: string, env: Record<string, string> = {}): unknown 
 }
 
 describe('a worker process', () => {
-  it('loads the API (the bundle, as in a worker of a library-API master) without node:perf_hooks, node:crypto, node:module or node:tls', () => {
+  it('loads the API (the bundle, as in a worker of a library-API master) without node:perf_hooks, node:crypto, node:module or node:tls, and no file of handover but main.js and the bundle', () => {
     // (node -e loads some of them for itself: only what the require adds counts)
     const out = inFreshNode(`
       const before = new Set(process.moduleLoadList);
       const api = require(${JSON.stringify(path.join(DIST, 'main.js'))});
-      const bundled = require.cache[${JSON.stringify(path.join(DIST, 'bundle', 'index.js'))}] !== undefined;
+      const files = Object.keys(require.cache).filter((f) => f.startsWith(${JSON.stringify(DIST + path.sep)})).sort();
       const loaded = process.moduleLoadList.filter((m) => !before.has(m) && /^NativeModule (perf_hooks|crypto|module|tls)$/.test(m));
-      console.log(JSON.stringify({ bundled, listenAndServe: typeof api.listenAndServe, loaded }));`,
+      console.log(JSON.stringify({ files, listenAndServe: typeof api.listenAndServe, loaded }));`,
     { [ENV.socket]: '/nonexistent/control.sock', [ENV.token]: 'x' });
-    expect(out).toEqual({ bundled: true, listenAndServe: 'function', loaded: [] });
+    expect(out).toEqual({ files: [path.join(DIST, 'bundle', 'index.js'), path.join(DIST, 'main.js')], listenAndServe: 'function', loaded: [] });
   });
 
   it('starts its event-loop delay probe with a heartbeat answer, not with its last report, and never loads node:perf_hooks for it', () => {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ENV } from '../src/protocol';
 import { adminStatus, controlSocketOf } from './helpers/control';
-import { cleanUp, pollUntil, startMaster } from './helpers/processes';
+import { cleanUp, pollUntil, startMaster, workerProcessesOf } from './helpers/processes';
 
 afterEach(cleanUp);
 
@@ -93,5 +93,31 @@ describe('a worker process', () => {
     await pollUntil(() => /worker info: draining/.test(master.stderr), "the busy worker's drain line");
     // One line: the busy worker's. The idle one (drained long before) wrote none.
     expect(master.stderr.match(/worker info: draining.*/g)).toEqual([expect.stringMatching(/draining \(the master asked\): 1 open connection\(s\), up to \d+ ms$/)]);
+  });
+
+  it('serves, covers a sibling and takes connections over without Node loading node:cluster (and with it child_process and dgram)', async () => {
+    const master = await startMaster({ fixture: { workers: 2 } });
+    const before = workerProcessesOf(master.pid);
+    expect((await master.reload()).event).toBe('reloaded'); // workers that listened on their hand-off socket and their slot's
+    // the new generation's two, once the old one has exited
+    const [one, two] = await pollUntil(() => {
+      const pids = workerProcessesOf(master.pid);
+      return pids.length === 2 && !pids.some((pid) => before.includes(pid)) ? pids : undefined;
+    }, 'the old generation to exit');
+    process.kill(two!, 'SIGKILL'); // its sibling covers its slot: one more listen, on the dead slot's socket
+    await pollUntil(() => new RegExp(`handover\\[${one}\\] worker info: covering slot`).test(master.stderr), 'the cover');
+    const modulesOf = () => new Promise<{ pid: number; modules: string[] }>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: master.port, path: '/modules', agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ pid: Number(res.headers['x-pid']), modules: JSON.parse(body) as string[] }));
+      }).on('error', reject);
+    });
+    const { modules } = await pollUntil(async () => {
+      const answer = await modulesOf();
+      return answer.pid === one ? answer : undefined;
+    }, 'an answer from the worker that covered');
+    expect(modules).toContain('NativeModule net'); // (a worker's list)
+    expect(modules.filter((m) => /^NativeModule (cluster|child_process|dgram)$/.test(m))).toEqual([]);
   });
 });

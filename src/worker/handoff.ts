@@ -30,6 +30,7 @@ import * as path from 'node:path';
 import { FrameDecoder, type HandoffEndpoint, MAX_FDS_PER_MESSAGE, ProtocolError, encodeFrame } from '../protocol';
 import { randomHex, tokensEqual } from '../platform/crypto';
 import * as native from '../platform/native';
+import { listenOnFd } from './listen-fd';
 
 /** How long the old worker waits for `taken` before it keeps the batch. */
 export const HANDOFF_TIMEOUT_MS = 5_000;
@@ -507,11 +508,11 @@ export class HandoffListener {
     let fd = -1;
     try {
       // Bound natively (Node pads an abstract name to the whole sun_path),
-      // and listened on by fd, which `handover start`'s listen() interception lets through.
+      // and listened on by fd (listenOnFd: `handover start`'s listen() interception lets an fd through).
       fd = native.bindUnix({ path: socketPath, mode: 0o600 });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ fd }, () => {
+        listenOnFd(server, fd, undefined, () => {
           server.removeListener('error', reject);
           resolve();
         });

@@ -6,6 +6,7 @@ import * as native from '../platform/native';
 import { adopt } from './adopt';
 import { ServerDrain } from './drain';
 import type { Held, Item } from './handoff';
+import { listenOnFd } from './listen-fd';
 import { ConnectionMover } from './migrate';
 import { RequestStats } from './stats';
 import type { ResolvedOptions } from '../options';
@@ -99,9 +100,9 @@ export class Serving {
       else server.on('request', (_req, res) => this.stats.request(res));
       return new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        // Node's listen({fd}) ignores `backlog` in the options object and
+        // Node's listen({fd}) ignores `backlog` in an options object and
         // re-listens with 511; only the positional argument reaches listen(2).
-        server.listen({ fd: fds[i][own[i]] }, listeners[i].backlog, () => {
+        listenOnFd(server, fds[i][own[i]], listeners[i].backlog, () => {
           server.removeListener('error', reject);
           resolve();
         });
@@ -118,7 +119,7 @@ export class Serving {
       const fd = set[slot];
       if (fd === undefined || fd < 0) return; // our own slot, or one shared socket for all
       const acceptor = acceptorFor(this.servers[i]);
-      acceptor.listen({ fd: native.dup(fd) }, this.backlogs[i]);
+      listenOnFd(acceptor, native.dup(fd), this.backlogs[i]);
       acceptors.push(acceptor);
     });
     this.covering.set(slot, acceptors);
@@ -143,7 +144,7 @@ export class Serving {
   resume(): void {
     this.drains.forEach((drain, i) => {
       drain.resume();
-      this.servers[i].listen({ fd: native.dup(this.own[i]) }, this.backlogs[i]);
+      listenOnFd(this.servers[i], native.dup(this.own[i]), this.backlogs[i]);
     });
   }
 

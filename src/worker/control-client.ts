@@ -43,7 +43,7 @@ async function connect(socketPath: string, deadline: number): Promise<number> {
  * worker's only use of Node's stream machinery would otherwise be this
  * connection, and setting it up (a Pipe handle, a Duplex, its first read and
  * write) cost every worker about 1 ms of CPU at every reload (issue 24;
- * bench/RESULTS.md, "cost-exit"). A frame or two a second pass here.
+ * bench/RESULTS.md, "cost-control"). A frame or two a second pass here.
  *
  * One read waits at a time; it ends with the connection (end of file or an
  * error), which closes the fd and calls `onClose` once. Writes go out at
